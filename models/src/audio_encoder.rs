@@ -1,0 +1,181 @@
+//! The audio encoder `f_A` of Sound2Scene: a ResNet-18 over the 1 x 257 x 1004 log-spectrogram, global average
+//! pool, `fc` to the 2048-d visual latent space, then ReLU (as the reference's `AVENet` returns it).
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use burn::tensor::module::adaptive_avg_pool2d;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{CheckpointError, TorchStateDict};
+use crate::resnet::{BasicBlock, Stem, count_blocks, stage_stride};
+use crate::{NetworkModule, layers};
+
+/// The shape of an audio encoder; read from a checkpoint's tensor shapes, never assumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudioEncoderConfig {
+    pub in_channels: usize,
+    pub stem_width: usize,
+    /// Output channels of each of the four stages.
+    pub stage_widths: Vec<usize>,
+    pub blocks_per_stage: Vec<usize>,
+    pub embedding_dim: usize,
+}
+
+impl AudioEncoderConfig {
+    /// The published Sound2Scene encoder: ResNet-18 (64..512), one input channel, `fc` 512 -> 2048.
+    pub fn published() -> Self {
+        Self {
+            in_channels: 1,
+            stem_width: 64,
+            stage_widths: vec![64, 128, 256, 512],
+            blocks_per_stage: vec![2, 2, 2, 2],
+            embedding_dim: 2048,
+        }
+    }
+
+    fn validate(&self) -> Result<(), CheckpointError> {
+        let invalid = |message: &str| {
+            Err(CheckpointError::InvalidConfig {
+                network: AudioEncoder::<burn::backend::Flex>::KIND,
+                message: message.into(),
+            })
+        };
+        if self.stage_widths.is_empty() || self.stage_widths.len() != self.blocks_per_stage.len() {
+            return invalid("stage widths and block counts must be non-empty and of equal length");
+        }
+        if self.in_channels == 0
+            || self.stem_width == 0
+            || self.embedding_dim == 0
+            || self.stage_widths.contains(&0)
+            || self.blocks_per_stage.contains(&0)
+        {
+            return invalid("every size must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct AudioEncoder<B: Backend> {
+    pub stem: Stem<B>,
+    pub stages: Vec<Vec<BasicBlock<B>>>,
+    pub fc: Linear<B>,
+}
+
+impl<B: Backend> AudioEncoder<B> {
+    /// Spectrograms `[N, 1, 257, 1004]` to embeddings `[N, 2048]` (after the final ReLU, not normalised).
+    pub fn forward(&self, spectrograms: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = self.stem.forward(spectrograms);
+        for block in self.stages.iter().flatten() {
+            x = block.forward(x);
+        }
+        let [n, c, _, _] = x.dims();
+        let pooled = adaptive_avg_pool2d(x, [1, 1]).reshape([n, c]);
+        relu(self.fc.forward(pooled))
+    }
+}
+
+impl<B: Backend> NetworkModule<B> for AudioEncoder<B> {
+    type Config = AudioEncoderConfig;
+    const KIND: &'static str = "audio encoder";
+
+    fn config(&self) -> AudioEncoderConfig {
+        let [stem_width, in_channels, _, _] = self.stem.conv.weight.dims();
+        AudioEncoderConfig {
+            in_channels,
+            stem_width,
+            stage_widths: self
+                .stages
+                .iter()
+                .map(|s| s[0].conv1.weight.dims()[0])
+                .collect(),
+            blocks_per_stage: self.stages.iter().map(Vec::len).collect(),
+            embedding_dim: self.fc.weight.dims()[1],
+        }
+    }
+
+    fn init(config: &AudioEncoderConfig, device: &B::Device) -> Result<Self, CheckpointError> {
+        config.validate()?;
+        let mut c_in = config.stem_width;
+        let stages = config
+            .stage_widths
+            .iter()
+            .zip(&config.blocks_per_stage)
+            .enumerate()
+            .map(|(s, (&width, &blocks))| {
+                (0..blocks)
+                    .map(|k| {
+                        let block = BasicBlock::init(
+                            c_in,
+                            width,
+                            if k == 0 { stage_stride(s) } else { 1 },
+                            device,
+                        );
+                        c_in = width;
+                        block
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Self {
+            stem: Stem::init(config.in_channels, config.stem_width, device),
+            stages,
+            fc: LinearConfig::new(c_in, config.embedding_dim).init(device),
+        })
+    }
+
+    fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
+        // Sound2Scene saves `AVENet`, whose ResNet sits under `audnet.`.
+        let mut sd = sd.for_network(Self::KIND, "audnet.");
+        let [stem_width, in_channels, ..] = sd.shape("conv1.weight")?[..] else {
+            return Err(CheckpointError::InvalidConfig {
+                network: Self::KIND,
+                message: "conv1.weight must be 4-d".into(),
+            });
+        };
+        let mut stage_widths = Vec::new();
+        let mut blocks_per_stage = Vec::new();
+        for stage in 1..=4 {
+            blocks_per_stage.push(count_blocks(&sd, stage)?);
+            stage_widths.push(sd.shape(&format!("layer{stage}.0.conv1.weight"))?[0]);
+        }
+        let embedding_dim = sd.shape("fc.weight")?[0];
+        let config = AudioEncoderConfig {
+            in_channels,
+            stem_width,
+            stage_widths,
+            blocks_per_stage,
+            embedding_dim,
+        };
+        config.validate()?;
+
+        let stem = Stem::from_torch(&mut sd, in_channels, stem_width, device)?;
+        let mut c_in = stem_width;
+        let mut stages = Vec::new();
+        for (s, (&width, &blocks)) in config
+            .stage_widths
+            .iter()
+            .zip(&config.blocks_per_stage)
+            .enumerate()
+        {
+            let mut stage = Vec::new();
+            for k in 0..blocks {
+                let stride = if k == 0 { stage_stride(s) } else { 1 };
+                stage.push(BasicBlock::from_torch(
+                    &mut sd,
+                    &format!("layer{}.{k}", s + 1),
+                    c_in,
+                    width,
+                    stride,
+                    device,
+                )?);
+                c_in = width;
+            }
+            stages.push(stage);
+        }
+        let fc = layers::linear(&mut sd, "fc", [embedding_dim, c_in], true, device)?;
+        sd.finish(crate::checkpoint::is_batch_counter)?;
+        Ok(Self { stem, stages, fc })
+    }
+}

@@ -1,0 +1,123 @@
+//! The project's own checkpoint format: a safetensors file written by burn-store from the module itself, with
+//! the network kind and its configuration in the metadata, so loading needs no shape inference and no Python
+//! names. Weights are stored after load-time folding (spectral norm already applied). `--f16` halves the file;
+//! batch-norm statistics stay f32 because running variances underflow in f16.
+
+use std::collections::HashMap;
+
+use burn::prelude::*;
+use burn_store::{HalfPrecisionAdapter, ModuleSnapshot, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+
+use super::CheckpointError;
+use crate::NetworkModule;
+
+const KEY_NETWORK: &str = "s2v.network";
+const KEY_CONFIG: &str = "s2v.config";
+const KEY_VERSION: &str = "s2v.format_version";
+const KEY_PRECISION: &str = "s2v.precision";
+const FORMAT_VERSION: &str = "1";
+
+/// What the metadata of a native checkpoint says about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NativeHeader {
+    pub network: String,
+    pub config_json: String,
+    pub precision: String,
+}
+
+/// Reads only the header of a native checkpoint.
+pub fn read_native_header(bytes: &[u8]) -> Result<NativeHeader, CheckpointError> {
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| CheckpointError::Native(format!("not a safetensors file: {e}")))?;
+    let map: HashMap<String, String> = metadata.metadata().clone().unwrap_or_default();
+    let field = |key: &str| {
+        map.get(key).cloned().ok_or_else(|| {
+            CheckpointError::Native(format!(
+                "the safetensors metadata has no `{key}`: not a sound2vision checkpoint"
+            ))
+        })
+    };
+    let version = field(KEY_VERSION)?;
+    if version != FORMAT_VERSION {
+        return Err(CheckpointError::Native(format!(
+            "format version {version} is not supported (expected {FORMAT_VERSION})"
+        )));
+    }
+    Ok(NativeHeader {
+        network: field(KEY_NETWORK)?,
+        config_json: field(KEY_CONFIG)?,
+        precision: field(KEY_PRECISION)?,
+    })
+}
+
+fn store_for<B: Backend, N: NetworkModule<B>>(
+    module: &N,
+    half: bool,
+) -> Result<SafetensorsStore, CheckpointError> {
+    let config = serde_json::to_string(&module.config())
+        .map_err(|e| CheckpointError::Native(e.to_string()))?;
+    let store = SafetensorsStore::from_bytes(None)
+        .metadata(KEY_NETWORK, N::KIND)
+        .metadata(KEY_CONFIG, config)
+        .metadata(KEY_VERSION, FORMAT_VERSION)
+        .metadata(KEY_PRECISION, if half { "f16" } else { "f32" });
+    Ok(if half {
+        store.with_to_adapter(HalfPrecisionAdapter::new())
+    } else {
+        store
+    })
+}
+
+/// Serialises a network to the native format.
+pub fn to_native_bytes<B: Backend, N: NetworkModule<B>>(
+    module: &N,
+    half: bool,
+) -> Result<Vec<u8>, CheckpointError> {
+    let mut store = store_for(module, half)?;
+    module
+        .save_into(&mut store)
+        .map_err(|e| CheckpointError::Native(e.to_string()))?;
+    store
+        .get_bytes()
+        .map_err(|e| CheckpointError::Native(e.to_string()))
+}
+
+/// Writes a network to a native checkpoint file (atomically: a crash never leaves half a file).
+pub fn save_native<B: Backend, N: NetworkModule<B>>(
+    module: &N,
+    path: &std::path::Path,
+    half: bool,
+) -> Result<(), CheckpointError> {
+    let bytes = to_native_bytes(module, half)?;
+    let io = |e: std::io::Error| CheckpointError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Loads a network from native checkpoint bytes (also what the browser calls, with the downloaded file).
+pub fn load_native<B: Backend, N: NetworkModule<B>>(
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<N, CheckpointError> {
+    let header = read_native_header(bytes)?;
+    if header.network != N::KIND {
+        return Err(CheckpointError::WrongNetwork {
+            expected: N::KIND,
+            found: header.network,
+        });
+    }
+    let config: N::Config = serde_json::from_str(&header.config_json)
+        .map_err(|e| CheckpointError::Native(format!("invalid {} configuration: {e}", N::KIND)))?;
+    let mut module = N::init(&config, device)?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()))
+        .with_from_adapter(HalfPrecisionAdapter::new());
+    module
+        .load_from(&mut store)
+        .map_err(|e| CheckpointError::Native(e.to_string()))?;
+    Ok(module)
+}

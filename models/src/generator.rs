@@ -1,0 +1,600 @@
+//! IC-GAN's instance-conditioned BigGAN generator `G(z, f)` (inference).
+//!
+//! Faithful to `BigGAN_PyTorch/BigGAN.py` with `hier=True` and `G_shared_feat=True`: the feature `f` is
+//! L2-normalised here and embedded by `shared_feat`; z is split into `blocks + 1` chunks, the first feeding the
+//! first linear layer and chunk `i + 1` conditioning block `i` as `[y, z_chunk]` (y first); conditional batch
+//! norm uses the stored statistics with gain `1 + Linear(y)` and bias `Linear(y)`; spectral norm is folded into
+//! the weights at load time (see [`layers::spectral_normalized_values`]).
+
+use burn::module::{Param, RunningState};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::module::max_pool2d;
+use serde::{Deserialize, Serialize};
+
+use crate::NetworkModule;
+use crate::checkpoint::{CheckpointError, TorchStateDict};
+use crate::layers::{self, conv_from_tensors, linear_from_torch, spectral_normalized_values};
+
+const BN_EPS: f64 = 1e-5;
+/// IC-GAN trains its generators with `SN_eps = 1e-6`.
+const SN_EPS: f64 = 1e-6;
+
+/// The shape of a generator; read from a checkpoint's tensor shapes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratorConfig {
+    /// Length of the conditioning feature (2048 for SwAV ResNet-50).
+    pub feature_dim: usize,
+    /// Width of `shared_feat`'s embedding of the feature.
+    pub shared_dim_feat: usize,
+    /// Length of each of the `blocks + 1` z chunks.
+    pub z_chunk: usize,
+    pub bottom_width: usize,
+    pub block_in: Vec<usize>,
+    pub block_out: Vec<usize>,
+    /// Whether a self-attention layer follows each block.
+    pub attention: Vec<bool>,
+    /// `(n_classes, shared_dim)` of the class embedding that instance-conditioned checkpoints carry unused.
+    pub unused_class_embedding: Option<(usize, usize)>,
+}
+
+impl GeneratorConfig {
+    /// IC-GAN's 128 x 128 ImageNet generator (`G_ch=96`, `dim_z=120`, `shared_dim_feat=512`, attention at 64).
+    pub fn published_128() -> Self {
+        Self::biggan(96, 128, 120, 512, &[64])
+    }
+
+    /// BigGAN's architecture table for a width multiplier and resolution (64, 128 or 256).
+    pub fn biggan(
+        ch: usize,
+        resolution: usize,
+        dim_z: usize,
+        shared_dim_feat: usize,
+        attention_at: &[usize],
+    ) -> Self {
+        let multipliers: &[usize] = match resolution {
+            64 => &[16, 16, 8, 4, 2],
+            256 => &[16, 16, 8, 8, 4, 2, 1],
+            _ => &[16, 16, 8, 4, 2, 1],
+        };
+        let blocks = multipliers.len() - 1;
+        Self {
+            feature_dim: 2048,
+            shared_dim_feat,
+            z_chunk: dim_z / (blocks + 1),
+            bottom_width: 4,
+            block_in: multipliers[..blocks].iter().map(|m| m * ch).collect(),
+            block_out: multipliers[1..].iter().map(|m| m * ch).collect(),
+            attention: (0..blocks)
+                .map(|i| attention_at.contains(&(8 << i)))
+                .collect(),
+            unused_class_embedding: Some((1000, 128)),
+        }
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.block_in.len()
+    }
+
+    /// Length of z: one chunk for the first linear layer and one per block.
+    pub fn dim_z(&self) -> usize {
+        self.z_chunk * (self.blocks() + 1)
+    }
+
+    pub fn resolution(&self) -> usize {
+        self.bottom_width << self.blocks()
+    }
+
+    /// Input width of the conditional batch norms' linear layers: `[y, z_chunk]`.
+    fn cbn_input(&self) -> usize {
+        self.shared_dim_feat + self.z_chunk
+    }
+
+    fn validate(&self) -> Result<(), CheckpointError> {
+        let invalid = |message: String| {
+            Err(CheckpointError::InvalidConfig {
+                network: "generator",
+                message,
+            })
+        };
+        let n = self.block_in.len();
+        if n == 0 || self.block_out.len() != n || self.attention.len() != n {
+            return invalid(
+                "block inputs, outputs and attention flags must be non-empty and of equal length"
+                    .into(),
+            );
+        }
+        if self.z_chunk == 0
+            || self.bottom_width == 0
+            || self.feature_dim == 0
+            || self.shared_dim_feat == 0
+        {
+            return invalid("every size must be positive".into());
+        }
+        for i in 1..n {
+            if self.block_in[i] != self.block_out[i - 1] {
+                return invalid(format!(
+                    "block {i} takes {} channels but block {} gives {}",
+                    self.block_in[i],
+                    i - 1,
+                    self.block_out[i - 1]
+                ));
+            }
+        }
+        for (i, (&att, &c)) in self.attention.iter().zip(&self.block_out).enumerate() {
+            if att && (c < 8 || c % 8 != 0) {
+                return invalid(format!(
+                    "attention after block {i} needs a multiple of 8 channels, has {c}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Class-conditional batch norm (`layers.ccbn`) in eval mode.
+#[derive(Module, Debug)]
+pub struct ConditionalBatchNorm<B: Backend> {
+    pub gain: Linear<B>,
+    pub bias: Linear<B>,
+    pub stored_mean: RunningState<Tensor<B, 1>>,
+    pub stored_var: RunningState<Tensor<B, 1>>,
+    pub epsilon: f64,
+}
+
+impl<B: Backend> ConditionalBatchNorm<B> {
+    fn init(channels: usize, cond: usize, device: &B::Device) -> Self {
+        Self {
+            gain: LinearConfig::new(cond, channels)
+                .with_bias(false)
+                .init(device),
+            bias: LinearConfig::new(cond, channels)
+                .with_bias(false)
+                .init(device),
+            stored_mean: RunningState::new(Tensor::zeros([channels], device)),
+            stored_var: RunningState::new(Tensor::ones([channels], device)),
+            epsilon: BN_EPS,
+        }
+    }
+
+    fn from_torch(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        channels: usize,
+        cond: usize,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        let sn_linear =
+            |sd: &mut TorchStateDict, name: &str| -> Result<Linear<B>, CheckpointError> {
+                let values = spectral_normalized_values(
+                    sd,
+                    &format!("{prefix}.{name}"),
+                    &[channels, cond],
+                    SN_EPS,
+                )?;
+                Ok(linear_from_torch(
+                    Tensor::from_data(TensorData::new(values, [channels, cond]), device),
+                    None,
+                ))
+            };
+        Ok(Self {
+            gain: sn_linear(sd, "gain")?,
+            bias: sn_linear(sd, "bias")?,
+            stored_mean: RunningState::new(sd.take(
+                &format!("{prefix}.stored_mean"),
+                [channels],
+                device,
+            )?),
+            stored_var: RunningState::new(sd.take(
+                &format!("{prefix}.stored_var"),
+                [channels],
+                device,
+            )?),
+            epsilon: BN_EPS,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>, y: Tensor<B, 2>) -> Tensor<B, 4> {
+        let [n, c, _, _] = x.dims();
+        let gain = self
+            .gain
+            .forward(y.clone())
+            .add_scalar(1.0)
+            .reshape([n, c, 1, 1]);
+        let bias = self.bias.forward(y).reshape([n, c, 1, 1]);
+        let mean = self.stored_mean.value().reshape([1, c, 1, 1]);
+        let inv_std = self
+            .stored_var
+            .value()
+            .add_scalar(self.epsilon)
+            .sqrt()
+            .recip()
+            .reshape([1, c, 1, 1]);
+        (x - mean) * inv_std * gain + bias
+    }
+}
+
+/// A spectrally normalised convolution, read from `{prefix}.weight`, `{prefix}.u0` (and `{prefix}.bias`).
+fn sn_conv<B: Backend>(
+    sd: &mut TorchStateDict,
+    prefix: &str,
+    shape: [usize; 4],
+    bias: bool,
+    device: &B::Device,
+) -> Result<Conv2d<B>, CheckpointError> {
+    let values = spectral_normalized_values(sd, prefix, &shape, SN_EPS)?;
+    let weight = Tensor::from_data(TensorData::new(values, shape), device);
+    let bias = if bias {
+        Some(Param::from_tensor(sd.take(
+            &format!("{prefix}.bias"),
+            [shape[0]],
+            device,
+        )?))
+    } else {
+        None
+    };
+    Ok(conv_from_tensors(weight, bias, 1, shape[2] / 2))
+}
+
+fn sn_linear<B: Backend>(
+    sd: &mut TorchStateDict,
+    prefix: &str,
+    shape: [usize; 2],
+    device: &B::Device,
+) -> Result<Linear<B>, CheckpointError> {
+    let values = spectral_normalized_values(sd, prefix, &shape, SN_EPS)?;
+    let bias = sd.take(&format!("{prefix}.bias"), [shape[0]], device)?;
+    Ok(linear_from_torch(
+        Tensor::from_data(TensorData::new(values, shape), device),
+        Some(bias),
+    ))
+}
+
+fn init_conv<B: Backend>(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Conv2d<B> {
+    burn::nn::conv::Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+        ))
+        .with_bias(bias)
+        .init(device)
+}
+
+/// BigGAN's residual up-block: BN-ReLU-up-conv-BN-ReLU-conv, plus an upsampled 1x1 shortcut.
+#[derive(Module, Debug)]
+pub struct GeneratorBlock<B: Backend> {
+    pub bn1: ConditionalBatchNorm<B>,
+    pub conv1: Conv2d<B>,
+    pub bn2: ConditionalBatchNorm<B>,
+    pub conv2: Conv2d<B>,
+    pub conv_sc: Conv2d<B>,
+}
+
+impl<B: Backend> GeneratorBlock<B> {
+    pub fn forward(&self, x: Tensor<B, 4>, y: Tensor<B, 2>) -> Tensor<B, 4> {
+        let h = relu(self.bn1.forward(x.clone(), y.clone()));
+        let h = self.conv1.forward(layers::upsample_nearest_2x(h));
+        let h = self.conv2.forward(relu(self.bn2.forward(h, y)));
+        h + self.conv_sc.forward(layers::upsample_nearest_2x(x))
+    }
+}
+
+/// SAGAN self-attention (`layers.Attention`).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub theta: Conv2d<B>,
+    pub phi: Conv2d<B>,
+    pub g: Conv2d<B>,
+    pub o: Conv2d<B>,
+    pub gamma: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [n, c, h, w] = x.dims();
+        let pool = |t: Tensor<B, 4>| max_pool2d(t, [2, 2], [2, 2], [0, 0], [1, 1], false);
+        let theta = self.theta.forward(x.clone()).reshape([n, c / 8, h * w]);
+        let phi = pool(self.phi.forward(x.clone())).reshape([n, c / 8, h * w / 4]);
+        let g = pool(self.g.forward(x.clone())).reshape([n, c / 2, h * w / 4]);
+        let beta = softmax(theta.swap_dims(1, 2).matmul(phi), 2);
+        let o = self
+            .o
+            .forward(g.matmul(beta.swap_dims(1, 2)).reshape([n, c / 2, h, w]));
+        o * self.gamma.val().reshape([1, 1, 1, 1]) + x
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct GeneratorStage<B: Backend> {
+    pub block: GeneratorBlock<B>,
+    pub attention: Option<Attention<B>>,
+}
+
+#[derive(Module, Debug)]
+pub struct Generator<B: Backend> {
+    pub shared_feat: Linear<B>,
+    pub linear: Linear<B>,
+    pub stages: Vec<GeneratorStage<B>>,
+    pub output_bn: BatchNorm<B>,
+    pub output_conv: Conv2d<B>,
+    #[module(skip)]
+    pub config: GeneratorConfig,
+}
+
+impl<B: Backend> Generator<B> {
+    /// `z` `[N, dim_z]` and features `[N, 2048]` (any norm: they are L2-normalised here) to images
+    /// `[N, 3, H, W]` in [-1, 1].
+    pub fn forward(&self, z: Tensor<B, 2>, features: Tensor<B, 2>) -> Tensor<B, 4> {
+        let [n, _] = z.dims();
+        let chunk = self.config.z_chunk;
+        let y = self.shared_feat.forward(layers::l2_normalize(features));
+        let z_part = |i: usize| z.clone().slice([0..n, i * chunk..(i + 1) * chunk]);
+        let bw = self.config.bottom_width;
+        let mut h = self
+            .linear
+            .forward(z_part(0))
+            .reshape([n, self.config.block_in[0], bw, bw]);
+        for (i, stage) in self.stages.iter().enumerate() {
+            let yi = Tensor::cat(vec![y.clone(), z_part(i + 1)], 1);
+            h = stage.block.forward(h, yi);
+            if let Some(attention) = &stage.attention {
+                h = attention.forward(h);
+            }
+        }
+        self.output_conv
+            .forward(relu(self.output_bn.forward(h)))
+            .tanh()
+    }
+}
+
+/// Training logs, and the class embedding that instance conditioning never reads.
+fn is_ignored(name: &str) -> bool {
+    name.ends_with(".sv0") || name == "shared.weight"
+}
+
+impl<B: Backend> NetworkModule<B> for Generator<B> {
+    type Config = GeneratorConfig;
+    const KIND: &'static str = "generator";
+
+    fn config(&self) -> GeneratorConfig {
+        self.config.clone()
+    }
+
+    fn init(config: &GeneratorConfig, device: &B::Device) -> Result<Self, CheckpointError> {
+        config.validate()?;
+        let cond = config.cbn_input();
+        let bw2 = config.bottom_width * config.bottom_width;
+        let stages = (0..config.blocks())
+            .map(|i| {
+                let (c_in, c_out) = (config.block_in[i], config.block_out[i]);
+                GeneratorStage {
+                    block: GeneratorBlock {
+                        bn1: ConditionalBatchNorm::init(c_in, cond, device),
+                        conv1: init_conv(c_in, c_out, 3, true, device),
+                        bn2: ConditionalBatchNorm::init(c_out, cond, device),
+                        conv2: init_conv(c_out, c_out, 3, true, device),
+                        conv_sc: init_conv(c_in, c_out, 1, true, device),
+                    },
+                    attention: config.attention[i].then(|| Attention {
+                        theta: init_conv(c_out, c_out / 8, 1, false, device),
+                        phi: init_conv(c_out, c_out / 8, 1, false, device),
+                        g: init_conv(c_out, c_out / 2, 1, false, device),
+                        o: init_conv(c_out / 2, c_out, 1, false, device),
+                        gamma: Param::from_tensor(Tensor::zeros([1], device)),
+                    }),
+                }
+            })
+            .collect();
+        let last = *config.block_out.last().expect("validated non-empty");
+        Ok(Self {
+            shared_feat: LinearConfig::new(config.feature_dim, config.shared_dim_feat).init(device),
+            linear: LinearConfig::new(config.z_chunk, config.block_in[0] * bw2).init(device),
+            stages,
+            output_bn: BatchNormConfig::new(last).with_epsilon(BN_EPS).init(device),
+            output_conv: init_conv(last, 3, 3, true, device),
+            config: config.clone(),
+        })
+    }
+
+    fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
+        let mut sd = sd.for_network(Self::KIND, "");
+        let config = infer_config(&sd)?;
+        let cond = config.cbn_input();
+        let bw2 = config.bottom_width * config.bottom_width;
+        let shared_feat = sn_linear(
+            &mut sd,
+            "shared_feat",
+            [config.shared_dim_feat, config.feature_dim],
+            device,
+        )?;
+        let linear = sn_linear(
+            &mut sd,
+            "linear",
+            [config.block_in[0] * bw2, config.z_chunk],
+            device,
+        )?;
+        let mut stages = Vec::new();
+        for i in 0..config.blocks() {
+            let (c_in, c_out) = (config.block_in[i], config.block_out[i]);
+            let p = format!("blocks.{i}.0");
+            let block = GeneratorBlock {
+                bn1: ConditionalBatchNorm::from_torch(
+                    &mut sd,
+                    &format!("{p}.bn1"),
+                    c_in,
+                    cond,
+                    device,
+                )?,
+                conv1: sn_conv(
+                    &mut sd,
+                    &format!("{p}.conv1"),
+                    [c_out, c_in, 3, 3],
+                    true,
+                    device,
+                )?,
+                bn2: ConditionalBatchNorm::from_torch(
+                    &mut sd,
+                    &format!("{p}.bn2"),
+                    c_out,
+                    cond,
+                    device,
+                )?,
+                conv2: sn_conv(
+                    &mut sd,
+                    &format!("{p}.conv2"),
+                    [c_out, c_out, 3, 3],
+                    true,
+                    device,
+                )?,
+                conv_sc: sn_conv(
+                    &mut sd,
+                    &format!("{p}.conv_sc"),
+                    [c_out, c_in, 1, 1],
+                    true,
+                    device,
+                )?,
+            };
+            let attention = if config.attention[i] {
+                let a = format!("blocks.{i}.1");
+                Some(Attention {
+                    theta: sn_conv(
+                        &mut sd,
+                        &format!("{a}.theta"),
+                        [c_out / 8, c_out, 1, 1],
+                        false,
+                        device,
+                    )?,
+                    phi: sn_conv(
+                        &mut sd,
+                        &format!("{a}.phi"),
+                        [c_out / 8, c_out, 1, 1],
+                        false,
+                        device,
+                    )?,
+                    g: sn_conv(
+                        &mut sd,
+                        &format!("{a}.g"),
+                        [c_out / 2, c_out, 1, 1],
+                        false,
+                        device,
+                    )?,
+                    o: sn_conv(
+                        &mut sd,
+                        &format!("{a}.o"),
+                        [c_out, c_out / 2, 1, 1],
+                        false,
+                        device,
+                    )?,
+                    gamma: Param::from_tensor(sd.take(&format!("{a}.gamma"), [1], device)?),
+                })
+            } else {
+                None
+            };
+            stages.push(GeneratorStage { block, attention });
+        }
+        let last = *config.block_out.last().expect("validated non-empty");
+        let output_bn = layers::batch_norm_named(
+            &mut sd,
+            "output_layer.0",
+            ["gain", "bias"],
+            last,
+            BN_EPS,
+            device,
+        )?;
+        let output_conv = sn_conv(&mut sd, "output_layer.2", [3, last, 3, 3], true, device)?;
+        sd.finish(is_ignored)?;
+        Ok(Self {
+            shared_feat,
+            linear,
+            stages,
+            output_bn,
+            output_conv,
+            config,
+        })
+    }
+}
+
+/// Reads the architecture off the tensor shapes of an IC-GAN state dict.
+fn infer_config(sd: &TorchStateDict) -> Result<GeneratorConfig, CheckpointError> {
+    let network = Generator::<burn::backend::Flex>::KIND;
+    let invalid = |message: String| CheckpointError::InvalidConfig { network, message };
+    let shared = sd.shape("shared_feat.weight")?;
+    let [shared_dim_feat, feature_dim] = shared[..] else {
+        return Err(invalid("shared_feat.weight must be 2-d".into()));
+    };
+    let linear = sd.shape("linear.weight")?;
+    let [linear_out, z_chunk] = linear[..] else {
+        return Err(invalid("linear.weight must be 2-d".into()));
+    };
+    let blocks = (0..)
+        .take_while(|i| sd.contains(&format!("blocks.{i}.0.conv1.weight")))
+        .count();
+    if blocks == 0 {
+        sd.shape("blocks.0.0.conv1.weight")?;
+    }
+    let mut block_in = Vec::new();
+    let mut block_out = Vec::new();
+    let mut attention = Vec::new();
+    for i in 0..blocks {
+        let conv1 = sd.shape(&format!("blocks.{i}.0.conv1.weight"))?;
+        if conv1.len() != 4 {
+            return Err(invalid(format!("blocks.{i}.0.conv1.weight must be 4-d")));
+        }
+        block_out.push(conv1[0]);
+        block_in.push(conv1[1]);
+        attention.push(sd.contains(&format!("blocks.{i}.1.theta.weight")));
+    }
+    // The first linear layer fills a bottom_width x bottom_width map of the first block's channels.
+    let bottom_area = linear_out / block_in[0];
+    let bottom_width = (bottom_area as f64).sqrt().round() as usize;
+    if bottom_width * bottom_width * block_in[0] != linear_out {
+        return Err(invalid(format!(
+            "linear.weight gives {linear_out} values, not a square map of {} channels",
+            block_in[0]
+        )));
+    }
+    let unused_class_embedding = sd.shape("shared.weight").ok().and_then(|s| match s[..] {
+        [classes, dim] => Some((classes, dim)),
+        _ => None,
+    });
+    let config = GeneratorConfig {
+        feature_dim,
+        shared_dim_feat,
+        z_chunk,
+        bottom_width,
+        block_in,
+        block_out,
+        attention,
+        unused_class_embedding,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Draws generator noise: standard normal, or BigGAN's truncation trick (values outside [-t, t] redrawn).
+pub fn sample_noise(seed: u64, count: usize, dim_z: usize, truncation: Option<f32>) -> Vec<f32> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..count * dim_z)
+        .map(|_| {
+            loop {
+                let v: f32 = StandardNormal.sample(&mut rng);
+                match truncation {
+                    Some(t) if v.abs() > t => continue,
+                    _ => break v,
+                }
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,185 @@
+//! The image encoder `f_V`: torchvision's ResNet-50 as SwAV trained it, giving the 2048-d pooled feature that
+//! IC-GAN conditions on. Frozen everywhere in this project.
+
+use burn::prelude::*;
+use burn::tensor::module::adaptive_avg_pool2d;
+use serde::{Deserialize, Serialize};
+
+use crate::NetworkModule;
+use crate::checkpoint::{CheckpointError, TorchStateDict};
+use crate::resnet::{Bottleneck, Stem, count_blocks, stage_stride};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEncoderConfig {
+    pub in_channels: usize,
+    pub stem_width: usize,
+    /// Inner (3x3) width of each stage's bottlenecks.
+    pub stage_widths: Vec<usize>,
+    /// Output channels of each stage (4x the planes in torchvision).
+    pub stage_outputs: Vec<usize>,
+    pub blocks_per_stage: Vec<usize>,
+}
+
+impl ImageEncoderConfig {
+    /// torchvision's ResNet-50, the backbone of SwAV's `swav_800ep_pretrain.pth.tar`.
+    pub fn published() -> Self {
+        Self {
+            in_channels: 3,
+            stem_width: 64,
+            stage_widths: vec![64, 128, 256, 512],
+            stage_outputs: vec![256, 512, 1024, 2048],
+            blocks_per_stage: vec![3, 4, 6, 3],
+        }
+    }
+
+    fn validate(&self) -> Result<(), CheckpointError> {
+        let n = self.stage_widths.len();
+        if n == 0 || self.stage_outputs.len() != n || self.blocks_per_stage.len() != n {
+            return Err(CheckpointError::InvalidConfig {
+                network: "image encoder",
+                message:
+                    "stage widths, outputs and block counts must be non-empty and of equal length"
+                        .into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        *self.stage_outputs.last().unwrap_or(&0)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ImageEncoder<B: Backend> {
+    pub stem: Stem<B>,
+    pub stages: Vec<Vec<Bottleneck<B>>>,
+}
+
+impl<B: Backend> ImageEncoder<B> {
+    /// ImageNet-normalised images `[N, 3, 224, 224]` to pooled features `[N, 2048]`.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = self.stem.forward(images);
+        for block in self.stages.iter().flatten() {
+            x = block.forward(x);
+        }
+        let [n, c, _, _] = x.dims();
+        adaptive_avg_pool2d(x, [1, 1]).reshape([n, c])
+    }
+}
+
+/// SwAV checkpoints also hold the training heads; the feature extractor never reads them.
+fn is_ignored(name: &str) -> bool {
+    crate::checkpoint::is_batch_counter(name)
+        || name.starts_with("projection_head.")
+        || name.starts_with("prototypes.")
+}
+
+impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
+    type Config = ImageEncoderConfig;
+    const KIND: &'static str = "image encoder";
+
+    fn config(&self) -> ImageEncoderConfig {
+        let [stem_width, in_channels, _, _] = self.stem.conv.weight.dims();
+        ImageEncoderConfig {
+            in_channels,
+            stem_width,
+            stage_widths: self
+                .stages
+                .iter()
+                .map(|s| s[0].conv1.weight.dims()[0])
+                .collect(),
+            stage_outputs: self
+                .stages
+                .iter()
+                .map(|s| s[0].conv3.weight.dims()[0])
+                .collect(),
+            blocks_per_stage: self.stages.iter().map(Vec::len).collect(),
+        }
+    }
+
+    fn init(config: &ImageEncoderConfig, device: &B::Device) -> Result<Self, CheckpointError> {
+        config.validate()?;
+        let mut c_in = config.stem_width;
+        let mut stages = Vec::new();
+        for (s, ((&width, &c_out), &blocks)) in config
+            .stage_widths
+            .iter()
+            .zip(&config.stage_outputs)
+            .zip(&config.blocks_per_stage)
+            .enumerate()
+        {
+            let mut stage = Vec::new();
+            for k in 0..blocks {
+                stage.push(Bottleneck::init(
+                    c_in,
+                    width,
+                    c_out,
+                    if k == 0 { stage_stride(s) } else { 1 },
+                    device,
+                ));
+                c_in = c_out;
+            }
+            stages.push(stage);
+        }
+        Ok(Self {
+            stem: Stem::init(config.in_channels, config.stem_width, device),
+            stages,
+        })
+    }
+
+    fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
+        let mut sd = sd.for_network(Self::KIND, "");
+        let [stem_width, in_channels, ..] = sd.shape("conv1.weight")?[..] else {
+            return Err(CheckpointError::InvalidConfig {
+                network: Self::KIND,
+                message: "conv1.weight must be 4-d".into(),
+            });
+        };
+        let mut config = ImageEncoderConfig {
+            in_channels,
+            stem_width,
+            stage_widths: vec![],
+            stage_outputs: vec![],
+            blocks_per_stage: vec![],
+        };
+        for stage in 1..=4 {
+            config.blocks_per_stage.push(count_blocks(&sd, stage)?);
+            config
+                .stage_widths
+                .push(sd.shape(&format!("layer{stage}.0.conv1.weight"))?[0]);
+            config
+                .stage_outputs
+                .push(sd.shape(&format!("layer{stage}.0.conv3.weight"))?[0]);
+        }
+        config.validate()?;
+        let stem = Stem::from_torch(&mut sd, in_channels, stem_width, device)?;
+        let mut c_in = stem_width;
+        let mut stages = Vec::new();
+        for (s, ((&width, &c_out), &blocks)) in config
+            .stage_widths
+            .iter()
+            .zip(&config.stage_outputs)
+            .zip(&config.blocks_per_stage)
+            .enumerate()
+        {
+            let mut stage = Vec::new();
+            for k in 0..blocks {
+                let stride = if k == 0 { stage_stride(s) } else { 1 };
+                stage.push(Bottleneck::from_torch(
+                    &mut sd,
+                    &format!("layer{}.{k}", s + 1),
+                    c_in,
+                    width,
+                    c_out,
+                    stride,
+                    device,
+                )?);
+                c_in = c_out;
+            }
+            stages.push(stage);
+        }
+        sd.finish(is_ignored)?;
+        Ok(Self { stem, stages })
+    }
+}

@@ -1,0 +1,36 @@
+//! The Sound2Vision networks in burn: the audio encoder `f_A`, the image encoder `f_V` and IC-GAN's generator
+//! `G`, with PyTorch checkpoint import, the project's own checkpoint format and the training loss.
+//!
+//! Every network reads its configuration off a checkpoint's tensor shapes, so the narrow reference models of
+//! the tests and the full published ones load through the same code.
+
+pub mod audio_encoder;
+pub mod checkpoint;
+pub mod generator;
+pub mod image_encoder;
+pub mod layers;
+pub mod loss;
+pub mod preprocess;
+mod resnet;
+
+pub use audio_encoder::{AudioEncoder, AudioEncoderConfig};
+pub use checkpoint::{CheckpointError, load_checkpoint};
+pub use generator::{Generator, GeneratorConfig};
+pub use image_encoder::{ImageEncoder, ImageEncoderConfig};
+
+use burn::prelude::*;
+
+/// What every network offers the checkpoint code: its configuration, random initialisation from one, and
+/// import from a PyTorch state dict.
+pub trait NetworkModule<B: Backend>: Module<B> + Sized {
+    type Config: serde::Serialize + serde::de::DeserializeOwned;
+    /// Human-readable name, also stored in native checkpoints to refuse loading one network as another.
+    const KIND: &'static str;
+
+    fn config(&self) -> Self::Config;
+    fn init(config: &Self::Config, device: &B::Device) -> Result<Self, CheckpointError>;
+    fn from_torch(
+        state_dict: checkpoint::TorchStateDict,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError>;
+}

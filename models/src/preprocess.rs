@@ -1,0 +1,84 @@
+//! Image preprocessing for the image encoder, as IC-GAN prepares images for its SwAV feature extractor:
+//! centre crop to a square along the long edge, resize to 224 (bilinear), scale to [0, 1], ImageNet mean/std.
+
+use image::{DynamicImage, imageops::FilterType};
+use thiserror::Error;
+
+pub const IMAGE_SIZE: usize = 224;
+const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+#[derive(Debug, Error)]
+pub enum ImageError {
+    #[error("the image input is empty (0 bytes)")]
+    Empty,
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("the image has no pixels")]
+    NoPixels,
+}
+
+/// Decodes an image file (PNG, JPEG, ...) to a normalised `3 x 224 x 224` tensor, channel-major.
+pub fn preprocess_image_bytes(bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let image = image::load_from_memory(bytes).map_err(|e| ImageError::Decode(e.to_string()))?;
+    preprocess_image(&image)
+}
+
+pub fn preprocess_image(image: &DynamicImage) -> Result<Vec<f32>, ImageError> {
+    let (w, h) = (image.width(), image.height());
+    if w == 0 || h == 0 {
+        return Err(ImageError::NoPixels);
+    }
+    let side = w.min(h);
+    let cropped = image.crop_imm((w - side) / 2, (h - side) / 2, side, side);
+    let resized = cropped
+        .resize_exact(IMAGE_SIZE as u32, IMAGE_SIZE as u32, FilterType::Triangle)
+        .to_rgb8();
+    let mut out = vec![0.0f32; 3 * IMAGE_SIZE * IMAGE_SIZE];
+    for (x, y, pixel) in resized.enumerate_pixels() {
+        for c in 0..3 {
+            out[(c * IMAGE_SIZE + y as usize) * IMAGE_SIZE + x as usize] =
+                (f32::from(pixel[c]) / 255.0 - MEAN[c]) / STD[c];
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crops_the_long_edge_and_normalises() {
+        // A 300 x 100 image: white centre third, black elsewhere; the square crop keeps only white.
+        let mut img = image::RgbImage::new(300, 100);
+        for (x, _, p) in img.enumerate_pixels_mut() {
+            *p = if (100..200).contains(&x) {
+                image::Rgb([255, 255, 255])
+            } else {
+                image::Rgb([0, 0, 0])
+            };
+        }
+        let out = preprocess_image(&DynamicImage::ImageRgb8(img)).unwrap();
+        assert_eq!(out.len(), 3 * 224 * 224);
+        for c in 0..3 {
+            let expected = (1.0 - MEAN[c]) / STD[c];
+            assert!((out[c * 224 * 224 + 5] - expected).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(matches!(
+            preprocess_image_bytes(b"not an image"),
+            Err(ImageError::Decode(_))
+        ));
+        assert!(matches!(
+            preprocess_image_bytes(b""),
+            Err(ImageError::Empty)
+        ));
+    }
+}

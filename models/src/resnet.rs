@@ -1,0 +1,298 @@
+//! torchvision-style ResNet building blocks, shared by the audio encoder (BasicBlock) and the image encoder
+//! (Bottleneck). Batch norm follows burn's convention: batch statistics under autodiff, stored ones otherwise.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use burn::tensor::module::max_pool2d;
+
+use crate::checkpoint::{CheckpointError, TorchStateDict};
+use crate::layers;
+
+pub(crate) const BN_EPS: f64 = 1e-5;
+
+/// A bias-free convolution initialised like torchvision's ResNet (Kaiming normal, fan-out).
+pub(crate) fn init_conv<B: Backend>(
+    [c_in, c_out]: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    device: &B::Device,
+) -> Conv2d<B> {
+    Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
+        .with_bias(false)
+        .with_initializer(Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: true,
+        })
+        .init(device)
+}
+
+pub(crate) fn init_bn<B: Backend>(channels: usize, device: &B::Device) -> BatchNorm<B> {
+    BatchNormConfig::new(channels)
+        .with_epsilon(BN_EPS)
+        .init(device)
+}
+
+/// `conv1` (7x7, stride 2) - `bn1` - ReLU - 3x3 max pool, stride 2.
+#[derive(Module, Debug)]
+pub struct Stem<B: Backend> {
+    pub conv: Conv2d<B>,
+    pub bn: BatchNorm<B>,
+}
+
+impl<B: Backend> Stem<B> {
+    pub fn init(in_channels: usize, width: usize, device: &B::Device) -> Self {
+        Self {
+            conv: init_conv([in_channels, width], 7, 2, 3, device),
+            bn: init_bn(width, device),
+        }
+    }
+
+    pub fn from_torch(
+        sd: &mut TorchStateDict,
+        in_channels: usize,
+        width: usize,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        Ok(Self {
+            conv: layers::conv2d(sd, "conv1", [width, in_channels, 7, 7], 2, 3, false, device)?,
+            bn: layers::batch_norm(sd, "bn1", width, BN_EPS, device)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = relu(self.bn.forward(self.conv.forward(x)));
+        max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false)
+    }
+}
+
+/// The 1x1 projection of a residual shortcut: `downsample.0` (conv) and `downsample.1` (bn).
+#[derive(Module, Debug)]
+pub struct Downsample<B: Backend> {
+    pub conv: Conv2d<B>,
+    pub bn: BatchNorm<B>,
+}
+
+impl<B: Backend> Downsample<B> {
+    fn init(c_in: usize, c_out: usize, stride: usize, device: &B::Device) -> Self {
+        Self {
+            conv: init_conv([c_in, c_out], 1, stride, 0, device),
+            bn: init_bn(c_out, device),
+        }
+    }
+
+    fn from_torch(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        Ok(Self {
+            conv: layers::conv2d(
+                sd,
+                &format!("{prefix}.downsample.0"),
+                [c_out, c_in, 1, 1],
+                stride,
+                0,
+                false,
+                device,
+            )?,
+            bn: layers::batch_norm(sd, &format!("{prefix}.downsample.1"), c_out, BN_EPS, device)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+/// ResNet-18/34's block: two 3x3 convolutions, stride in the first.
+#[derive(Module, Debug)]
+pub struct BasicBlock<B: Backend> {
+    pub conv1: Conv2d<B>,
+    pub bn1: BatchNorm<B>,
+    pub conv2: Conv2d<B>,
+    pub bn2: BatchNorm<B>,
+    pub downsample: Option<Downsample<B>>,
+}
+
+impl<B: Backend> BasicBlock<B> {
+    pub fn init(c_in: usize, c_out: usize, stride: usize, device: &B::Device) -> Self {
+        Self {
+            conv1: init_conv([c_in, c_out], 3, stride, 1, device),
+            bn1: init_bn(c_out, device),
+            conv2: init_conv([c_out, c_out], 3, 1, 1, device),
+            bn2: init_bn(c_out, device),
+            downsample: (stride != 1 || c_in != c_out)
+                .then(|| Downsample::init(c_in, c_out, stride, device)),
+        }
+    }
+
+    pub fn from_torch(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        Ok(Self {
+            conv1: layers::conv2d(
+                sd,
+                &format!("{prefix}.conv1"),
+                [c_out, c_in, 3, 3],
+                stride,
+                1,
+                false,
+                device,
+            )?,
+            bn1: layers::batch_norm(sd, &format!("{prefix}.bn1"), c_out, BN_EPS, device)?,
+            conv2: layers::conv2d(
+                sd,
+                &format!("{prefix}.conv2"),
+                [c_out, c_out, 3, 3],
+                1,
+                1,
+                false,
+                device,
+            )?,
+            bn2: layers::batch_norm(sd, &format!("{prefix}.bn2"), c_out, BN_EPS, device)?,
+            downsample: if stride != 1 || c_in != c_out {
+                Some(Downsample::from_torch(
+                    sd, prefix, c_in, c_out, stride, device,
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let out = self.bn2.forward(self.conv2.forward(out));
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x),
+            None => x,
+        };
+        relu(out + identity)
+    }
+}
+
+/// ResNet-50's block (torchvision v1.5: the stride sits in the 3x3 convolution).
+#[derive(Module, Debug)]
+pub struct Bottleneck<B: Backend> {
+    pub conv1: Conv2d<B>,
+    pub bn1: BatchNorm<B>,
+    pub conv2: Conv2d<B>,
+    pub bn2: BatchNorm<B>,
+    pub conv3: Conv2d<B>,
+    pub bn3: BatchNorm<B>,
+    pub downsample: Option<Downsample<B>>,
+}
+
+impl<B: Backend> Bottleneck<B> {
+    pub fn init(
+        c_in: usize,
+        width: usize,
+        c_out: usize,
+        stride: usize,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            conv1: init_conv([c_in, width], 1, 1, 0, device),
+            bn1: init_bn(width, device),
+            conv2: init_conv([width, width], 3, stride, 1, device),
+            bn2: init_bn(width, device),
+            conv3: init_conv([width, c_out], 1, 1, 0, device),
+            bn3: init_bn(c_out, device),
+            downsample: (stride != 1 || c_in != c_out)
+                .then(|| Downsample::init(c_in, c_out, stride, device)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_torch(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        c_in: usize,
+        width: usize,
+        c_out: usize,
+        stride: usize,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        Ok(Self {
+            conv1: layers::conv2d(
+                sd,
+                &format!("{prefix}.conv1"),
+                [width, c_in, 1, 1],
+                1,
+                0,
+                false,
+                device,
+            )?,
+            bn1: layers::batch_norm(sd, &format!("{prefix}.bn1"), width, BN_EPS, device)?,
+            conv2: layers::conv2d(
+                sd,
+                &format!("{prefix}.conv2"),
+                [width, width, 3, 3],
+                stride,
+                1,
+                false,
+                device,
+            )?,
+            bn2: layers::batch_norm(sd, &format!("{prefix}.bn2"), width, BN_EPS, device)?,
+            conv3: layers::conv2d(
+                sd,
+                &format!("{prefix}.conv3"),
+                [c_out, width, 1, 1],
+                1,
+                0,
+                false,
+                device,
+            )?,
+            bn3: layers::batch_norm(sd, &format!("{prefix}.bn3"), c_out, BN_EPS, device)?,
+            downsample: if stride != 1 || c_in != c_out {
+                Some(Downsample::from_torch(
+                    sd, prefix, c_in, c_out, stride, device,
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let out = relu(self.bn2.forward(self.conv2.forward(out)));
+        let out = self.bn3.forward(self.conv3.forward(out));
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x),
+            None => x,
+        };
+        relu(out + identity)
+    }
+}
+
+/// How many blocks `layer{stage}` has in a checkpoint (`layer{stage}.{k}.conv1.weight` for k = 0, 1, ...).
+pub(crate) fn count_blocks(sd: &TorchStateDict, stage: usize) -> Result<usize, CheckpointError> {
+    let count = (0..)
+        .take_while(|k| sd.contains(&format!("layer{stage}.{k}.conv1.weight")))
+        .count();
+    if count == 0 {
+        sd.shape(&format!("layer{stage}.0.conv1.weight"))?;
+    }
+    Ok(count)
+}
+
+/// ResNet stages halve the resolution at the start of every stage but the first.
+pub(crate) fn stage_stride(stage_index: usize) -> usize {
+    if stage_index == 0 { 1 } else { 2 }
+}

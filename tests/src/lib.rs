@@ -1,0 +1,47 @@
+//! Helpers for the integration tests: where the reference fixtures are, and how to compare with them.
+
+use std::path::PathBuf;
+
+use ndarray::ArrayD;
+use ndarray_npy::read_npy;
+
+/// The reference fixtures: `$S2V_FIXTURES`, else `../shared/fixtures/reference` beside the checkout.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("S2V_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/reference")
+        });
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "reference fixtures not found at {} (set S2V_FIXTURES)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+pub fn npy(name: &str) -> ArrayD<f32> {
+    read_npy(fixture(name)).unwrap_or_else(|e| panic!("cannot read {name}: {e}"))
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// `||a - b|| / ||b||`.
+pub fn relative_error(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (diff.sqrt() / norm.sqrt()) as f32
+}
+
+pub const WAVES: [&str; 3] = ["tone_chirp_10s", "harmonic_3p7s", "clicks_160125"];
