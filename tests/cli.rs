@@ -1,1 +1,331 @@
+//! The `s2v` command-line tool against the reference fixtures, and its errors on bad input.
+//! (Declared by the s2v-worker package, which owns the binary.)
 
+use std::path::Path;
+use std::process::{Command, Output};
+
+use s2v_tests::*;
+
+fn s2v(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_s2v"))
+        .args(args)
+        .output()
+        .expect("s2v runs")
+}
+
+fn ok(args: &[&str]) {
+    let out = s2v(args);
+    assert!(
+        out.status.success(),
+        "s2v {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A failing run: non-zero exit, an `error:` line that mentions `needle`, and no panic.
+fn fails(args: &[&str], needle: &str) {
+    let out = s2v(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "s2v {args:?} should fail");
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "s2v {args:?} panicked: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "s2v {args:?}: expected {needle:?} in {stderr}"
+    );
+}
+
+fn read(path: &Path) -> Vec<f32> {
+    let array: ndarray::ArrayD<f32> = ndarray_npy::read_npy(path).unwrap();
+    array.iter().copied().collect()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn reproduces_the_reference_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name);
+    let fx = |name: &str| fixture(name).to_str().unwrap().to_string();
+
+    for wave in WAVES {
+        ok(&[
+            "spectrogram",
+            &fx(&format!("{wave}.wav")),
+            "--out",
+            s(&out("spec.npy")),
+        ]);
+        let err = max_abs_diff(
+            &read(&out("spec.npy")),
+            npy(&format!("{wave}.spectrogram.npy")).as_slice().unwrap(),
+        );
+        assert!(err < 1e-3, "{wave} spectrogram {err}");
+    }
+
+    let waves: Vec<String> = WAVES.iter().map(|w| fx(&format!("{w}.wav"))).collect();
+    let mut args = vec!["encode-audio", "--checkpoint"];
+    let ckpt = fx("audio_encoder.pth");
+    args.push(&ckpt);
+    args.extend(waves.iter().map(String::as_str));
+    let emb = out("emb.npy");
+    args.extend(["--out", s(&emb)]);
+    ok(&args);
+    let embeddings = read(&out("emb.npy"));
+    for (i, wave) in WAVES.iter().enumerate() {
+        let err = relative_error(
+            &embeddings[i * 2048..(i + 1) * 2048],
+            npy(&format!("{wave}.audio_embedding.npy"))
+                .as_slice()
+                .unwrap(),
+        );
+        assert!(err < 1e-3, "{wave} embedding {err}");
+    }
+
+    ok(&[
+        "encode-image",
+        "--checkpoint",
+        &fx("image_encoder.pth.tar"),
+        "--input",
+        &fx("image_input.npy"),
+        "--out",
+        s(&out("feat.npy")),
+    ]);
+    let err = relative_error(
+        &read(&out("feat.npy")),
+        npy("image_features.npy").as_slice().unwrap(),
+    );
+    assert!(err < 1e-3, "image features {err}");
+
+    let generate = |checkpoint: &str, to: &str| {
+        ok(&[
+            "generate",
+            "--checkpoint",
+            checkpoint,
+            "--features",
+            &fx("generator_features.npy"),
+            "--noise",
+            &fx("generator_noise.npy"),
+            "--out",
+            to,
+        ]);
+    };
+    generate(&fx("generator.pth"), s(&out("gen.npy")));
+    let err = max_abs_diff(
+        &read(&out("gen.npy")),
+        npy("generator_output.npy").as_slice().unwrap(),
+    );
+    assert!(err < 2e-3, "generator {err}");
+
+    // Converted to the own format, the generator gives the same images.
+    ok(&[
+        "convert",
+        "--in",
+        &fx("generator.pth"),
+        "--out",
+        s(&out("g.safetensors")),
+    ]);
+    generate(s(&out("g.safetensors")), s(&out("gen2.npy")));
+    assert_eq!(
+        max_abs_diff(&read(&out("gen.npy")), &read(&out("gen2.npy"))),
+        0.0
+    );
+}
+
+#[test]
+fn writes_png_files_from_seeded_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let pngs = dir.path().join("pngs");
+    let features = fixture("generator_features.npy");
+    let checkpoint = fixture("generator.pth");
+    let args = [
+        "generate",
+        "--checkpoint",
+        s(&checkpoint),
+        "--features",
+        s(&features),
+        "--seed",
+        "7",
+        "--count",
+        "2",
+        "--truncation",
+        "0.7",
+        "--out",
+        s(&pngs),
+    ];
+    ok(&args);
+    let mut files: Vec<_> = std::fs::read_dir(&pngs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "000.png", "001.png", "002.png", "003.png", "004.png", "005.png"
+        ]
+    );
+    let first = std::fs::read(pngs.join("000.png")).unwrap();
+    assert_eq!(&first[1..4], b"PNG");
+    // Same seed, same images.
+    let again = dir.path().join("again");
+    let mut args2 = args;
+    args2[args2.len() - 1] = s(&again);
+    ok(&args2);
+    assert_eq!(
+        std::fs::read(again.join("003.png")).unwrap(),
+        std::fs::read(pngs.join("003.png")).unwrap()
+    );
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let out = path("out.npy");
+
+    std::fs::write(path("empty.wav"), b"").unwrap();
+    fails(
+        &["spectrogram", s(&path("empty.wav")), "--out", s(&out)],
+        "empty",
+    );
+
+    std::fs::write(
+        path("noise.mp3"),
+        b"this is not an mp3 at all, only text pretending to be one",
+    )
+    .unwrap();
+    fails(
+        &["spectrogram", s(&path("noise.mp3")), "--out", s(&out)],
+        "format",
+    );
+
+    let wav = std::fs::read(fixture("tone_chirp_10s.wav")).unwrap();
+    std::fs::write(path("cut.wav"), &wav[..wav.len() / 3]).unwrap();
+    fails(
+        &["spectrogram", s(&path("cut.wav")), "--out", s(&out)],
+        "truncated",
+    );
+
+    fails(
+        &["spectrogram", s(&path("missing.wav")), "--out", s(&out)],
+        "missing.wav",
+    );
+
+    // A checkpoint of another network names the tensor it lacks.
+    fails(
+        &[
+            "encode-audio",
+            "--checkpoint",
+            s(&fixture("generator.pth")),
+            s(&fixture("harmonic_3p7s.wav")),
+            "--out",
+            s(&out),
+        ],
+        "conv1.weight",
+    );
+    fails(
+        &[
+            "generate",
+            "--checkpoint",
+            s(&fixture("audio_encoder.pth")),
+            "--features",
+            s(&fixture("generator_features.npy")),
+            "--seed",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        "shared_feat.weight",
+    );
+    std::fs::write(path("junk.pth"), b"junk").unwrap();
+    fails(
+        &[
+            "encode-image",
+            "--checkpoint",
+            s(&path("junk.pth")),
+            "--input",
+            s(&fixture("image_input.npy")),
+            "--out",
+            s(&out),
+        ],
+        "not a checkpoint",
+    );
+
+    // Arrays of the wrong shape.
+    let generator = fixture("generator.pth");
+    fails(
+        &[
+            "generate",
+            "--checkpoint",
+            s(&generator),
+            "--features",
+            s(&fixture("image_input.npy")),
+            "--seed",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        "[2, 3, 224, 224]",
+    );
+    fails(
+        &[
+            "generate",
+            "--checkpoint",
+            s(&generator),
+            "--features",
+            s(&fixture("generator_features.npy")),
+            "--noise",
+            s(&fixture("generator_features.npy")),
+            "--out",
+            s(&out),
+        ],
+        "noise must be N x 120",
+    );
+    fails(
+        &[
+            "encode-image",
+            "--checkpoint",
+            s(&fixture("image_encoder.pth.tar")),
+            "--input",
+            s(&fixture("generator_noise.npy")),
+            "--out",
+            s(&out),
+        ],
+        "N x 3 x 224 x 224",
+    );
+    std::fs::write(path("bad.npy"), b"\x93NUMPY garbage").unwrap();
+    fails(
+        &[
+            "generate",
+            "--checkpoint",
+            s(&generator),
+            "--features",
+            s(&path("bad.npy")),
+            "--seed",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        "float32 .npy",
+    );
+    fails(
+        &[
+            "generate",
+            "--checkpoint",
+            s(&generator),
+            "--features",
+            s(&fixture("generator_features.npy")),
+            "--seed",
+            "1",
+            "--truncation=-1",
+            "--out",
+            s(&out),
+        ],
+        "truncation",
+    );
+}

@@ -174,10 +174,7 @@ impl<B: Backend> ConditionalBatchNorm<B> {
                     &[channels, cond],
                     SN_EPS,
                 )?;
-                Ok(linear_from_torch(
-                    Tensor::from_data(TensorData::new(values, [channels, cond]), device),
-                    None,
-                ))
+                Ok(linear_from_torch(values, [channels, cond], None, device))
             };
         Ok(Self {
             gain: sn_linear(sd, "gain")?,
@@ -246,10 +243,7 @@ fn sn_linear<B: Backend>(
 ) -> Result<Linear<B>, CheckpointError> {
     let values = spectral_normalized_values(sd, prefix, &shape, SN_EPS)?;
     let bias = sd.take(&format!("{prefix}.bias"), [shape[0]], device)?;
-    Ok(linear_from_torch(
-        Tensor::from_data(TensorData::new(values, shape), device),
-        Some(bias),
-    ))
+    Ok(linear_from_torch(values, shape, Some(bias), device))
 }
 
 fn init_conv<B: Backend>(

@@ -92,25 +92,38 @@ pub fn batch_norm_named<B: Backend>(
 pub fn linear<B: Backend>(
     sd: &mut TorchStateDict,
     prefix: &str,
-    [d_out, d_in]: [usize; 2],
+    shape: [usize; 2],
     bias: bool,
     device: &B::Device,
 ) -> Result<Linear<B>, CheckpointError> {
-    let weight: Tensor<B, 2> = sd.take(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+    let weight = sd.take_values(&format!("{prefix}.weight"), &shape)?;
     let bias = if bias {
-        Some(sd.take(&format!("{prefix}.bias"), [d_out], device)?)
+        Some(sd.take(&format!("{prefix}.bias"), [shape[0]], device)?)
     } else {
         None
     };
-    Ok(linear_from_torch(weight, bias))
+    Ok(linear_from_torch(weight, shape, bias, device))
 }
 
+/// A burn `Linear` from PyTorch's `[out, in]` weight values. The transpose is materialised here so the weight
+/// is contiguous, exactly as when the same layer is loaded back from the native format.
 pub fn linear_from_torch<B: Backend>(
-    weight_out_in: Tensor<B, 2>,
+    weight_out_in: Vec<f32>,
+    [d_out, d_in]: [usize; 2],
     bias: Option<Tensor<B, 1>>,
+    device: &B::Device,
 ) -> Linear<B> {
+    let mut transposed = vec![0.0f32; weight_out_in.len()];
+    for o in 0..d_out {
+        for i in 0..d_in {
+            transposed[i * d_out + o] = weight_out_in[o * d_in + i];
+        }
+    }
     Linear {
-        weight: Param::from_tensor(weight_out_in.transpose()),
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(transposed, [d_in, d_out]),
+            device,
+        )),
         bias: bias.map(Param::from_tensor),
     }
 }

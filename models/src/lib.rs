@@ -34,3 +34,14 @@ pub trait NetworkModule<B: Backend>: Module<B> + Sized {
         device: &B::Device,
     ) -> Result<Self, CheckpointError>;
 }
+
+/// Parameters as PyTorch counts them: batch-norm statistics are buffers there, not parameters.
+pub fn parameter_count<B: Backend, M: burn_store::ModuleSnapshot<B>>(module: &M) -> usize {
+    const BUFFERS: [&str; 4] = ["running_mean", "running_var", "stored_mean", "stored_var"];
+    module
+        .collect(None, None, false)
+        .iter()
+        .filter(|t| !BUFFERS.iter().any(|b| t.full_path().ends_with(b)))
+        .map(|t| t.shape.num_elements())
+        .sum()
+}

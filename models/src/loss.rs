@@ -38,3 +38,49 @@ impl<B: Backend> Diagonal<B> for Tensor<B, 2> {
         (self * eye).sum_dim(1).reshape([n])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::Distribution;
+
+    type B = Autodiff<Flex>;
+
+    #[test]
+    fn matched_pairs_give_a_lower_loss_than_shuffled_ones() {
+        let device = Default::default();
+        let visual = Tensor::<Flex, 2>::random([6, 32], Distribution::Normal(0.0, 1.0), &device);
+        let noise = Tensor::<Flex, 2>::random([6, 32], Distribution::Normal(0.0, 0.1), &device);
+        let matched = info_nce_l2(visual.clone() + noise.clone(), visual.clone()).into_scalar();
+        let shuffled = info_nce_l2(visual.clone().flip([0]) + noise, visual).into_scalar();
+        assert!(matched < shuffled, "{matched} vs {shuffled}");
+    }
+
+    #[test]
+    fn gradient_steps_on_the_audio_side_lower_the_loss() {
+        let device = Default::default();
+        let visual = Tensor::<B, 2>::random([8, 16], Distribution::Normal(0.0, 1.0), &device);
+        let mut audio =
+            Tensor::<B, 2>::random([8, 16], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let first = info_nce_l2(audio.clone(), visual.clone()).into_scalar();
+        for _ in 0..50 {
+            let loss = info_nce_l2(audio.clone(), visual.clone());
+            let grads = loss.backward();
+            let grad = audio
+                .grad(&grads)
+                .expect("the audio features receive a gradient");
+            assert!(
+                grad.clone()
+                    .into_data()
+                    .into_vec::<f32>()
+                    .unwrap()
+                    .iter()
+                    .all(|g| g.is_finite())
+            );
+            audio = Tensor::from_inner(audio.inner() - grad * 4.0).require_grad();
+        }
+        let last = info_nce_l2(audio, visual).into_scalar();
+        assert!(last < first - 0.3, "loss went from {first} to {last}");
+    }
+}

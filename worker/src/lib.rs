@@ -1,1 +1,5 @@
+//! The generator runtime: device selection, array files, and the commands of the `s2v` tool.
 
+pub mod arrays;
+pub mod commands;
+pub mod device;

@@ -36,7 +36,7 @@ pub enum CheckpointError {
         network: &'static str,
         tensors: Vec<String>,
     },
-    #[error("this checkpoint holds a {found}, not the {expected} asked for")]
+    #[error("this checkpoint holds the {found}, not the {expected} asked for")]
     WrongNetwork {
         expected: &'static str,
         found: String,

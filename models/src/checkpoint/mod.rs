@@ -5,9 +5,10 @@ mod error;
 mod native;
 mod torch;
 
+pub use burn_store::TensorSnapshot;
 pub use error::CheckpointError;
 pub use native::{NativeHeader, load_native, read_native_header, save_native, to_native_bytes};
-pub use torch::{TorchStateDict, is_batch_counter};
+pub use torch::{TorchStateDict, is_batch_counter, read_torch_tensors};
 
 use std::path::Path;
 

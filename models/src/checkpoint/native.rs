@@ -114,8 +114,17 @@ pub fn load_native<B: Backend, N: NetworkModule<B>>(
     let config: N::Config = serde_json::from_str(&header.config_json)
         .map_err(|e| CheckpointError::Native(format!("invalid {} configuration: {e}", N::KIND)))?;
     let mut module = N::init(&config, device)?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()))
-        .with_from_adapter(HalfPrecisionAdapter::new());
+    // The adapter turns f16 weights back into f32; an f32 file must not go through it (it would halve them).
+    let store = SafetensorsStore::from_bytes(Some(bytes.to_vec()));
+    let mut store = match header.precision.as_str() {
+        "f32" => store,
+        "f16" => store.with_from_adapter(HalfPrecisionAdapter::new()),
+        other => {
+            return Err(CheckpointError::Native(format!(
+                "unknown precision `{other}`"
+            )));
+        }
+    };
     module
         .load_from(&mut store)
         .map_err(|e| CheckpointError::Native(e.to_string()))?;

@@ -30,14 +30,13 @@ impl TorchStateDict {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        // burn-store's pickle reader panics on some malformed input; a bad file must be an error, not a crash.
-        let reader = std::panic::catch_unwind(|| PytorchReader::new(path))
-            .map_err(|_| torch_error(&"the file is malformed"))?
-            .map_err(|e| torch_error(&e))?;
-        Ok(Self::from_tensors(reader.into_tensors()))
+        Ok(Self::from_tensors(
+            read_torch_tensors(path).map_err(|e| torch_error(&e))?,
+        ))
     }
 
-    pub(crate) fn from_tensors(mut tensors: HashMap<String, TensorSnapshot>) -> Self {
+    /// Wraps tensors already read (e.g. by `burn_store::pytorch::PytorchReader`), stripping wrapper prefixes.
+    pub fn from_tensors(mut tensors: HashMap<String, TensorSnapshot>) -> Self {
         for prefix in WRAPPER_PREFIXES {
             if tensors.keys().any(|k| k.starts_with(prefix)) {
                 tensors = tensors
@@ -160,6 +159,15 @@ impl TorchStateDict {
             tensors: unused,
         })
     }
+}
+
+/// The tensors of a `torch.save` file, as burn-store reads them (nested dictionaries joined with dots).
+pub fn read_torch_tensors(path: &Path) -> Result<HashMap<String, TensorSnapshot>, String> {
+    // burn-store's pickle reader may panic on malformed input; a bad file must be an error, not a crash.
+    std::panic::catch_unwind(|| PytorchReader::new(path))
+        .map_err(|_| "the file is malformed".to_string())?
+        .map(PytorchReader::into_tensors)
+        .map_err(|e| e.to_string())
 }
 
 /// `num_batches_tracked` counts training steps; eval-mode batch norm never reads it.

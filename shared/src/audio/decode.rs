@@ -41,7 +41,10 @@ pub fn decode_audio(
         .format(
             &hint,
             stream,
-            &FormatOptions::default(),
+            &FormatOptions {
+                enable_gapless: true,
+                ..Default::default()
+            },
             &MetadataOptions::default(),
         )
         .map_err(|e| match e {

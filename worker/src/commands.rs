@@ -1,0 +1,351 @@
+//! The work behind each `s2v` subcommand, generic over the burn backend.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use burn::prelude::*;
+use s2v_models::checkpoint::{TorchStateDict, save_native};
+use s2v_models::generator::sample_noise;
+use s2v_models::preprocess::{IMAGE_SIZE, preprocess_image_bytes};
+use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
+use s2v_shared::audio::{FREQ_BINS, Spectrogram, TIME_FRAMES, spectrogram_from_bytes};
+use s2v_shared::wire::LATENT_DIM;
+
+use crate::arrays::Array;
+use crate::device::OnBackend;
+
+/// Inputs are processed this many at a time to bound memory.
+pub const DEFAULT_BATCH: usize = 8;
+
+/// The normalised log-spectrogram of an audio file.
+pub fn spectrogram_of_file(path: &Path) -> anyhow::Result<Spectrogram> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let extension = path.extension().and_then(|e| e.to_str());
+    spectrogram_from_bytes(&bytes, extension).with_context(|| format!("{}", path.display()))
+}
+
+pub fn write_spectrogram(spectrogram: &Spectrogram, out: &Path) -> anyhow::Result<()> {
+    Array {
+        shape: Spectrogram::SHAPE.to_vec(),
+        data: spectrogram.data.clone(),
+    }
+    .write(out)
+}
+
+fn load<B: Backend, N: NetworkModule<B>>(
+    checkpoint: &Path,
+    device: &B::Device,
+) -> anyhow::Result<N> {
+    load_checkpoint::<B, N>(checkpoint, device)
+        .with_context(|| format!("cannot load the {} from {}", N::KIND, checkpoint.display()))
+}
+
+/// `s2v encode-audio`: one embedding row per audio file, the encoder's raw output.
+pub struct EncodeAudio {
+    pub checkpoint: PathBuf,
+    pub audio: Vec<PathBuf>,
+    pub batch_size: usize,
+}
+
+impl OnBackend for EncodeAudio {
+    type Output = Array;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Array> {
+        // Decode every file first: a bad one fails before any network work.
+        let spectrograms = self
+            .audio
+            .iter()
+            .map(|p| spectrogram_of_file(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let encoder: AudioEncoder<B> = load(&self.checkpoint, &device)?;
+        let mut data = Vec::with_capacity(spectrograms.len() * LATENT_DIM);
+        let mut width = 0;
+        for batch in spectrograms.chunks(self.batch_size.max(1)) {
+            let values: Vec<f32> = batch.iter().flat_map(|s| s.data.iter().copied()).collect();
+            let input = Tensor::<B, 4>::from_data(
+                TensorData::new(values, [batch.len(), 1, FREQ_BINS, TIME_FRAMES]),
+                &device,
+            );
+            let output = encoder.forward(input);
+            width = output.dims()[1];
+            data.extend(
+                output
+                    .into_data()
+                    .into_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            );
+        }
+        Ok(Array {
+            shape: vec![spectrograms.len(), width],
+            data,
+        })
+    }
+}
+
+/// What `s2v encode-image` reads: an already normalised array, or image files.
+pub enum ImageInput {
+    Normalized(PathBuf),
+    Files(Vec<PathBuf>),
+}
+
+pub struct EncodeImage {
+    pub checkpoint: PathBuf,
+    pub input: ImageInput,
+    pub batch_size: usize,
+}
+
+impl OnBackend for EncodeImage {
+    type Output = Array;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Array> {
+        let per_image = 3 * IMAGE_SIZE * IMAGE_SIZE;
+        let images = match &self.input {
+            ImageInput::Normalized(path) => {
+                let array = Array::read(path)?;
+                if array.shape.len() != 4
+                    || array.shape[1..] != [3, IMAGE_SIZE, IMAGE_SIZE]
+                    || array.shape[0] == 0
+                {
+                    bail!(
+                        "{} has shape {:?}; it must be N x 3 x {IMAGE_SIZE} x {IMAGE_SIZE}",
+                        path.display(),
+                        array.shape
+                    );
+                }
+                array.data
+            }
+            ImageInput::Files(paths) => {
+                let mut data = Vec::with_capacity(paths.len() * per_image);
+                for path in paths {
+                    let bytes = std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    data.extend(
+                        preprocess_image_bytes(&bytes)
+                            .with_context(|| format!("{}", path.display()))?,
+                    );
+                }
+                data
+            }
+        };
+        let count = images.len() / per_image;
+        let encoder: ImageEncoder<B> = load(&self.checkpoint, &device)?;
+        let mut data = Vec::with_capacity(count * LATENT_DIM);
+        let mut width = 0;
+        for batch in images.chunks(per_image * self.batch_size.max(1)) {
+            let n = batch.len() / per_image;
+            let input = Tensor::<B, 4>::from_data(
+                TensorData::new(batch.to_vec(), [n, 3, IMAGE_SIZE, IMAGE_SIZE]),
+                &device,
+            );
+            let output = encoder.forward(input);
+            width = output.dims()[1];
+            data.extend(
+                output
+                    .into_data()
+                    .into_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            );
+        }
+        Ok(Array {
+            shape: vec![count, width],
+            data,
+        })
+    }
+}
+
+/// Where the generator's noise comes from.
+pub enum NoiseSource {
+    /// One z row per image (`--noise Z.npy`).
+    File(PathBuf),
+    /// `count` images per feature row from a seeded normal, optionally truncated.
+    Seeded {
+        seed: u64,
+        count: usize,
+        truncation: Option<f32>,
+    },
+}
+
+pub struct Generate {
+    pub checkpoint: PathBuf,
+    pub features: PathBuf,
+    pub noise: NoiseSource,
+    pub batch_size: usize,
+}
+
+impl OnBackend for Generate {
+    /// The raw tanh output, `N x 3 x H x W`.
+    type Output = Array;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Array> {
+        let generator: Generator<B> = load(&self.checkpoint, &device)?;
+        let config = generator.config();
+        let dim_z = config.dim_z();
+        let features = Array::read_rows(&self.features, config.feature_dim, "features")?;
+        let (z, feature_rows): (Vec<f32>, Vec<usize>) = match &self.noise {
+            NoiseSource::File(path) => {
+                let z = Array::read_rows(path, dim_z, "noise")?;
+                let rows: Vec<usize> = match (features.rows(), z.rows()) {
+                    (m, k) if m == k => (0..k).collect(),
+                    (1, k) => vec![0; k],
+                    (m, k) => bail!(
+                        "{k} noise rows for {m} feature rows: give one feature row, or one per noise row"
+                    ),
+                };
+                (z.data, rows)
+            }
+            NoiseSource::Seeded {
+                seed,
+                count,
+                truncation,
+            } => {
+                if *count == 0 {
+                    bail!("--count must be at least 1");
+                }
+                if let Some(t) = truncation
+                    && !(*t > 0.0 && t.is_finite())
+                {
+                    bail!("--truncation must be a positive number, got {t}");
+                }
+                let total = features.rows() * count;
+                let rows = (0..features.rows())
+                    .flat_map(|r| std::iter::repeat_n(r, *count))
+                    .collect();
+                (sample_noise(*seed, total, dim_z, *truncation), rows)
+            }
+        };
+        if features.data.iter().all(|v| *v == 0.0) {
+            bail!(
+                "{}: a feature row of zeros cannot be normalised",
+                self.features.display()
+            );
+        }
+        let total = feature_rows.len();
+        let progress = indicatif::ProgressBar::new(total as u64).with_message("generating");
+        let resolution = config.resolution();
+        let mut data = Vec::with_capacity(total * 3 * resolution * resolution);
+        for (batch_index, rows) in feature_rows.chunks(self.batch_size.max(1)).enumerate() {
+            let start = batch_index * self.batch_size.max(1);
+            let n = rows.len();
+            let f: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| {
+                    features.data[r * config.feature_dim..(r + 1) * config.feature_dim]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            if f.chunks(config.feature_dim)
+                .any(|row| row.iter().all(|v| *v == 0.0))
+            {
+                bail!(
+                    "{}: a feature row of zeros cannot be normalised",
+                    self.features.display()
+                );
+            }
+            let z_batch = z[start * dim_z..(start + n) * dim_z].to_vec();
+            let images = generator.forward(
+                Tensor::from_data(TensorData::new(z_batch, [n, dim_z]), &device),
+                Tensor::from_data(TensorData::new(f, [n, config.feature_dim]), &device),
+            );
+            data.extend(
+                images
+                    .into_data()
+                    .into_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            );
+            progress.inc(n as u64);
+        }
+        progress.finish_and_clear();
+        Ok(Array {
+            shape: vec![total, 3, resolution, resolution],
+            data,
+        })
+    }
+}
+
+/// Writes generator output as PNG files `000.png`, `001.png`, ... mapping [-1, 1] to [0, 255].
+pub fn write_pngs(images: &Array, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let [_, _, h, w] = images.shape[..] else {
+        bail!("expected N x 3 x H x W images")
+    };
+    let mut written = Vec::new();
+    for (i, chunk) in images.data.chunks(3 * h * w).enumerate() {
+        let png = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let at = |c: usize| chunk[(c * h + y as usize) * w + x as usize];
+            image::Rgb([0, 1, 2].map(|c| ((at(c).clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8))
+        });
+        let path = dir.join(format!("{i:03}.png"));
+        png.save(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Which network a `s2v convert` input holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkKind {
+    AudioEncoder,
+    ImageEncoder,
+    Generator,
+}
+
+impl NetworkKind {
+    /// Tells the network from the tensor names of a PyTorch state dict.
+    pub fn detect(sd: &TorchStateDict) -> Option<Self> {
+        if sd.contains("shared_feat.weight") || sd.contains("blocks.0.0.conv1.weight") {
+            Some(Self::Generator)
+        } else if sd.contains("audnet.conv1.weight")
+            || sd.contains("layer1.0.conv2.weight") && !sd.contains("layer1.0.conv3.weight")
+        {
+            Some(Self::AudioEncoder)
+        } else if sd.contains("layer1.0.conv3.weight") {
+            Some(Self::ImageEncoder)
+        } else {
+            None
+        }
+    }
+}
+
+pub struct Convert {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub network: Option<NetworkKind>,
+    pub half: bool,
+}
+
+impl OnBackend for Convert {
+    type Output = NetworkKind;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<NetworkKind> {
+        let sd = TorchStateDict::read(&self.input)?;
+        let kind = match self.network.or_else(|| NetworkKind::detect(&sd)) {
+            Some(kind) => kind,
+            None => bail!(
+                "cannot tell which network {} holds: pass --network",
+                self.input.display()
+            ),
+        };
+        let context = || format!("cannot convert {}", self.input.display());
+        match kind {
+            NetworkKind::AudioEncoder => save_native(
+                &AudioEncoder::<B>::from_torch(sd, &device).with_context(context)?,
+                &self.output,
+                self.half,
+            ),
+            NetworkKind::ImageEncoder => save_native(
+                &ImageEncoder::<B>::from_torch(sd, &device).with_context(context)?,
+                &self.output,
+                self.half,
+            ),
+            NetworkKind::Generator => save_native(
+                &Generator::<B>::from_torch(sd, &device).with_context(context)?,
+                &self.output,
+                self.half,
+            ),
+        }
+        .with_context(|| format!("cannot write {}", self.output.display()))?;
+        Ok(kind)
+    }
+}
