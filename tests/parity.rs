@@ -22,6 +22,7 @@ fn spectrogram_matches_scipy() {
         let reference = npy(&format!("{wave}.spectrogram.npy"));
         assert_eq!(reference.shape(), &[257, 1004]);
         let err = max_abs_diff(&spectrogram_of(wave), reference.as_slice().unwrap());
+        eprintln!("spectrogram {wave}: max abs error {err:e}");
         assert!(err < 1e-3, "{wave}: spectrogram max abs error {err}");
     }
 }
@@ -46,6 +47,7 @@ fn audio_encoder_matches_avenet() {
             .unwrap();
         let reference = npy(&format!("{wave}.audio_embedding.npy"));
         let err = relative_error(&out, reference.as_slice().unwrap());
+        eprintln!("audio encoder {wave}: relative error {err:e}");
         assert!(err < 1e-3, "{wave}: embedding relative error {err}");
     }
 }
@@ -74,6 +76,7 @@ fn audio_pipeline_end_to_end_matches_the_reference() {
                 .as_slice()
                 .unwrap(),
         );
+        eprintln!("wav to embedding {wave}: relative error {err:e}");
         assert!(
             err < 1e-3,
             "{wave}: end-to-end embedding relative error {err}"
@@ -97,6 +100,7 @@ fn image_encoder_matches_torchvision_resnet50() {
         .into_vec::<f32>()
         .unwrap();
     let err = relative_error(&out, npy("image_features.npy").as_slice().unwrap());
+    eprintln!("image encoder: relative error {err:e}");
     assert!(err < 1e-3, "image features relative error {err}");
 }
 
@@ -128,6 +132,7 @@ fn generator_matches_icgan_biggan() {
         &out.into_data().into_vec::<f32>().unwrap(),
         npy("generator_output.npy").as_slice().unwrap(),
     );
+    eprintln!("generator: max abs error {err:e}");
     assert!(err < 2e-3, "generator max abs error {err}");
 }
 
@@ -146,6 +151,10 @@ fn loss_matches_infonce_with_l2() {
     );
     let loss = s2v_models::loss::info_nce_l2(audio, visual).into_scalar();
     let reference = npy("loss_value.npy").iter().copied().next().unwrap();
+    eprintln!(
+        "loss: {loss} vs reference {reference}, error {:e}",
+        (loss - reference).abs()
+    );
     assert!(
         (loss - reference).abs() < 1e-4,
         "loss {loss} vs reference {reference}"

@@ -1,7 +1,6 @@
 //! Choosing the burn backend at run time. Every command is generic over the backend; this module calls it
 //! with the one asked for.
 
-use anyhow::bail;
 use clap::ValueEnum;
 
 /// The compute device a command runs on.
@@ -31,7 +30,7 @@ pub fn dispatch<J: OnBackend>(kind: DeviceKind, job: J) -> anyhow::Result<J::Out
                 job.run::<burn::backend::Wgpu>(burn::backend::wgpu::WgpuDevice::DefaultDevice)
             }
             #[cfg(not(feature = "wgpu"))]
-            bail!("this s2v was built without wgpu support: rebuild with `--features wgpu`")
+            anyhow::bail!("this s2v was built without wgpu support: rebuild with `--features wgpu`")
         }
         DeviceKind::Cuda => {
             #[cfg(feature = "cuda")]
@@ -39,7 +38,7 @@ pub fn dispatch<J: OnBackend>(kind: DeviceKind, job: J) -> anyhow::Result<J::Out
                 job.run::<burn::backend::Cuda>(Default::default())
             }
             #[cfg(not(feature = "cuda"))]
-            bail!("this s2v was built without CUDA support: rebuild with `--features cuda`")
+            anyhow::bail!("this s2v was built without CUDA support: rebuild with `--features cuda`")
         }
     }
 }

@@ -1,0 +1,121 @@
+//! Per-stage CPU time and peak memory of the full published network sizes (random weights: the same work as
+//! the real ones). Not a test: run it with
+//!
+//!     cargo bench -p s2v-worker --bench stages
+//!
+//! Each stage runs in a fresh child process so that its peak resident memory (`VmHWM`) is its own.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use s2v_models::{AudioEncoder, AudioEncoderConfig, Generator, GeneratorConfig, NetworkModule};
+use s2v_shared::audio::{CLIP_SAMPLES, log_spectrogram};
+
+type B = Flex;
+const STAGES: [&str; 4] = [
+    "spectrogram",
+    "audio-encoder",
+    "generator-batch-1",
+    "generator-batch-8",
+];
+const RUNS: usize = 5;
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn time_runs(mut f: impl FnMut()) -> Duration {
+    f(); // warm-up: first-call allocations and thread-pool start
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn run_stage(stage: &str) -> Duration {
+    let device = Default::default();
+    match stage {
+        "spectrogram" => {
+            let wave: Vec<f64> = (0..CLIP_SAMPLES)
+                .map(|i| (i as f64 * 0.01).sin() * 0.5)
+                .collect();
+            time_runs(|| {
+                log_spectrogram(&wave).unwrap();
+            })
+        }
+        "audio-encoder" => {
+            let encoder =
+                AudioEncoder::<B>::init(&AudioEncoderConfig::published(), &device).unwrap();
+            let input =
+                Tensor::<B, 4>::random([1, 1, 257, 1004], Distribution::Normal(0.0, 1.0), &device);
+            time_runs(|| {
+                encoder.forward(input.clone()).into_data();
+            })
+        }
+        batch if batch.starts_with("generator-batch-") => {
+            let n: usize = batch["generator-batch-".len()..].parse().unwrap();
+            let generator =
+                Generator::<B>::init(&GeneratorConfig::published_128(), &device).unwrap();
+            let z = Tensor::<B, 2>::random([n, 120], Distribution::Normal(0.0, 1.0), &device);
+            let f = Tensor::<B, 2>::random([n, 2048], Distribution::Uniform(0.0, 1.0), &device);
+            time_runs(|| {
+                generator.forward(z.clone(), f.clone()).into_data();
+            })
+        }
+        other => panic!("unknown stage {other}"),
+    }
+}
+
+fn main() {
+    if let Ok(stage) = std::env::var("S2V_BENCH_STAGE") {
+        let time = run_stage(&stage);
+        println!(
+            "{stage}\t{:.1}\t{:.0}",
+            time.as_secs_f64() * 1000.0,
+            peak_rss_mib()
+        );
+        return;
+    }
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    println!("| stage | median wall time (ms, {RUNS} runs) | peak resident memory (MiB) |");
+    println!("| --- | ---: | ---: |");
+    for stage in STAGES
+        .iter()
+        .filter(|s| filter.is_empty() || filter.iter().any(|f| s.contains(f.as_str())))
+    {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .env("S2V_BENCH_STAGE", stage)
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<&str> = line.trim().split('\t').collect();
+        match fields[..] {
+            [name, ms, mib] => println!("| {name} | {ms} | {mib} |"),
+            _ => println!(
+                "| {stage} | failed: {} | |",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }
+    }
+}
