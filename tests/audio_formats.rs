@@ -83,3 +83,36 @@ fn corrupt_bytes_inside_a_valid_container_are_errors_not_panics() {
     ogg.truncate(ogg.len() / 2);
     let _ = spectrogram_from_bytes(&ogg, Some("ogg"));
 }
+
+/// Deterministic byte mutations of every test file: decoding may fail, but must never panic.
+#[test]
+fn mutated_files_never_panic() {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for name in ["tone.flac", "tone.ogg", "tone.mp3", "tone_22k.wav"] {
+        let original = data(name);
+        for round in 0..60 {
+            let mut bytes = original.clone();
+            match round % 3 {
+                0 => {
+                    for _ in 0..8 {
+                        let at = (next() as usize) % bytes.len();
+                        bytes[at] = next() as u8;
+                    }
+                }
+                1 => bytes.truncate((next() as usize) % bytes.len()),
+                _ => {
+                    // Damage the header region, where lengths and sample rates live.
+                    let at = (next() as usize) % bytes.len().min(64);
+                    bytes[at] = next() as u8;
+                }
+            }
+            let _ = decode_audio(&bytes, name.rsplit('.').next());
+        }
+    }
+}

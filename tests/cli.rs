@@ -298,6 +298,52 @@ fn bad_inputs_give_clear_errors() {
         ],
         "N x 3 x 224 x 224",
     );
+    // A header that claims far more data than the file holds, and float64 data.
+    let npy_file = |descr: &str, shape: &str, data_len: usize| {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        header.push_str(&" ".repeat(117 - header.len()));
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(std::iter::repeat_n(0u8, data_len));
+        bytes
+    };
+    std::fs::write(
+        path("huge.npy"),
+        npy_file("<f4", "(100000000000, 2048)", 64),
+    )
+    .unwrap();
+    fails(
+        &[
+            "generate",
+            "--checkpoint",
+            s(&generator),
+            "--features",
+            s(&path("huge.npy")),
+            "--seed",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        "missing",
+    );
+    std::fs::write(path("f64.npy"), npy_file("<f8", "(2, 2048)", 8 * 4096)).unwrap();
+    fails(
+        &[
+            "generate",
+            "--checkpoint",
+            s(&generator),
+            "--features",
+            s(&path("f64.npy")),
+            "--seed",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        "float32",
+    );
     std::fs::write(path("bad.npy"), b"\x93NUMPY garbage").unwrap();
     fails(
         &[

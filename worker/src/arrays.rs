@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use ndarray::{ArrayD, IxDyn};
-use ndarray_npy::{read_npy, write_npy};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray_npy::{ViewNpyExt, write_npy};
 
 /// A float32 array read from `.npy`, flattened row-major with its shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,14 +15,22 @@ pub struct Array {
 
 impl Array {
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let array: ArrayD<f32> = read_npy(path).with_context(|| {
-            format!(
-                "cannot read {} as a little-endian float32 .npy file",
-                path.display()
-            )
-        })?;
-        let shape = array.shape().to_vec();
-        let data = array.as_standard_layout().iter().copied().collect();
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        // A view checks the header's shape against the bytes actually present before anything is allocated
+        // (reading directly would allocate whatever a corrupt header claims). Views need 4-byte alignment.
+        let mut aligned = vec![0u32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut aligned)[..bytes.len()].copy_from_slice(&bytes);
+        let view =
+            ArrayViewD::<f32>::view_npy(&bytemuck::cast_slice::<u32, u8>(&aligned)[..bytes.len()])
+                .with_context(|| {
+                    format!(
+                        "cannot read {} as a little-endian float32 .npy file",
+                        path.display()
+                    )
+                })?;
+        let shape = view.shape().to_vec();
+        let data = view.iter().copied().collect();
         let array = Self { shape, data };
         if array.data.iter().any(|v| !v.is_finite()) {
             bail!(

@@ -12,9 +12,9 @@ use symphonia::core::probe::Hint;
 
 use super::AudioError;
 
-/// Decoding stops after this many seconds of audio: the networks read 10 s, and a cap keeps a long or hostile
-/// file from filling memory.
-pub const MAX_DECODED_SECONDS: u64 = 600;
+/// Decoding stops after this many seconds of audio: the networks read the first 10 s, and a cap keeps a long or
+/// hostile file from filling memory.
+pub const MAX_DECODED_SECONDS: u64 = 30;
 
 /// A decoded, downmixed waveform at its native sample rate.
 #[derive(Debug, Clone, PartialEq)]

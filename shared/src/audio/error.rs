@@ -19,7 +19,7 @@ pub enum AudioError {
     NoSamples,
     #[error("the audio contains non-finite samples (NaN or infinity)")]
     NonFinite,
-    #[error("invalid sample rate {0} Hz")]
+    #[error("unsupported sample rate {0} Hz (1 kHz to 768 kHz are supported)")]
     InvalidSampleRate(u32),
     #[error("waveforms to mix have different lengths ({0} and {1} samples)")]
     LengthMismatch(usize, usize),

@@ -27,7 +27,12 @@ pub fn waveform_from_bytes(
     extension_hint: Option<&str>,
 ) -> Result<Vec<f64>, AudioError> {
     let decoded = decode_audio(bytes, extension_hint)?;
-    let mono16k = resample(&decoded.samples, decoded.sample_rate, SAMPLE_RATE)?;
+    // Only the first 10 s reach the network: resample those (and a little more for the filter's edge).
+    let needed = (CLIP_SAMPLES as u64 * u64::from(decoded.sample_rate))
+        .div_ceil(u64::from(SAMPLE_RATE)) as usize
+        + 1024;
+    let head = &decoded.samples[..decoded.samples.len().min(needed)];
+    let mono16k = resample(head, decoded.sample_rate, SAMPLE_RATE)?;
     let mut fitted = fit_to_length(&mono16k, CLIP_SAMPLES)?;
     clip_unit(&mut fitted);
     Ok(fitted)
@@ -39,4 +44,57 @@ pub fn spectrogram_from_bytes(
     extension_hint: Option<&str>,
 ) -> Result<Spectrogram, AudioError> {
     log_spectrogram(&waveform_from_bytes(bytes, extension_hint)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wav_with_rate(rate: u32, samples: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let data_len = (samples * 2) as u32;
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&(36 + data_len).to_le_bytes());
+        out.extend_from_slice(b"WAVEfmt ");
+        out.extend_from_slice(&16u32.to_le_bytes());
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&rate.to_le_bytes());
+        out.extend_from_slice(&(rate.wrapping_mul(2)).to_le_bytes());
+        out.extend_from_slice(&2u16.to_le_bytes());
+        out.extend_from_slice(&16u16.to_le_bytes());
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&data_len.to_le_bytes());
+        out.extend((0..samples).flat_map(|i| ((i as i16).wrapping_mul(97)).to_le_bytes()));
+        out
+    }
+
+    #[test]
+    fn extreme_sample_rates_give_a_result_or_an_error() {
+        for rate in [
+            1,
+            7,
+            1000,
+            8000,
+            16000,
+            44_100,
+            44_101,
+            192_000,
+            768_000,
+            1_000_000,
+            u32::MAX,
+        ] {
+            eprintln!("rate {rate}");
+            let started = std::time::Instant::now();
+            match spectrogram_from_bytes(&wav_with_rate(rate, 4000), Some("wav")) {
+                Ok(s) => assert_eq!(s.data.len(), FREQ_BINS * TIME_FRAMES),
+                Err(e) => assert!(!e.to_string().is_empty()),
+            }
+            assert!(
+                started.elapsed().as_secs() < 20,
+                "rate {rate} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
 }

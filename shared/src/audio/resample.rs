@@ -6,14 +6,17 @@ use super::AudioError;
 
 const CHUNK: usize = 1024;
 
+/// Sample rates of real recordings. Anything outside is a broken header, and would make the resampler's FFT
+/// sizes (which follow the ratio of the rates) unbounded.
+pub const SUPPORTED_RATES: std::ops::RangeInclusive<u32> = 1_000..=768_000;
+
 /// Resamples a mono waveform from `from_rate` to `to_rate`. Equal rates return the input unchanged, so 16 kHz
 /// inputs reach the spectrogram bit for bit as the reference reads them.
 pub fn resample(samples: &[f64], from_rate: u32, to_rate: u32) -> Result<Vec<f64>, AudioError> {
-    if from_rate == 0 {
-        return Err(AudioError::InvalidSampleRate(from_rate));
-    }
-    if to_rate == 0 {
-        return Err(AudioError::InvalidSampleRate(to_rate));
+    for rate in [from_rate, to_rate] {
+        if !SUPPORTED_RATES.contains(&rate) {
+            return Err(AudioError::InvalidSampleRate(rate));
+        }
     }
     if from_rate == to_rate {
         return Ok(samples.to_vec());
