@@ -8,7 +8,7 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointError, TorchStateDict};
-use crate::resnet::{BasicBlock, Stem, count_blocks, stage_stride};
+use crate::resnet::{BasicBlock, Stem, block_plan, count_blocks};
 use crate::{NetworkModule, layers};
 
 /// The shape of an audio encoder; read from a checkpoint's tensor shapes, never assumed.
@@ -97,31 +97,28 @@ impl<B: Backend> NetworkModule<B> for AudioEncoder<B> {
 
     fn init(config: &AudioEncoderConfig, device: &B::Device) -> Result<Self, CheckpointError> {
         config.validate()?;
-        let mut c_in = config.stem_width;
-        let stages = config
-            .stage_widths
+        let plan = block_plan(
+            config.stem_width,
+            &config.stage_widths,
+            &config.blocks_per_stage,
+        );
+        let stages = plan
             .iter()
-            .zip(&config.blocks_per_stage)
-            .enumerate()
-            .map(|(s, (&width, &blocks))| {
-                (0..blocks)
-                    .map(|k| {
-                        let block = BasicBlock::init(
-                            c_in,
-                            width,
-                            if k == 0 { stage_stride(s) } else { 1 },
-                            device,
-                        );
-                        c_in = width;
-                        block
-                    })
+            .map(|stage| {
+                stage
+                    .iter()
+                    .map(|b| BasicBlock::init(b.c_in, b.c_out, b.stride, device))
                     .collect()
             })
             .collect();
         Ok(Self {
             stem: Stem::init(config.in_channels, config.stem_width, device),
             stages,
-            fc: LinearConfig::new(c_in, config.embedding_dim).init(device),
+            fc: LinearConfig::new(
+                *config.stage_widths.last().expect("validated non-empty"),
+                config.embedding_dim,
+            )
+            .init(device),
         })
     }
 
@@ -151,29 +148,14 @@ impl<B: Backend> NetworkModule<B> for AudioEncoder<B> {
         config.validate()?;
 
         let stem = Stem::from_torch(&mut sd, in_channels, stem_width, device)?;
-        let mut c_in = stem_width;
         let mut stages = Vec::new();
-        for (s, (&width, &blocks)) in config
-            .stage_widths
-            .iter()
-            .zip(&config.blocks_per_stage)
-            .enumerate()
-        {
-            let mut stage = Vec::new();
-            for k in 0..blocks {
-                let stride = if k == 0 { stage_stride(s) } else { 1 };
-                stage.push(BasicBlock::from_torch(
-                    &mut sd,
-                    &format!("layer{}.{k}", s + 1),
-                    c_in,
-                    width,
-                    stride,
-                    device,
-                )?);
-                c_in = width;
-            }
-            stages.push(stage);
+        for stage in block_plan(stem_width, &config.stage_widths, &config.blocks_per_stage) {
+            let blocks = stage.iter().map(|b| {
+                BasicBlock::from_torch(&mut sd, &b.prefix, b.c_in, b.c_out, b.stride, device)
+            });
+            stages.push(blocks.collect::<Result<Vec<_>, _>>()?);
         }
+        let c_in = *config.stage_widths.last().expect("validated non-empty");
         let fc = layers::linear(&mut sd, "fc", [embedding_dim, c_in], true, device)?;
         sd.finish(crate::checkpoint::is_batch_counter)?;
         Ok(Self { stem, stages, fc })

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NetworkModule;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
-use crate::resnet::{Bottleneck, Stem, count_blocks, stage_stride};
+use crate::resnet::{Bottleneck, Stem, block_plan, count_blocks};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageEncoderConfig {
@@ -100,28 +100,21 @@ impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
 
     fn init(config: &ImageEncoderConfig, device: &B::Device) -> Result<Self, CheckpointError> {
         config.validate()?;
-        let mut c_in = config.stem_width;
-        let mut stages = Vec::new();
-        for (s, ((&width, &c_out), &blocks)) in config
-            .stage_widths
+        let plan = block_plan(
+            config.stem_width,
+            &config.stage_outputs,
+            &config.blocks_per_stage,
+        );
+        let stages = plan
             .iter()
-            .zip(&config.stage_outputs)
-            .zip(&config.blocks_per_stage)
-            .enumerate()
-        {
-            let mut stage = Vec::new();
-            for k in 0..blocks {
-                stage.push(Bottleneck::init(
-                    c_in,
-                    width,
-                    c_out,
-                    if k == 0 { stage_stride(s) } else { 1 },
-                    device,
-                ));
-                c_in = c_out;
-            }
-            stages.push(stage);
-        }
+            .zip(&config.stage_widths)
+            .map(|(stage, &width)| {
+                stage
+                    .iter()
+                    .map(|b| Bottleneck::init(b.c_in, width, b.c_out, b.stride, device))
+                    .collect()
+            })
+            .collect();
         Ok(Self {
             stem: Stem::init(config.in_channels, config.stem_width, device),
             stages,
@@ -154,30 +147,13 @@ impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
         }
         config.validate()?;
         let stem = Stem::from_torch(&mut sd, in_channels, stem_width, device)?;
-        let mut c_in = stem_width;
         let mut stages = Vec::new();
-        for (s, ((&width, &c_out), &blocks)) in config
-            .stage_widths
-            .iter()
-            .zip(&config.stage_outputs)
-            .zip(&config.blocks_per_stage)
-            .enumerate()
-        {
-            let mut stage = Vec::new();
-            for k in 0..blocks {
-                let stride = if k == 0 { stage_stride(s) } else { 1 };
-                stage.push(Bottleneck::from_torch(
-                    &mut sd,
-                    &format!("layer{}.{k}", s + 1),
-                    c_in,
-                    width,
-                    c_out,
-                    stride,
-                    device,
-                )?);
-                c_in = c_out;
-            }
-            stages.push(stage);
+        let plan = block_plan(stem_width, &config.stage_outputs, &config.blocks_per_stage);
+        for (stage, &width) in plan.iter().zip(&config.stage_widths) {
+            let blocks = stage.iter().map(|b| {
+                Bottleneck::from_torch(&mut sd, &b.prefix, b.c_in, width, b.c_out, b.stride, device)
+            });
+            stages.push(blocks.collect::<Result<Vec<_>, _>>()?);
         }
         sd.finish(is_ignored)?;
         Ok(Self { stem, stages })

@@ -292,7 +292,40 @@ pub(crate) fn count_blocks(sd: &TorchStateDict, stage: usize) -> Result<usize, C
     Ok(count)
 }
 
-/// ResNet stages halve the resolution at the start of every stage but the first.
-pub(crate) fn stage_stride(stage_index: usize) -> usize {
-    if stage_index == 0 { 1 } else { 2 }
+/// Where one residual block sits and what it connects.
+pub(crate) struct BlockSpec {
+    /// `layer{stage}.{index}` in torchvision's naming.
+    pub prefix: String,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub stride: usize,
+}
+
+/// The blocks of a ResNet body, stage by stage: each stage but the first halves the resolution in its first
+/// block, and every block takes the previous block's output channels.
+pub(crate) fn block_plan(
+    stem_width: usize,
+    stage_outputs: &[usize],
+    blocks_per_stage: &[usize],
+) -> Vec<Vec<BlockSpec>> {
+    let mut c_in = stem_width;
+    stage_outputs
+        .iter()
+        .zip(blocks_per_stage)
+        .enumerate()
+        .map(|(stage, (&c_out, &blocks))| {
+            (0..blocks)
+                .map(|index| {
+                    let spec = BlockSpec {
+                        prefix: format!("layer{}.{index}", stage + 1),
+                        c_in,
+                        c_out,
+                        stride: if stage > 0 && index == 0 { 2 } else { 1 },
+                    };
+                    c_in = c_out;
+                    spec
+                })
+                .collect()
+        })
+        .collect()
 }

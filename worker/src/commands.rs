@@ -9,7 +9,6 @@ use s2v_models::generator::sample_noise;
 use s2v_models::preprocess::{IMAGE_SIZE, preprocess_image_bytes};
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
 use s2v_shared::audio::{FREQ_BINS, Spectrogram, TIME_FRAMES, spectrogram_from_bytes};
-use s2v_shared::wire::LATENT_DIM;
 
 use crate::arrays::Array;
 use crate::device::OnBackend;
@@ -40,6 +39,40 @@ fn load<B: Backend, N: NetworkModule<B>>(
         .with_context(|| format!("cannot load the {} from {}", N::KIND, checkpoint.display()))
 }
 
+/// Runs `encode` over `inputs` (rows of `input_shape` flattened one after another), `batch_size` rows at a
+/// time, and stacks the output rows.
+fn encode_in_batches<B: Backend>(
+    inputs: &[f32],
+    input_shape: [usize; 3],
+    batch_size: usize,
+    device: &B::Device,
+    encode: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+) -> anyhow::Result<Array> {
+    let per_row: usize = input_shape.iter().product();
+    let rows = inputs.len() / per_row;
+    let mut data = Vec::new();
+    let mut width = 0;
+    for batch in inputs.chunks(per_row * batch_size.max(1)) {
+        let [c, h, w] = input_shape;
+        let input = Tensor::<B, 4>::from_data(
+            TensorData::new(batch.to_vec(), [batch.len() / per_row, c, h, w]),
+            device,
+        );
+        let output = encode(input);
+        width = output.dims()[1];
+        data.extend(
+            output
+                .into_data()
+                .into_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        );
+    }
+    Ok(Array {
+        shape: vec![rows, width],
+        data,
+    })
+}
+
 /// `s2v encode-audio`: one embedding row per audio file, the encoder's raw output.
 pub struct EncodeAudio {
     pub checkpoint: PathBuf,
@@ -58,27 +91,17 @@ impl OnBackend for EncodeAudio {
             .map(|p| spectrogram_of_file(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let encoder: AudioEncoder<B> = load(&self.checkpoint, &device)?;
-        let mut data = Vec::with_capacity(spectrograms.len() * LATENT_DIM);
-        let mut width = 0;
-        for batch in spectrograms.chunks(self.batch_size.max(1)) {
-            let values: Vec<f32> = batch.iter().flat_map(|s| s.data.iter().copied()).collect();
-            let input = Tensor::<B, 4>::from_data(
-                TensorData::new(values, [batch.len(), 1, FREQ_BINS, TIME_FRAMES]),
-                &device,
-            );
-            let output = encoder.forward(input);
-            width = output.dims()[1];
-            data.extend(
-                output
-                    .into_data()
-                    .into_vec::<f32>()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-            );
-        }
-        Ok(Array {
-            shape: vec![spectrograms.len(), width],
-            data,
-        })
+        let values: Vec<f32> = spectrograms
+            .iter()
+            .flat_map(|s| s.data.iter().copied())
+            .collect();
+        encode_in_batches(
+            &values,
+            [1, FREQ_BINS, TIME_FRAMES],
+            self.batch_size,
+            &device,
+            |x| encoder.forward(x),
+        )
     }
 }
 
@@ -127,29 +150,14 @@ impl OnBackend for EncodeImage {
                 data
             }
         };
-        let count = images.len() / per_image;
         let encoder: ImageEncoder<B> = load(&self.checkpoint, &device)?;
-        let mut data = Vec::with_capacity(count * LATENT_DIM);
-        let mut width = 0;
-        for batch in images.chunks(per_image * self.batch_size.max(1)) {
-            let n = batch.len() / per_image;
-            let input = Tensor::<B, 4>::from_data(
-                TensorData::new(batch.to_vec(), [n, 3, IMAGE_SIZE, IMAGE_SIZE]),
-                &device,
-            );
-            let output = encoder.forward(input);
-            width = output.dims()[1];
-            data.extend(
-                output
-                    .into_data()
-                    .into_vec::<f32>()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-            );
-        }
-        Ok(Array {
-            shape: vec![count, width],
-            data,
-        })
+        encode_in_batches(
+            &images,
+            [3, IMAGE_SIZE, IMAGE_SIZE],
+            self.batch_size,
+            &device,
+            |x| encoder.forward(x),
+        )
     }
 }
 

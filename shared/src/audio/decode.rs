@@ -132,28 +132,7 @@ pub fn decode_audio(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal PCM16 mono WAV file.
-    pub(crate) fn wav_bytes(samples: &[i16], sample_rate: u32) -> Vec<u8> {
-        let data_len = (samples.len() * 2) as u32;
-        let mut out = Vec::new();
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&(36 + data_len).to_le_bytes());
-        out.extend_from_slice(b"WAVEfmt ");
-        out.extend_from_slice(&16u32.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes());
-        out.extend_from_slice(&sample_rate.to_le_bytes());
-        out.extend_from_slice(&(sample_rate * 2).to_le_bytes());
-        out.extend_from_slice(&2u16.to_le_bytes());
-        out.extend_from_slice(&16u16.to_le_bytes());
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&data_len.to_le_bytes());
-        for s in samples {
-            out.extend_from_slice(&s.to_le_bytes());
-        }
-        out
-    }
+    use crate::audio::test_support::wav_bytes;
 
     #[test]
     fn decodes_pcm16_exactly() {
