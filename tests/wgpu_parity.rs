@@ -1,0 +1,76 @@
+//! The `s2v` tool on the wgpu backend (in CI: Mesa's software Vulkan, lavapipe) reproduces the reference.
+//! Declared by s2v-worker with `required-features = ["wgpu"]`: `cargo test -p s2v-worker --features wgpu`.
+
+use std::process::Command;
+
+use s2v_tests::*;
+
+#[test]
+fn wgpu_backend_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_s2v"))
+            .arg("--device")
+            .arg("wgpu")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "s2v {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let read = |name: &str| -> Vec<f32> {
+        let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.path().join(name)).unwrap();
+        a.iter().copied().collect()
+    };
+    let fx = |name: &str| fixture(name).to_str().unwrap().to_string();
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+    run(&[
+        "generate",
+        "--checkpoint",
+        &fx("generator.pth"),
+        "--features",
+        &fx("generator_features.npy"),
+        "--noise",
+        &fx("generator_noise.npy"),
+        "--out",
+        &out("g.npy"),
+    ]);
+    let err = max_abs_diff(
+        &read("g.npy"),
+        npy("generator_output.npy").as_slice().unwrap(),
+    );
+    assert!(err < 2e-3, "generator on wgpu: max abs error {err}");
+
+    run(&[
+        "encode-audio",
+        "--checkpoint",
+        &fx("audio_encoder.pth"),
+        &fx("harmonic_3p7s.wav"),
+        "--out",
+        &out("a.npy"),
+    ]);
+    let err = relative_error(
+        &read("a.npy"),
+        npy("harmonic_3p7s.audio_embedding.npy").as_slice().unwrap(),
+    );
+    assert!(err < 1e-3, "audio encoder on wgpu: relative error {err}");
+
+    run(&[
+        "encode-image",
+        "--checkpoint",
+        &fx("image_encoder.pth.tar"),
+        "--input",
+        &fx("image_input.npy"),
+        "--out",
+        &out("i.npy"),
+    ]);
+    let err = relative_error(
+        &read("i.npy"),
+        npy("image_features.npy").as_slice().unwrap(),
+    );
+    assert!(err < 1e-3, "image encoder on wgpu: relative error {err}");
+}
