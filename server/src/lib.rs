@@ -1,2 +1,48 @@
-//! The axum generation service (API, queue, storage, share links). Its issue builds it on the networks and the
-//! generator runtime; until then the crate only holds its place in the workspace.
+//! The generation service: an axum HTTP API in front of the generator runtime. The browser sends a 2048-d
+//! latent and receives the images as server-sent events as soon as each is encoded; every generation is
+//! recorded so that its share link keeps working.
+
+pub mod error;
+pub mod routes;
+pub mod store;
+
+use std::sync::Arc;
+
+use s2v_worker::runtime::GeneratorRuntime;
+
+/// Which weights made an image: recorded with every generation so an old share link shows what it showed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub version: String,
+}
+
+/// Limits the API enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_count: usize,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_count: 16,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub runtime: Option<GeneratorRuntime>,
+    pub model: ModelInfo,
+    pub store: store::Store,
+    pub limits: Limits,
+    pub metrics: routes::metrics::Metrics,
+}
+
+pub type SharedState = Arc<AppState>;
+
+pub use routes::router;

@@ -3,3 +3,4 @@
 pub mod arrays;
 pub mod commands;
 pub mod device;
+pub mod runtime;

@@ -1,0 +1,127 @@
+//! `GET /healthz` and `GET /metrics` (Prometheus text format).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::SharedState;
+
+pub struct Metrics {
+    registry: Registry,
+    pub images: IntCounter,
+    pub errors: IntCounterVec,
+    pub first_image_seconds: Histogram,
+    pub generation_seconds: Histogram,
+    queue_depth: IntGauge,
+    batches: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let latency_buckets = vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        let images = IntCounter::new("s2v_images_total", "Images generated and stored")
+            .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "s2v_errors_total",
+                "Requests that ended in an error, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let first_image_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "s2v_first_image_seconds",
+                "Time from request to the first image event",
+            )
+            .buckets(latency_buckets.clone()),
+        )
+        .expect("valid metric");
+        let generation_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "s2v_generation_seconds",
+                "Time from request to the done event",
+            )
+            .buckets(latency_buckets),
+        )
+        .expect("valid metric");
+        let queue_depth = IntGauge::new("s2v_queue_depth", "Requests waiting for the generator")
+            .expect("valid metric");
+        let batches = IntGaugeVec::new(
+            Opts::new(
+                "s2v_batches_total",
+                "Forward passes, by number of images in the batch",
+            ),
+            &["size"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(images.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(first_image_seconds.clone()),
+            Box::new(generation_seconds.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(batches.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Self {
+            registry,
+            images,
+            errors,
+            first_image_seconds,
+            generation_seconds,
+            queue_depth,
+            batches,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub async fn healthz(State(state): State<SharedState>) -> impl IntoResponse {
+    match &state.runtime {
+        Some(_) => (StatusCode::OK, "ok"),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no generator worker"),
+    }
+}
+
+pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    let m = &state.metrics;
+    if let Some(runtime) = &state.runtime {
+        let stats = runtime.stats();
+        m.queue_depth
+            .set(stats.queued.load(Ordering::Relaxed) as i64);
+        for (i, count) in stats.batch_sizes.iter().enumerate() {
+            m.batches
+                .with_label_values(&[&(i + 1).to_string()])
+                .set(count.load(Ordering::Relaxed) as i64);
+        }
+    }
+    let mut buffer = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut buffer) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string().into_bytes(),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        buffer,
+    )
+}

@@ -1,0 +1,26 @@
+//! The HTTP routes.
+
+pub mod generate;
+pub mod images;
+pub mod metrics;
+pub mod share;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::SharedState;
+
+pub fn router(state: SharedState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/api/generate", post(generate::generate))
+        .route("/api/generations/{id}", get(share::generation_json))
+        .route("/img/{file}", get(images::image))
+        .route("/s/{id}", get(share::share_page))
+        .route("/healthz", get(metrics::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

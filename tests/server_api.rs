@@ -1,0 +1,388 @@
+//! The generation service end to end, on loopback: the real `s2v-server` binary with the reference generator
+//! fixture. (Declared by the s2v-server package, which owns the binary.)
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &Path, extra: &[&str]) -> Server {
+    let generator = s2v_tests::fixture("generator.pth");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s2v-server"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--generator",
+            generator.to_str().unwrap(),
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s2v-server starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    Server {
+        base: format!("http://{addr}"),
+        child,
+    }
+}
+
+fn latent(seed: u32) -> Vec<f32> {
+    (0..2048)
+        .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+/// The events of a `text/event-stream` response, with the time each arrived.
+async fn events(response: reqwest::Response) -> Vec<(String, Value, Instant)> {
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut name, mut data) = (String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !name.is_empty() {
+                out.push((name, serde_json::from_str(&data).unwrap(), Instant::now()));
+            }
+        }
+    }
+    out
+}
+
+async fn generate(client: &reqwest::Client, base: &str, body: Value) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/generate"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_stream_and_share_links_survive_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let body = json!({"latent": latent(1), "count": 4, "seed": 11});
+    let (share, urls) = {
+        // One image per forward pass, so the images must arrive one after another.
+        let server = start(data.path(), &["--max-batch", "1"]);
+        let all = events(generate(&client, &server.base, body.clone()).await).await;
+        let names: Vec<&str> = all.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["image", "image", "image", "image", "done"]);
+        for (i, (_, data, _)) in all[..4].iter().enumerate() {
+            assert_eq!(data["index"], i);
+        }
+        assert!(
+            all[0].2 < all[3].2,
+            "the first image arrives before the last is made"
+        );
+        let urls: Vec<String> = all[..4]
+            .iter()
+            .map(|(_, d, _)| d["url"].as_str().unwrap().to_string())
+            .collect();
+        let done = &all[4].1;
+        let share = done["share"].as_str().unwrap().to_string();
+        assert_eq!(share, format!("/s/{}", done["id"].as_str().unwrap()));
+
+        // Same seed, latent and model: the same images.
+        let again = events(generate(&client, &server.base, body.clone()).await).await;
+        let again_urls: Vec<&str> = again[..4]
+            .iter()
+            .map(|(_, d, _)| d["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(again_urls, urls);
+
+        (share, urls)
+    };
+    // A new server process on the same data directory serves the same link.
+    let server = start(data.path(), &[]);
+    let page = client
+        .get(format!("{}{share}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("og:image") && page.contains("og:title") && page.contains(&urls[0]),
+        "{page}"
+    );
+    assert!(page.contains("href=\"/\""), "links back to the app");
+    let id = share.trim_start_matches("/s/");
+    let record: Value = client
+        .get(format!("{}/api/generations/{id}", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["seed"], 11);
+    assert_eq!(record["model"]["id"], "generator");
+    assert_eq!(record["images"].as_array().unwrap().len(), 4);
+
+    let image = client
+        .get(format!("{}{}", server.base, urls[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+    assert_eq!(image.headers()["content-type"], "image/png");
+    assert!(
+        image.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let etag = image.headers()["etag"].clone();
+    let bytes = image.bytes().await.unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    let cached = client
+        .get(format!("{}{}", server.base, urls[0]))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_and_a_json_error() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &[]);
+    let client = reqwest::Client::new();
+    let expect = |status: u16| {
+        move |r: reqwest::Response| async move {
+            assert_eq!(r.status(), status, "{:?}", r.headers());
+            let body: Value = r.json().await.expect("errors are JSON");
+            assert!(
+                body["error"].is_string() && body["detail"].is_string(),
+                "{body}"
+            );
+        }
+    };
+    expect(400)(
+        generate(
+            &client,
+            &server.base,
+            json!({"latent": [1.0, 2.0], "count": 1}),
+        )
+        .await,
+    )
+    .await;
+    expect(400)(
+        generate(
+            &client,
+            &server.base,
+            json!({"latent": latent(1), "count": 0}),
+        )
+        .await,
+    )
+    .await;
+    expect(400)(
+        generate(
+            &client,
+            &server.base,
+            json!({"latent": latent(1), "count": 17}),
+        )
+        .await,
+    )
+    .await;
+    let mut huge: Vec<f64> = latent(1).into_iter().map(f64::from).collect();
+    huge[3] = 1e39; // beyond f32: becomes infinity
+    expect(400)(generate(&client, &server.base, json!({"latent": huge, "count": 1})).await).await;
+    expect(400)(
+        generate(
+            &client,
+            &server.base,
+            json!({"latent": vec![0.0; 2048], "count": 1}),
+        )
+        .await,
+    )
+    .await;
+    expect(400)(
+        generate(
+            &client,
+            &server.base,
+            json!({"latent": latent(1), "count": 1, "truncation": -1}),
+        )
+        .await,
+    )
+    .await;
+    expect(400)(
+        generate(
+            &client,
+            &server.base,
+            json!({"latent": latent(1), "count": 1, "model": "other"}),
+        )
+        .await,
+    )
+    .await;
+    expect(400)(
+        generate(
+            &client,
+            &server.base,
+            json!({"latent": latent(1), "count": 1, "colour": "blue"}),
+        )
+        .await,
+    )
+    .await;
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        client
+            .post(format!("{}/api/generate", server.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    expect(400)(
+        post(b"{not json".to_vec(), "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(415)(post(b"{}".to_vec(), "text/plain").await.unwrap()).await;
+    expect(413)(
+        post(vec![b' '; 1024 * 1024], "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(404)(
+        client
+            .get(format!("{}/img/{}.png", server.base, "0".repeat(64)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(404)(
+        client
+            .get(format!("{}/img/..%2F..%2Fetc%2Fpasswd", server.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(404)(
+        client
+            .get(format!(
+                "{}/api/generations/{}",
+                server.base,
+                "a".repeat(32)
+            ))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_and_batches_form_under_load() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(
+        data.path(),
+        &["--queue", "2", "--max-batch", "4", "--batch-wait-ms", "50"],
+    );
+    let client = reqwest::Client::new();
+    // 12 concurrent clients, 2 images each, a bounded number of requests.
+    let requests = (0..12u32).map(|i| {
+        let client = client.clone();
+        let base = server.base.clone();
+        async move {
+            let response = generate(
+                &client,
+                &base,
+                json!({"latent": latent(i), "count": 2, "seed": i}),
+            )
+            .await;
+            match response.status().as_u16() {
+                200 => {
+                    let all = events(response).await;
+                    assert_eq!(all.last().unwrap().0, "done");
+                    200
+                }
+                429 => {
+                    assert!(response.headers().contains_key("retry-after"));
+                    429
+                }
+                other => panic!("unexpected status {other}"),
+            }
+        }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        served >= 1 && refused >= 1,
+        "served {served}, refused {refused}"
+    );
+
+    let metrics = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |size: usize| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("s2v_batches_total{{size=\"{size}\"}}")))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let batches: f64 = (1..=4).map(count).sum();
+    let images: f64 = (1..=4).map(|s| s as f64 * count(s)).sum();
+    assert!(
+        batches > 0.0 && images / batches > 1.0,
+        "mean batch size {} ({metrics})",
+        images / batches
+    );
+    assert!(metrics.contains("s2v_images_total") && metrics.contains("s2v_first_image_seconds"));
+}
