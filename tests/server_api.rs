@@ -386,3 +386,97 @@ async fn a_full_queue_answers_429_and_batches_form_under_load() {
     );
     assert!(metrics.contains("s2v_images_total") && metrics.contains("s2v_first_image_seconds"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_encoded_on_the_server() {
+    let data = tempfile::tempdir().unwrap();
+    let audio = s2v_tests::fixture("audio_encoder.pth");
+    let image = s2v_tests::fixture("image_encoder.pth.tar");
+    let server = start(
+        data.path(),
+        &[
+            "--audio-encoder",
+            audio.to_str().unwrap(),
+            "--image-encoder",
+            image.to_str().unwrap(),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Vec<u8>, content_type: &'static str| {
+        client
+            .post(format!("{}{path}", server.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+
+    let wav = std::fs::read(s2v_tests::fixture("harmonic_3p7s.wav")).unwrap();
+    let response = post("/api/encode-audio", wav, "audio/wav").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let latent: Vec<f32> = body["latent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let reference = s2v_tests::npy("harmonic_3p7s.audio_embedding.npy");
+    let err = s2v_tests::relative_error(&latent, reference.as_slice().unwrap());
+    assert!(
+        err < 1e-3,
+        "server-side audio embedding relative error {err}"
+    );
+
+    // The latent goes straight into /api/generate.
+    let all = events(
+        generate(
+            &client,
+            &server.base,
+            json!({"latent": latent, "count": 1, "seed": 1}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(all.last().unwrap().0, "done");
+
+    let mut png = Vec::new();
+    image::RgbImage::from_fn(300, 200, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    })
+    .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+    .unwrap();
+    let response = post("/api/encode-image", png, "image/png").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["latent"].as_array().unwrap().len(), 2048);
+
+    for (path, body, status) in [
+        (
+            "/api/encode-audio",
+            b"not audio at all, just words".to_vec(),
+            415,
+        ),
+        ("/api/encode-image", b"not an image either".to_vec(), 415),
+        ("/api/encode-audio", Vec::new(), 400),
+        ("/api/encode-audio", vec![0u8; 11 * 1024 * 1024], 413),
+    ] {
+        let response = post(path, body, "application/octet-stream").await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let error: Value = response.json().await.expect("errors are JSON");
+        assert!(error["error"].is_string(), "{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoding_without_encoders_is_unavailable() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &[]);
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/encode-audio", server.base))
+        .body(vec![1, 2, 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+}

@@ -8,6 +8,7 @@ pub mod store;
 
 use std::sync::Arc;
 
+use s2v_worker::encoders::EncoderService;
 use s2v_worker::runtime::GeneratorRuntime;
 
 /// Which weights made an image: recorded with every generation so an old share link shows what it showed.
@@ -23,6 +24,8 @@ pub struct Limits {
     pub max_count: usize,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// Uploads to the encoders larger than this are refused with 413.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for Limits {
@@ -30,6 +33,7 @@ impl Default for Limits {
         Self {
             max_count: 16,
             max_body_bytes: 256 * 1024,
+            max_upload_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -37,6 +41,7 @@ impl Default for Limits {
 /// Everything a handler needs.
 pub struct AppState {
     pub runtime: Option<GeneratorRuntime>,
+    pub encoders: Option<EncoderService>,
     pub model: ModelInfo,
     pub store: store::Store,
     pub limits: Limits,

@@ -3,4 +3,5 @@
 pub mod arrays;
 pub mod commands;
 pub mod device;
+pub mod encoders;
 pub mod runtime;

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use burn::prelude::Backend;
 use clap::Parser;
-use s2v_models::{Generator, load_checkpoint};
+use s2v_models::{AudioEncoder, Generator, ImageEncoder, load_checkpoint};
 use s2v_server::store::Store;
 use s2v_server::{AppState, Limits, ModelInfo, router};
 use s2v_worker::device::{DeviceKind, OnBackend, dispatch};
+use s2v_worker::encoders::EncoderService;
 use s2v_worker::runtime::{GeneratorRuntime, RuntimeConfig};
 use sha2::{Digest, Sha256};
 
@@ -33,6 +34,13 @@ struct Args {
     /// Generator weights: IC-GAN's `G_ema_best0.pth` or a checkpoint made by `s2v convert`.
     #[arg(long)]
     generator: PathBuf,
+    /// Audio encoder weights (`sound2scene.pth` or a converted checkpoint) for `POST /api/encode-audio`.
+    #[arg(long)]
+    audio_encoder: Option<PathBuf>,
+    /// Image encoder weights (SwAV's `swav_800ep_pretrain.pth.tar` or a converted checkpoint) for
+    /// `POST /api/encode-image`.
+    #[arg(long)]
+    image_encoder: Option<PathBuf>,
     /// Requests that may wait for the generator; more are answered 429.
     #[arg(long, default_value_t = 64)]
     queue: usize,
@@ -42,6 +50,31 @@ struct Args {
     /// How long to wait for more requests before running a batch that is not full, in milliseconds.
     #[arg(long, default_value_t = 5)]
     batch_wait_ms: u64,
+}
+
+struct StartEncoders {
+    audio: Option<PathBuf>,
+    image: Option<PathBuf>,
+    queue: usize,
+}
+
+impl OnBackend for StartEncoders {
+    type Output = EncoderService;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<EncoderService> {
+        let load = |path: &PathBuf| format!("cannot load {}", path.display());
+        let audio: Option<AudioEncoder<B>> = self
+            .audio
+            .as_ref()
+            .map(|p| load_checkpoint(p, &device).with_context(|| load(p)))
+            .transpose()?;
+        let image: Option<ImageEncoder<B>> = self
+            .image
+            .as_ref()
+            .map(|p| load_checkpoint(p, &device).with_context(|| load(p)))
+            .transpose()?;
+        Ok(EncoderService::start(audio, image, device, self.queue))
+    }
 }
 
 struct StartRuntime {
@@ -103,8 +136,19 @@ async fn main() -> anyhow::Result<()> {
             config,
         },
     )?;
+    let encoders = if args.audio_encoder.is_some() || args.image_encoder.is_some() {
+        let job = StartEncoders {
+            audio: args.audio_encoder.clone(),
+            image: args.image_encoder.clone(),
+            queue: args.queue,
+        };
+        Some(dispatch(args.device, job)?)
+    } else {
+        None
+    };
     let state = Arc::new(AppState {
         runtime: Some(runtime),
+        encoders,
         model,
         store,
         limits: Limits::default(),

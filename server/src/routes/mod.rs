@@ -1,5 +1,6 @@
 //! The HTTP routes.
 
+pub mod encode;
 pub mod generate;
 pub mod images;
 pub mod metrics;
@@ -13,9 +14,18 @@ use crate::SharedState;
 
 pub fn router(state: SharedState) -> Router {
     let body_limit = state.limits.max_body_bytes;
+    let upload_limit = state.limits.max_upload_bytes;
     Router::new()
         .route("/api/generate", post(generate::generate))
         .route("/api/generations/{id}", get(share::generation_json))
+        .route(
+            "/api/encode-audio",
+            post(encode::encode_audio).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/api/encode-image",
+            post(encode::encode_image).layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route("/img/{file}", get(images::image))
         .route("/s/{id}", get(share::share_page))
         .route("/healthz", get(metrics::healthz))
