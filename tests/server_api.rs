@@ -480,3 +480,83 @@ async fn encoding_without_encoders_is_unavailable() {
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &[]);
+    let client = reqwest::Client::new();
+    let doc: Value = client
+        .get(format!("{}/api/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/api/encode-audio",
+            "/api/encode-image",
+            "/api/generate",
+            "/api/generations/{id}",
+            "/api/openapi.json",
+            "/healthz",
+            "/img/{sha256}.png",
+            "/metrics",
+            "/s/{id}"
+        ]
+    );
+    // Every documented GET without parameters answers.
+    for path in ["/api/openapi.json", "/healthz", "/metrics"] {
+        assert_eq!(
+            client
+                .get(format!("{}{path}", server.base))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_page_is_served_at_the_root() {
+    let data = tempfile::tempdir().unwrap();
+    let page = tempfile::tempdir().unwrap();
+    std::fs::write(
+        page.path().join("index.html"),
+        "<!doctype html><title>sound2vision page</title>",
+    )
+    .unwrap();
+    let server = start(data.path(), &["--page", page.path().to_str().unwrap()]);
+    let client = reqwest::Client::new();
+    let root = client
+        .get(format!("{}/", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(root.status(), 200);
+    assert!(root.text().await.unwrap().contains("sound2vision page"));
+    // The API still answers its own routes.
+    assert_eq!(
+        client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

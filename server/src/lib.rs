@@ -46,6 +46,8 @@ pub struct AppState {
     pub store: store::Store,
     pub limits: Limits,
     pub metrics: routes::metrics::Metrics,
+    /// The built page (trunk's `dist/`), served at `/` when present.
+    pub page_dir: Option<std::path::PathBuf>,
 }
 
 pub type SharedState = Arc<AppState>;

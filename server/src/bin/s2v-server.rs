@@ -31,6 +31,9 @@ struct Args {
     data_dir: PathBuf,
     #[arg(long, value_enum, default_value = "flex")]
     device: DeviceKind,
+    /// The built web page (trunk's output), served at `/` when the folder exists.
+    #[arg(long, default_value = "dist")]
+    page: PathBuf,
     /// Generator weights: IC-GAN's `G_ema_best0.pth` or a checkpoint made by `s2v convert`.
     #[arg(long)]
     generator: PathBuf,
@@ -153,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
         store,
         limits: Limits::default(),
         metrics: Default::default(),
+        page_dir: args.page.is_dir().then(|| args.page.clone()),
     });
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -1,0 +1,96 @@
+//! `GET /api/openapi.json`: the API described as OpenAPI 3.1.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+pub async fn openapi() -> Json<Value> {
+    Json(document())
+}
+
+pub fn document() -> Value {
+    let error = json!({"$ref": "#/components/responses/Error"});
+    let busy = json!({"$ref": "#/components/responses/Busy"});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "sound2vision",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Images of the scene a sound describes. Send a 2048-d audio latent, receive images as server-sent events."
+        },
+        "paths": {
+            "/api/generate": {"post": {
+                "summary": "Generate images from a latent",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}}}},
+                "responses": {
+                    "200": {"description": "One `image` event per image as soon as it is stored (data: {\"index\", \"url\"}), then one `done` event (data: {\"id\", \"share\"}); an `error` event if generation fails.",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "400": error, "413": error, "415": error, "429": busy, "503": busy
+                }
+            }},
+            "/api/generations/{id}": {"get": {
+                "summary": "A finished generation",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
+                "responses": {"200": {"description": "The generation", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Generation"}}}}, "404": error}
+            }},
+            "/s/{id}": {"get": {
+                "summary": "The share page of a generation (HTML with og:image and og:title)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}, "404": error}
+            }},
+            "/img/{sha256}.png": {"get": {
+                "summary": "A generated image, addressed by the SHA-256 of its PNG; immutable, with an ETag",
+                "parameters": [{"name": "sha256", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
+                "responses": {"200": {"description": "PNG", "content": {"image/png": {}}}, "304": {"description": "Not modified"}, "404": error}
+            }},
+            "/api/encode-audio": {"post": {
+                "summary": "The audio latent of an uploaded sound (WAV, FLAC, Ogg Vorbis, MP3), computed on the server",
+                "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {"200": {"description": "The latent", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Latent"}}}},
+                              "400": error, "413": error, "415": error, "429": busy, "503": busy}
+            }},
+            "/api/encode-image": {"post": {
+                "summary": "The image feature of an uploaded picture, to mix with a sound's latent",
+                "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {"200": {"description": "The feature", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Latent"}}}},
+                              "400": error, "413": error, "415": error, "429": busy, "503": busy}
+            }},
+            "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "A generator worker is up"}, "503": {"description": "No worker"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}}}
+        },
+        "components": {
+            "schemas": {
+                "GenerateRequest": {
+                    "type": "object", "additionalProperties": false, "required": ["latent", "count"],
+                    "properties": {
+                        "latent": {"type": "array", "items": {"type": "number"}, "minItems": 2048, "maxItems": 2048},
+                        "count": {"type": "integer", "minimum": 1, "maximum": 16},
+                        "seed": {"type": "integer", "minimum": 0},
+                        "truncation": {"type": "number", "exclusiveMinimum": 0},
+                        "model": {"type": "string"}
+                    }
+                },
+                "Latent": {"type": "object", "required": ["latent"], "properties": {"latent": {"type": "array", "items": {"type": "number"}, "minItems": 2048, "maxItems": 2048}}},
+                "Generation": {
+                    "type": "object", "required": ["id", "created", "model", "seed", "count", "images"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "created": {"type": "integer", "description": "Unix seconds"},
+                        "model": {"type": "object", "properties": {"id": {"type": "string"}, "version": {"type": "string"}}},
+                        "seed": {"type": "integer"},
+                        "count": {"type": "integer"},
+                        "truncation": {"type": ["number", "null"]},
+                        "images": {"type": "array", "items": {"type": "string", "description": "SHA-256 of the PNG"}}
+                    }
+                },
+                "Error": {"type": "object", "required": ["error", "detail"], "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
+            },
+            "responses": {
+                "Error": {"description": "The request cannot be served", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "Busy": {"description": "Try again after `Retry-After` seconds",
+                         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        }
+    })
+}
