@@ -106,9 +106,12 @@ async fn images_stream_and_share_links_survive_a_restart() {
         for (i, (_, data, _)) in all[..4].iter().enumerate() {
             assert_eq!(data["index"], i);
         }
+        // Each image takes a forward pass of its own (about 0.1 s here): had the server held the images back
+        // until the end, they would all arrive together.
+        let spread = all[3].2 - all[0].2;
         assert!(
-            all[0].2 < all[3].2,
-            "the first image arrives before the last is made"
+            spread > std::time::Duration::from_millis(100),
+            "the first image arrived only {spread:?} before the last"
         );
         let urls: Vec<String> = all[..4]
             .iter()
@@ -265,6 +268,8 @@ async fn bad_requests_get_their_status_and_a_json_error() {
         client
             .post(format!("{}/api/generate", server.base))
             .header("content-type", content_type)
+            // The server may close the connection after refusing a body unread: never reuse it.
+            .header("connection", "close")
             .body(body)
             .send()
     };
@@ -406,6 +411,7 @@ async fn uploads_are_encoded_on_the_server() {
         client
             .post(format!("{}{path}", server.base))
             .header("content-type", content_type)
+            .header("connection", "close")
             .body(body)
             .send()
     };
@@ -550,6 +556,37 @@ async fn the_built_page_is_served_at_the_root() {
     assert_eq!(root.status(), 200);
     assert!(root.text().await.unwrap().contains("sound2vision page"));
     // The API still answers its own routes.
+    assert_eq!(
+        client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_too_fast_gets_429() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(
+        data.path(),
+        &["--rate-burst", "2", "--rate-period-ms", "60000"],
+    );
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response = generate(&client, &server.base, json!({"latent": [1.0], "count": 1})).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "busy");
+        }
+    }
+    assert_eq!(statuses, [400, 400, 429, 429]);
+    // Reading results is not limited.
     assert_eq!(
         client
             .get(format!("{}/healthz", server.base))

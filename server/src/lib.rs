@@ -26,6 +26,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Uploads to the encoders larger than this are refused with 413.
     pub max_upload_bytes: usize,
+    /// Requests to the costly routes a client may send at once...
+    pub rate_burst: u32,
+    /// ...and then one per this many milliseconds; faster ones get 429.
+    pub rate_period_ms: u64,
 }
 
 impl Default for Limits {
@@ -34,6 +38,8 @@ impl Default for Limits {
             max_count: 16,
             max_body_bytes: 256 * 1024,
             max_upload_bytes: 10 * 1024 * 1024,
+            rate_burst: 30,
+            rate_period_ms: 100,
         }
     }
 }

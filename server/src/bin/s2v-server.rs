@@ -50,6 +50,12 @@ struct Args {
     /// Images per forward pass at most.
     #[arg(long, default_value_t = 8)]
     max_batch: usize,
+    /// Requests to the generate and encode routes one client may send in a burst.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_burst: u32,
+    /// After a burst, one request per this many milliseconds per client; faster ones get 429.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    rate_period_ms: u64,
     /// How long to wait for more requests before running a batch that is not full, in milliseconds.
     #[arg(long, default_value_t = 5)]
     batch_wait_ms: u64,
@@ -154,7 +160,11 @@ async fn main() -> anyhow::Result<()> {
         encoders,
         model,
         store,
-        limits: Limits::default(),
+        limits: Limits {
+            rate_burst: args.rate_burst,
+            rate_period_ms: args.rate_period_ms,
+            ..Limits::default()
+        },
         metrics: Default::default(),
         page_dir: args.page.is_dir().then(|| args.page.clone()),
     });
@@ -163,10 +173,13 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     // Tests and scripts read the actual address from this line.
     println!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -9,36 +9,64 @@ pub mod share;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
 
 use crate::SharedState;
+use crate::error::ApiError;
 
+/// The API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the rate limit is per
+/// client address.
 pub fn router(state: SharedState) -> Router {
     // The page (trunk's dist/) answers every path the API does not.
     let page = state.page_dir.clone();
-    let body_limit = state.limits.max_body_bytes;
-    let upload_limit = state.limits.max_upload_bytes;
-    let router = Router::new()
+    let limits = state.limits;
+    let upload_limit = DefaultBodyLimit::max(limits.max_upload_bytes);
+
+    // The routes that cost compute are rate-limited per client: a burst, then one request per period.
+    let governor = GovernorConfigBuilder::default()
+        .per_millisecond(limits.rate_period_ms.max(1))
+        .burst_size(limits.rate_burst.max(1))
+        .finish()
+        .expect("positive rate limits");
+    let costly = Router::new()
         .route("/api/generate", post(generate::generate))
-        .route("/api/generations/{id}", get(share::generation_json))
         .route(
             "/api/encode-audio",
-            post(encode::encode_audio).layer(DefaultBodyLimit::max(upload_limit)),
+            post(encode::encode_audio).layer(upload_limit),
         )
         .route(
             "/api/encode-image",
-            post(encode::encode_image).layer(DefaultBodyLimit::max(upload_limit)),
+            post(encode::encode_image).layer(upload_limit),
         )
+        .layer(GovernorLayer::new(governor).error_handler(rate_limited));
+
+    let router = Router::new()
+        .merge(costly)
+        .route("/api/generations/{id}", get(share::generation_json))
         .route("/img/{file}", get(images::image))
         .route("/s/{id}", get(share::share_page))
         .route("/api/openapi.json", get(openapi::openapi))
         .route("/healthz", get(metrics::healthz))
         .route("/metrics", get(metrics::metrics))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state);
     match page {
         Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
         None => router,
+    }
+}
+
+fn rate_limited(error: tower_governor::GovernorError) -> axum::response::Response {
+    match error {
+        tower_governor::GovernorError::TooManyRequests { wait_time, .. } => ApiError {
+            retry_after: Some(wait_time.max(1)),
+            ..ApiError::busy("too many requests from this client; slow down")
+        }
+        .into_response(),
+        other => ApiError::internal(other.to_string()).into_response(),
     }
 }
