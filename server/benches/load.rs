@@ -1,0 +1,135 @@
+//! Time to first image and images per second against concurrency, through the real `s2v-server` on loopback.
+//! Not a test: run it with
+//!
+//!     cargo bench -p s2v-server --bench load [-- full]
+//!
+//! By default it serves the reference fixture generator (G_ch=8, 128 px); `full` serves IC-GAN's published
+//! size (G_ch=96, random weights, the same arithmetic as the real ones).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use burn::backend::Flex;
+use futures_util::StreamExt;
+use s2v_models::{Generator, GeneratorConfig, NetworkModule};
+use serde_json::json;
+
+const REQUESTS_PER_CLIENT: usize = 2;
+
+fn latent(seed: u32) -> Vec<f32> {
+    (0..2048)
+        .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+/// One request of one image: (time to the first image event, time to done).
+async fn one(client: &reqwest::Client, base: &str, seed: u32) -> (Duration, Duration) {
+    let started = Instant::now();
+    let response = client
+        .post(format!("{base}/api/generate"))
+        .json(&json!({"latent": latent(seed), "count": 1, "seed": seed}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    let mut first = None;
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if first.is_none() && text.contains("event: image") {
+            first = Some(started.elapsed());
+        }
+    }
+    assert!(text.contains("event: done"), "{text}");
+    (first.expect("an image event"), started.elapsed())
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "full");
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = if full {
+        let path = dir.path().join("generator-full.safetensors");
+        let generator =
+            Generator::<Flex>::init(&GeneratorConfig::published_128(), &Default::default())
+                .unwrap();
+        s2v_models::checkpoint::save_native(&generator, &path, false).unwrap();
+        path
+    } else {
+        s2v_tests::fixture("generator.pth")
+    };
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s2v-server"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--generator",
+            checkpoint.to_str().unwrap(),
+        ])
+        .args([
+            "--max-batch",
+            "8",
+            "--batch-wait-ms",
+            "10",
+            "--rate-burst",
+            "1000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = format!("http://{}", line.trim().trim_start_matches("listening on "));
+    let client = reqwest::Client::new();
+    one(&client, &base, 0).await; // warm-up
+
+    println!(
+        "generator: {}",
+        if full {
+            "G_ch=96, 128 px (published size)"
+        } else {
+            "G_ch=8, 128 px (reference fixture)"
+        }
+    );
+    println!(
+        "| concurrent clients | requests | median time to first image (ms) | images per second |"
+    );
+    println!("| ---: | ---: | ---: | ---: |");
+    for clients in [1usize, 2, 4, 8] {
+        let started = Instant::now();
+        let runs = (0..clients).map(|c| {
+            let client = client.clone();
+            let base = base.clone();
+            async move {
+                let mut times = Vec::new();
+                for r in 0..REQUESTS_PER_CLIENT {
+                    times.push(one(&client, &base, (c * 100 + r) as u32 + 1).await);
+                }
+                times
+            }
+        });
+        let mut firsts: Vec<Duration> = futures_util::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .map(|(f, _)| f)
+            .collect();
+        let elapsed = started.elapsed();
+        firsts.sort();
+        let images = clients * REQUESTS_PER_CLIENT;
+        println!(
+            "| {clients} | {images} | {:.0} | {:.2} |",
+            firsts[firsts.len() / 2].as_secs_f64() * 1000.0,
+            images as f64 / elapsed.as_secs_f64()
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
