@@ -298,6 +298,22 @@ fn bad_inputs_give_clear_errors() {
         ],
         "N x 3 x 224 x 224",
     );
+    let zeros = path("zeros.npy");
+    ndarray_npy::write_npy(&zeros, &ndarray::Array2::<f32>::zeros((2, 2048))).unwrap();
+    fails(
+        &[
+            "generate",
+            "--checkpoint",
+            s(&generator),
+            "--features",
+            s(&zeros),
+            "--seed",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        "zeros",
+    );
     // A header that claims far more data than the file holds, and float64 data.
     let npy_file = |descr: &str, shape: &str, data_len: usize| {
         let mut header =

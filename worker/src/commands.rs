@@ -221,7 +221,12 @@ impl OnBackend for Generate {
                 (sample_noise(*seed, total, dim_z, *truncation), rows)
             }
         };
-        if features.data.iter().all(|v| *v == 0.0) {
+        // Checked before any work: a zero row has no direction to normalise.
+        if features
+            .data
+            .chunks(config.feature_dim)
+            .any(|row| row.iter().all(|v| *v == 0.0))
+        {
             bail!(
                 "{}: a feature row of zeros cannot be normalised",
                 self.features.display()
@@ -242,14 +247,6 @@ impl OnBackend for Generate {
                         .copied()
                 })
                 .collect();
-            if f.chunks(config.feature_dim)
-                .any(|row| row.iter().all(|v| *v == 0.0))
-            {
-                bail!(
-                    "{}: a feature row of zeros cannot be normalised",
-                    self.features.display()
-                );
-            }
             let z_batch = z[start * dim_z..(start + n) * dim_z].to_vec();
             let images = generator.forward(
                 Tensor::from_data(TensorData::new(z_batch, [n, dim_z]), &device),
