@@ -29,6 +29,18 @@ pub fn decode_audio(
     bytes: &[u8],
     extension_hint: Option<&str>,
 ) -> Result<DecodedAudio, AudioError> {
+    // Decoders of hostile input have had panics; where unwinding exists, one becomes an error, not a crash.
+    std::panic::catch_unwind(|| decode_unguarded(bytes, extension_hint)).unwrap_or_else(|_| {
+        Err(AudioError::Corrupt(
+            "the decoder failed on malformed data".into(),
+        ))
+    })
+}
+
+fn decode_unguarded(
+    bytes: &[u8],
+    extension_hint: Option<&str>,
+) -> Result<DecodedAudio, AudioError> {
     if bytes.is_empty() {
         return Err(AudioError::EmptyInput);
     }
