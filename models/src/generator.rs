@@ -46,7 +46,8 @@ impl GeneratorConfig {
         Self::biggan(96, 128, 120, 512, &[64])
     }
 
-    /// BigGAN's architecture table for a width multiplier and resolution (64, 128 or 256).
+    /// BigGAN's architecture table for a width multiplier and resolution (64, 128 or 256; anything else is a
+    /// programming error). Checkpoints never come through here: their architecture is read off their shapes.
     pub fn biggan(
         ch: usize,
         resolution: usize,
@@ -56,8 +57,9 @@ impl GeneratorConfig {
     ) -> Self {
         let multipliers: &[usize] = match resolution {
             64 => &[16, 16, 8, 4, 2],
+            128 => &[16, 16, 8, 4, 2, 1],
             256 => &[16, 16, 8, 8, 4, 2, 1],
-            _ => &[16, 16, 8, 4, 2, 1],
+            other => panic!("BigGAN's table has 64, 128 and 256 pixel generators, not {other}"),
         };
         let blocks = multipliers.len() - 1;
         Self {
