@@ -74,3 +74,42 @@ fn wgpu_backend_matches_the_reference() {
     );
     assert!(err < 1e-3, "image encoder on wgpu: relative error {err}");
 }
+
+#[test]
+fn auto_takes_wgpu_only_on_a_hardware_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("g.npy");
+    let output = Command::new(env!("CARGO_BIN_EXE_s2v"))
+        .env("RUST_LOG", "info")
+        .args([
+            "--device",
+            "auto",
+            "generate",
+            "--checkpoint",
+            fixture("generator.pth").to_str().unwrap(),
+        ])
+        .args([
+            "--features",
+            fixture("generator_features.npy").to_str().unwrap(),
+        ])
+        .args([
+            "--noise",
+            fixture("generator_noise.npy").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    // Mesa's lavapipe (CI, this machine) is a CPU adapter: auto must not take it.
+    let expected = match s2v_worker::device::hardware_gpu_adapter() {
+        Some(_) => "device=Wgpu",
+        None => "device=Flex",
+    };
+    assert!(log.contains(expected), "expected {expected} in {log}");
+}

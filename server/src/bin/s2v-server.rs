@@ -29,7 +29,8 @@ struct Args {
     /// Where images and generation records are kept.
     #[arg(long, default_value = "s2v-data")]
     data_dir: PathBuf,
-    #[arg(long, value_enum, default_value = "flex")]
+    /// Compute device; `auto` takes CUDA, then a hardware GPU through wgpu, then the CPU, as built.
+    #[arg(long, value_enum, default_value = "auto")]
     device: DeviceKind,
     /// The built web page (trunk's output), served at `/` when the folder exists.
     #[arg(long, default_value = "dist")]
@@ -128,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let store = Store::open(&args.data_dir)
