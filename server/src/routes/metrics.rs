@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::SharedState;
@@ -19,7 +19,9 @@ pub struct Metrics {
     pub first_image_seconds: Histogram,
     pub generation_seconds: Histogram,
     queue_depth: IntGauge,
-    batches: IntGaugeVec,
+    batches: IntCounterVec,
+    /// Serialises copying the runtime's counters into `batches` (two scrapes must not both add a delta).
+    sync: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -54,7 +56,7 @@ impl Metrics {
         .expect("valid metric");
         let queue_depth = IntGauge::new("s2v_queue_depth", "Requests waiting for the generator")
             .expect("valid metric");
-        let batches = IntGaugeVec::new(
+        let batches = IntCounterVec::new(
             Opts::new(
                 "s2v_batches_total",
                 "Forward passes, by number of images in the batch",
@@ -82,6 +84,7 @@ impl Metrics {
             generation_seconds,
             queue_depth,
             batches,
+            sync: std::sync::Mutex::new(()),
         }
     }
 }
@@ -105,10 +108,15 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         let stats = runtime.stats();
         m.queue_depth
             .set(stats.queued.load(Ordering::Relaxed) as i64);
+        // The runtime counts in atomics; bring the Prometheus counters up to them.
+        let _guard = m
+            .sync
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (i, count) in stats.batch_sizes.iter().enumerate() {
-            m.batches
-                .with_label_values(&[&(i + 1).to_string()])
-                .set(count.load(Ordering::Relaxed) as i64);
+            let counter = m.batches.with_label_values(&[&(i + 1).to_string()]);
+            let delta = count.load(Ordering::Relaxed).saturating_sub(counter.get());
+            counter.inc_by(delta);
         }
     }
     let mut buffer = Vec::new();
