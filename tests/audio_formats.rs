@@ -72,7 +72,7 @@ fn other_sample_rates_are_resampled_to_16k() {
 }
 
 #[test]
-fn corrupt_bytes_inside_a_valid_container_are_errors_not_panics() {
+fn corrupt_bytes_inside_a_valid_container_do_not_panic() {
     let mut bytes = data("tone.flac");
     let len = bytes.len();
     for b in &mut bytes[len / 3..len / 3 + 4000] {

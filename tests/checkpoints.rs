@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use burn::backend::Flex;
 use burn::prelude::*;
-use burn_store_reader::read_state_dict;
 use s2v_models::checkpoint::{
     CheckpointError, TorchStateDict, load_native, read_native_header, to_native_bytes,
 };
@@ -14,25 +13,15 @@ use s2v_tests::*;
 
 type B = Flex;
 
-mod burn_store_reader {
-    use super::*;
-    /// The raw tensors of a fixture, to tamper with.
-    pub fn read_state_dict(name: &str) -> HashMap<String, s2v_models::checkpoint::TensorSnapshot> {
-        s2v_models::checkpoint::read_torch_tensors(&fixture(name)).unwrap()
-    }
-}
-
-fn tensor2(values: &ndarray::ArrayD<f32>, shape: [usize; 2]) -> Tensor<B, 2> {
-    Tensor::from_data(
-        TensorData::new(values.as_slice().unwrap().to_vec(), shape),
-        &Default::default(),
-    )
+/// The raw tensors of a fixture, to tamper with.
+fn read_state_dict(name: &str) -> HashMap<String, s2v_models::checkpoint::TensorSnapshot> {
+    s2v_models::checkpoint::read_torch_tensors(&fixture(name)).unwrap()
 }
 
 fn generate(generator: &Generator<B>) -> Vec<f32> {
     let out = generator.forward(
-        tensor2(&npy("generator_noise.npy"), [3, 120]),
-        tensor2(&npy("generator_features.npy"), [3, 2048]),
+        fixture_tensor("generator_noise.npy", [3, 120]),
+        fixture_tensor("generator_features.npy", [3, 2048]),
     );
     out.into_data().into_vec::<f32>().unwrap()
 }
@@ -83,11 +72,7 @@ fn encoders_round_trip_through_the_native_format() {
         &device,
     )
     .unwrap();
-    let spec = npy("harmonic_3p7s.spectrogram.npy");
-    let input = Tensor::<B, 4>::from_data(
-        TensorData::new(spec.as_slice().unwrap().to_vec(), [1, 1, 257, 1004]),
-        &device,
-    );
+    let input = fixture_tensor("harmonic_3p7s.spectrogram.npy", [1, 1, 257, 1004]);
     let native: AudioEncoder<B> =
         load_native(&to_native_bytes(&audio, false).unwrap(), &device).unwrap();
     assert_eq!(native.config(), audio.config());
@@ -107,11 +92,7 @@ fn encoders_round_trip_through_the_native_format() {
     .unwrap();
     let native: ImageEncoder<B> =
         load_native(&to_native_bytes(&image, false).unwrap(), &device).unwrap();
-    let x = npy("image_input.npy");
-    let x = Tensor::<B, 4>::from_data(
-        TensorData::new(x.as_slice().unwrap().to_vec(), [2, 3, 224, 224]),
-        &device,
-    );
+    let x = fixture_tensor("image_input.npy", [2, 3, 224, 224]);
     let (a, b) = (native.forward(x.clone()), image.forward(x));
     assert_eq!(
         max_abs_diff(

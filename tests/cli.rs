@@ -38,11 +38,6 @@ fn fails(args: &[&str], needle: &str) {
     );
 }
 
-fn read(path: &Path) -> Vec<f32> {
-    let array: ndarray::ArrayD<f32> = ndarray_npy::read_npy(path).unwrap();
-    array.iter().copied().collect()
-}
-
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -61,7 +56,7 @@ fn reproduces_the_reference_outputs() {
             s(&out("spec.npy")),
         ]);
         let err = max_abs_diff(
-            &read(&out("spec.npy")),
+            &read_values(&out("spec.npy")),
             npy(&format!("{wave}.spectrogram.npy")).as_slice().unwrap(),
         );
         assert!(err < 1e-3, "{wave} spectrogram {err}");
@@ -75,7 +70,7 @@ fn reproduces_the_reference_outputs() {
     let emb = out("emb.npy");
     args.extend(["--out", s(&emb)]);
     ok(&args);
-    let embeddings = read(&out("emb.npy"));
+    let embeddings = read_values(&out("emb.npy"));
     for (i, wave) in WAVES.iter().enumerate() {
         let err = relative_error(
             &embeddings[i * 2048..(i + 1) * 2048],
@@ -96,7 +91,7 @@ fn reproduces_the_reference_outputs() {
         s(&out("feat.npy")),
     ]);
     let err = relative_error(
-        &read(&out("feat.npy")),
+        &read_values(&out("feat.npy")),
         npy("image_features.npy").as_slice().unwrap(),
     );
     assert!(err < 1e-3, "image features {err}");
@@ -116,7 +111,7 @@ fn reproduces_the_reference_outputs() {
     };
     generate(&fx("generator.pth"), s(&out("gen.npy")));
     let err = max_abs_diff(
-        &read(&out("gen.npy")),
+        &read_values(&out("gen.npy")),
         npy("generator_output.npy").as_slice().unwrap(),
     );
     assert!(err < 2e-3, "generator {err}");
@@ -131,7 +126,10 @@ fn reproduces_the_reference_outputs() {
     ]);
     generate(s(&out("g.safetensors")), s(&out("gen2.npy")));
     assert_eq!(
-        max_abs_diff(&read(&out("gen.npy")), &read(&out("gen2.npy"))),
+        max_abs_diff(
+            &read_values(&out("gen.npy")),
+            &read_values(&out("gen2.npy"))
+        ),
         0.0
     );
 }

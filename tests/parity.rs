@@ -35,11 +35,7 @@ fn audio_encoder_matches_avenet() {
     assert_eq!(encoder.config().stage_widths, vec![16, 32, 64, 128]);
     for wave in WAVES {
         // The reference spectrogram as input isolates the network from the front end.
-        let spec = npy(&format!("{wave}.spectrogram.npy"));
-        let input = Tensor::<B, 4>::from_data(
-            TensorData::new(spec.as_slice().unwrap().to_vec(), [1, 1, 257, 1004]),
-            &device,
-        );
+        let input = fixture_tensor(&format!("{wave}.spectrogram.npy"), [1, 1, 257, 1004]);
         let out = encoder
             .forward(input)
             .into_data()
@@ -89,11 +85,7 @@ fn image_encoder_matches_torchvision_resnet50() {
     let device = Default::default();
     let sd = TorchStateDict::read(&fixture("image_encoder.pth.tar")).unwrap();
     let encoder = ImageEncoder::<B>::from_torch(sd, &device).unwrap();
-    let input = npy("image_input.npy");
-    let input = Tensor::<B, 4>::from_data(
-        TensorData::new(input.as_slice().unwrap().to_vec(), [2, 3, 224, 224]),
-        &device,
-    );
+    let input = fixture_tensor("image_input.npy", [2, 3, 224, 224]);
     let out = encoder
         .forward(input)
         .into_data()
@@ -115,17 +107,9 @@ fn generator_matches_icgan_biggan() {
         (128, 120, 64)
     );
     assert_eq!(config.attention, vec![false, false, false, true, false]);
-    let z = npy("generator_noise.npy");
-    let f = npy("generator_features.npy");
     // The fixture's features are not normalised: the generator normalises them itself.
-    let z = Tensor::<B, 2>::from_data(
-        TensorData::new(z.as_slice().unwrap().to_vec(), [3, 120]),
-        &device,
-    );
-    let f = Tensor::<B, 2>::from_data(
-        TensorData::new(f.as_slice().unwrap().to_vec(), [3, 2048]),
-        &device,
-    );
+    let z = fixture_tensor("generator_noise.npy", [3, 120]);
+    let f = fixture_tensor("generator_features.npy", [3, 2048]);
     let out = generator.forward(z, f);
     assert_eq!(out.dims(), [3, 3, 128, 128]);
     let err = max_abs_diff(
@@ -138,17 +122,8 @@ fn generator_matches_icgan_biggan() {
 
 #[test]
 fn loss_matches_infonce_with_l2() {
-    let device = Default::default();
-    let audio = npy("loss_audio.npy");
-    let visual = npy("loss_visual.npy");
-    let audio = Tensor::<B, 2>::from_data(
-        TensorData::new(audio.as_slice().unwrap().to_vec(), [8, 2048]),
-        &device,
-    );
-    let visual = Tensor::<B, 2>::from_data(
-        TensorData::new(visual.as_slice().unwrap().to_vec(), [8, 2048]),
-        &device,
-    );
+    let audio = fixture_tensor("loss_audio.npy", [8, 2048]);
+    let visual = fixture_tensor("loss_visual.npy", [8, 2048]);
     let loss = s2v_models::loss::info_nce_l2(audio, visual).into_scalar();
     let reference = npy("loss_value.npy").iter().copied().next().unwrap();
     eprintln!(

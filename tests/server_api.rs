@@ -83,6 +83,16 @@ async fn events(response: reqwest::Response) -> Vec<(String, Value, Instant)> {
     out
 }
 
+async fn get_status(client: &reqwest::Client, base: &str, path: &str) -> u16 {
+    client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 async fn generate(client: &reqwest::Client, base: &str, body: Value) -> reqwest::Response {
     client
         .post(format!("{base}/api/generate"))
@@ -314,15 +324,7 @@ async fn bad_requests_get_their_status_and_a_json_error() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        client
-            .get(format!("{}/healthz", server.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&client, &server.base, "/healthz").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,16 +526,7 @@ async fn the_openapi_document_describes_every_route() {
     );
     // Every documented GET without parameters answers.
     for path in ["/api/openapi.json", "/healthz", "/metrics"] {
-        assert_eq!(
-            client
-                .get(format!("{}{path}", server.base))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200,
-            "{path}"
-        );
+        assert_eq!(get_status(&client, &server.base, path).await, 200, "{path}");
     }
 }
 
@@ -556,15 +549,7 @@ async fn the_built_page_is_served_at_the_root() {
     assert_eq!(root.status(), 200);
     assert!(root.text().await.unwrap().contains("sound2vision page"));
     // The API still answers its own routes.
-    assert_eq!(
-        client
-            .get(format!("{}/healthz", server.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&client, &server.base, "/healthz").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -587,13 +572,5 @@ async fn a_client_sending_too_fast_gets_429() {
     }
     assert_eq!(statuses, [400, 400, 429, 429]);
     // Reading results is not limited.
-    assert_eq!(
-        client
-            .get(format!("{}/healthz", server.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&client, &server.base, "/healthz").await, 200);
 }

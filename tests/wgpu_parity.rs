@@ -21,10 +21,7 @@ fn wgpu_backend_matches_the_reference() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let read = |name: &str| -> Vec<f32> {
-        let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.path().join(name)).unwrap();
-        a.iter().copied().collect()
-    };
+    let read = |name: &str| read_values(&dir.path().join(name));
     let fx = |name: &str| fixture(name).to_str().unwrap().to_string();
     let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
 

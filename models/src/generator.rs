@@ -577,12 +577,27 @@ fn infer_config(sd: &TorchStateDict) -> Result<GeneratorConfig, CheckpointError>
     Ok(config)
 }
 
+/// A truncation the noise sampler cannot use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("truncation must be a positive number, got {0}")]
+pub struct InvalidTruncation(pub f32);
+
 /// Draws generator noise: standard normal, or BigGAN's truncation trick (values outside [-t, t] redrawn).
-pub fn sample_noise(seed: u64, count: usize, dim_z: usize, truncation: Option<f32>) -> Vec<f32> {
+pub fn sample_noise(
+    seed: u64,
+    count: usize,
+    dim_z: usize,
+    truncation: Option<f32>,
+) -> Result<Vec<f32>, InvalidTruncation> {
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
+    if let Some(t) = truncation
+        && !(t.is_finite() && t > 0.0)
+    {
+        return Err(InvalidTruncation(t));
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..count * dim_z)
+    Ok((0..count * dim_z)
         .map(|_| {
             loop {
                 let v: f32 = StandardNormal.sample(&mut rng);
@@ -592,5 +607,5 @@ pub fn sample_noise(seed: u64, count: usize, dim_z: usize, truncation: Option<f3
                 }
             }
         })
-        .collect()
+        .collect())
 }

@@ -1,6 +1,6 @@
 //! Helpers for the integration tests: where the reference fixtures are, and how to compare with them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ndarray::ArrayD;
 use ndarray_npy::read_npy;
@@ -26,6 +26,29 @@ pub fn fixture(name: &str) -> PathBuf {
 
 pub fn npy(name: &str) -> ArrayD<f32> {
     read_npy(fixture(name)).unwrap_or_else(|e| panic!("cannot read {name}: {e}"))
+}
+
+/// A fixture `.npy` as a flex tensor of `shape` (same number of values, e.g. `(257, 1004)` as `[1, 1, 257, 1004]`).
+pub fn fixture_tensor<const D: usize>(
+    name: &str,
+    shape: [usize; D],
+) -> burn::tensor::Tensor<burn::backend::Flex, D> {
+    let values = npy(name);
+    let values = values
+        .as_slice()
+        .unwrap_or_else(|| panic!("{name} is not in standard layout"))
+        .to_vec();
+    burn::tensor::Tensor::from_data(
+        burn::tensor::TensorData::new(values, shape),
+        &Default::default(),
+    )
+}
+
+/// The values of any float32 `.npy` file, row-major.
+pub fn read_values(path: &Path) -> Vec<f32> {
+    let array: ArrayD<f32> =
+        read_npy(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    array.iter().copied().collect()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

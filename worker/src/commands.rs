@@ -209,16 +209,11 @@ impl OnBackend for Generate {
                 if *count == 0 {
                     bail!("--count must be at least 1");
                 }
-                if let Some(t) = truncation
-                    && !(*t > 0.0 && t.is_finite())
-                {
-                    bail!("--truncation must be a positive number, got {t}");
-                }
                 let total = features.rows() * count;
                 let rows = (0..features.rows())
                     .flat_map(|r| std::iter::repeat_n(r, *count))
                     .collect();
-                (sample_noise(*seed, total, dim_z, *truncation), rows)
+                (sample_noise(*seed, total, dim_z, *truncation)?, rows)
             }
         };
         // Checked before any work: a zero row has no direction to normalise.
@@ -276,13 +271,10 @@ pub fn write_pngs(images: &Array, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     };
     let mut written = Vec::new();
     for (i, chunk) in images.data.chunks(3 * h * w).enumerate() {
-        let png = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
-            let at = |c: usize| chunk[(c * h + y as usize) * w + x as usize];
-            image::Rgb([0, 1, 2].map(|c| ((at(c).clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8))
-        });
+        let png = crate::pictures::encode_png(&crate::pictures::to_rgb8(chunk, h, w), w, h)
+            .map_err(anyhow::Error::msg)?;
         let path = dir.join(format!("{i:03}.png"));
-        png.save(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, png).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     Ok(written)

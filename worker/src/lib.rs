@@ -4,4 +4,5 @@ pub mod arrays;
 pub mod commands;
 pub mod device;
 pub mod encoders;
+pub mod pictures;
 pub mod runtime;

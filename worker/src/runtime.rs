@@ -69,20 +69,31 @@ pub enum SubmitError {
 /// Counters the server exports as metrics.
 #[derive(Debug)]
 pub struct RuntimeStats {
+    /// Requests waiting for the generator thread.
     pub queued: AtomicUsize,
-    pub batches: AtomicU64,
-    pub batched_images: AtomicU64,
-    pub images: AtomicU64,
+    /// Images skipped because their client had left.
     pub dropped_images: AtomicU64,
-    pub errors: AtomicU64,
-    /// Sum of forward-pass times, microseconds.
-    pub forward_micros: AtomicU64,
     /// `batch_sizes[n - 1]` counts the forward passes of `n` images.
     pub batch_sizes: Vec<AtomicU64>,
 }
 
+impl RuntimeStats {
+    /// Forward passes and the images they made, over all batch sizes.
+    pub fn batch_totals(&self) -> (u64, u64) {
+        self.batch_sizes
+            .iter()
+            .enumerate()
+            .fold((0, 0), |(batches, images), (i, count)| {
+                let count = count.load(Ordering::Relaxed);
+                (batches + count, images + count * (i as u64 + 1))
+            })
+    }
+}
+
 struct Job {
     request: GenerationRequest,
+    /// `count x dim_z` values, drawn when the request is submitted (off the generator thread).
+    noise: Vec<f32>,
     reply: UnboundedSender<ImageResult>,
 }
 
@@ -92,6 +103,7 @@ pub struct GeneratorRuntime {
     sender: SyncSender<Job>,
     stats: Arc<RuntimeStats>,
     feature_dim: usize,
+    dim_z: usize,
     resolution: usize,
 }
 
@@ -105,12 +117,7 @@ impl GeneratorRuntime {
         let (sender, receiver) = sync_channel(config.queue_capacity.max(1));
         let stats = Arc::new(RuntimeStats {
             queued: AtomicUsize::new(0),
-            batches: AtomicU64::new(0),
-            batched_images: AtomicU64::new(0),
-            images: AtomicU64::new(0),
             dropped_images: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            forward_micros: AtomicU64::new(0),
             batch_sizes: (0..config.max_batch.max(1))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -120,6 +127,7 @@ impl GeneratorRuntime {
             sender,
             stats: stats.clone(),
             feature_dim: model_config.feature_dim,
+            dim_z: model_config.dim_z(),
             resolution: model_config.resolution(),
         };
         std::thread::Builder::new()
@@ -159,8 +167,14 @@ impl GeneratorRuntime {
         if request.count == 0 {
             return Err(SubmitError::Invalid("count must be at least 1".into()));
         }
+        let noise = sample_noise(request.seed, request.count, self.dim_z, request.truncation)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        match self.sender.try_send(Job { request, reply }) {
+        match self.sender.try_send(Job {
+            request,
+            noise,
+            reply,
+        }) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -177,7 +191,6 @@ impl GeneratorRuntime {
 struct Pending {
     job: Arc<Job>,
     index: usize,
-    z: Vec<f32>,
 }
 
 fn serve<B: Backend>(
@@ -191,16 +204,11 @@ fn serve<B: Backend>(
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let enqueue = |pending: &mut VecDeque<Pending>, job: Job| {
         stats.queued.fetch_sub(1, Ordering::Relaxed);
-        let r = &job.request;
-        let noise = sample_noise(r.seed, r.count, dim_z, r.truncation);
         let job = Arc::new(job);
-        for index in 0..job.request.count {
-            pending.push_back(Pending {
-                job: job.clone(),
-                index,
-                z: noise[index * dim_z..(index + 1) * dim_z].to_vec(),
-            });
-        }
+        pending.extend((0..job.request.count).map(|index| Pending {
+            job: job.clone(),
+            index,
+        }));
     };
     loop {
         if pending.is_empty() {
@@ -233,20 +241,11 @@ fn serve<B: Backend>(
         if batch.is_empty() {
             continue;
         }
-        let started = Instant::now();
         let images = run_batch(&generator, &device, &batch, dim_z);
-        stats
-            .forward_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .batched_images
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.batch_sizes[batch.len() - 1].fetch_add(1, Ordering::Relaxed);
         match images {
             Ok(images) => {
                 for (item, image) in batch.iter().zip(images) {
-                    stats.images.fetch_add(1, Ordering::Relaxed);
                     // A closed receiver only means the client left.
                     let _ = item.job.reply.send(Ok(GeneratedImage {
                         index: item.index,
@@ -255,7 +254,6 @@ fn serve<B: Backend>(
                 }
             }
             Err(message) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
                 for item in &batch {
                     let _ = item.job.reply.send(Err(message.clone()));
                 }
@@ -272,7 +270,14 @@ fn run_batch<B: Backend>(
 ) -> Result<Vec<GeneratedImage>, String> {
     let n = batch.len();
     let feature_dim = generator.config.feature_dim;
-    let z: Vec<f32> = batch.iter().flat_map(|p| p.z.iter().copied()).collect();
+    let z: Vec<f32> = batch
+        .iter()
+        .flat_map(|p| {
+            p.job.noise[p.index * dim_z..(p.index + 1) * dim_z]
+                .iter()
+                .copied()
+        })
+        .collect();
     let f: Vec<f32> = batch
         .iter()
         .flat_map(|p| p.job.request.latent.iter().copied())
@@ -292,20 +297,9 @@ fn run_batch<B: Backend>(
             index: 0,
             width: w,
             height: h,
-            rgb: to_rgb8(chw, h, w),
+            rgb: crate::pictures::to_rgb8(chw, h, w),
         })
         .collect())
-}
-
-/// `3 x H x W` in [-1, 1] to interleaved RGB bytes, as `(x + 1) / 2` clamped and rounded.
-pub fn to_rgb8(chw: &[f32], h: usize, w: usize) -> Vec<u8> {
-    let mut rgb = vec![0u8; 3 * h * w];
-    for c in 0..3 {
-        for p in 0..h * w {
-            rgb[p * 3 + c] = ((chw[c * h * w + p].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
-        }
-    }
-    rgb
 }
 
 #[cfg(test)]
@@ -386,10 +380,8 @@ mod tests {
         assert_eq!(collect(rx, 4), alone);
         assert_eq!(other.len(), 2);
         let stats = runtime.stats();
-        assert!(
-            stats.batched_images.load(Ordering::Relaxed) > stats.batches.load(Ordering::Relaxed),
-            "batches hold several images"
-        );
+        let (batches, images) = stats.batch_totals();
+        assert!(images > batches, "batches hold several images");
     }
 
     #[test]

@@ -8,8 +8,7 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
-use s2v_shared::wire::LATENT_DIM;
-use s2v_worker::runtime::{GeneratedImage, GenerationRequest, ImageResult, SubmitError};
+use s2v_worker::runtime::{GenerationRequest, ImageResult, SubmitError};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -40,7 +39,7 @@ pub async fn generate(
             .inc();
         ApiError::from(e)
     })?;
-    let request = validate(&state, &body)
+    let request = validate(&state, body)
         .inspect_err(|e| state.metrics.errors.with_label_values(&[e.error]).inc())?;
     let runtime = state
         .runtime
@@ -61,31 +60,14 @@ pub async fn generate(
     Ok(Sse::new(image_events(state, request, receiver)).keep_alive(KeepAlive::default()))
 }
 
-fn validate(state: &SharedState, body: &GenerateBody) -> Result<GenerationRequest, ApiError> {
-    if body.latent.len() != LATENT_DIM {
-        return Err(ApiError::bad_request(format!(
-            "latent must have {LATENT_DIM} numbers, has {}",
-            body.latent.len()
-        )));
-    }
-    if body.latent.iter().any(|v| !v.is_finite()) {
-        return Err(ApiError::bad_request("latent must hold finite numbers"));
-    }
-    if body.latent.iter().all(|v| *v == 0.0) {
-        return Err(ApiError::bad_request("latent must not be all zeros"));
-    }
+/// The API's own limits (count, model). The latent and the truncation are checked where they are used, by
+/// the runtime's `submit`, whose `Invalid` answers become 400 too.
+fn validate(state: &SharedState, body: GenerateBody) -> Result<GenerationRequest, ApiError> {
     if !(1..=state.limits.max_count).contains(&body.count) {
         return Err(ApiError::bad_request(format!(
             "count must be between 1 and {}",
             state.limits.max_count
         )));
-    }
-    if let Some(t) = body.truncation
-        && !(t.is_finite() && t > 0.0)
-    {
-        return Err(ApiError::bad_request(
-            "truncation must be a positive number",
-        ));
     }
     if let Some(model) = &body.model
         && *model != state.model.id
@@ -96,7 +78,7 @@ fn validate(state: &SharedState, body: &GenerateBody) -> Result<GenerationReques
         )));
     }
     Ok(GenerationRequest {
-        latent: body.latent.clone(),
+        latent: body.latent,
         seed: body.seed.unwrap_or_else(rand::random),
         count: body.count,
         truncation: body.truncation,
@@ -162,7 +144,7 @@ async fn next_event(p: &mut Progress) -> Event {
     };
     let store_state = p.state.clone();
     let stored = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let png = encode_png(&image)?;
+        let png = s2v_worker::pictures::encode_png(&image.rgb, image.width, image.height)?;
         store_state
             .store
             .put_image(&png)
@@ -216,15 +198,4 @@ async fn finish(p: &mut Progress) -> Result<Event, String> {
     Ok(Event::default()
         .event("done")
         .data(json!({"id": record.id, "share": format!("/s/{}", record.id)}).to_string()))
-}
-
-fn encode_png(image: &GeneratedImage) -> Result<Vec<u8>, String> {
-    let buffer =
-        image::RgbImage::from_raw(image.width as u32, image.height as u32, image.rgb.clone())
-            .ok_or_else(|| "the generator returned a malformed image".to_string())?;
-    let mut png = Vec::new();
-    buffer
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| format!("encoding PNG: {e}"))?;
-    Ok(png)
 }
