@@ -577,9 +577,13 @@ fn infer_config(sd: &TorchStateDict) -> Result<GeneratorConfig, CheckpointError>
     Ok(config)
 }
 
+/// The smallest truncation the sampler takes. Values are redrawn until they fall inside [-t, t], about
+/// 1 / (0.8 t) draws each for small t: below this a request could keep the generator busy indefinitely.
+pub const MIN_TRUNCATION: f32 = 0.02;
+
 /// A truncation the noise sampler cannot use.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("truncation must be a positive number, got {0}")]
+#[error("truncation must be a number of at least {MIN_TRUNCATION}, got {0}")]
 pub struct InvalidTruncation(pub f32);
 
 /// Draws generator noise: standard normal, or BigGAN's truncation trick (values outside [-t, t] redrawn).
@@ -592,7 +596,7 @@ pub fn sample_noise(
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
     if let Some(t) = truncation
-        && !(t.is_finite() && t > 0.0)
+        && !(t.is_finite() && t >= MIN_TRUNCATION)
     {
         return Err(InvalidTruncation(t));
     }
@@ -608,4 +612,23 @@ pub fn sample_noise(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_noise_stays_inside_and_tiny_truncations_are_refused() {
+        let z = sample_noise(3, 4, 120, Some(MIN_TRUNCATION)).unwrap();
+        assert_eq!(z.len(), 480);
+        assert!(z.iter().all(|v| v.abs() <= MIN_TRUNCATION));
+        assert_eq!(
+            sample_noise(3, 4, 120, None).unwrap(),
+            sample_noise(3, 4, 120, None).unwrap()
+        );
+        for bad in [1e-30, 0.0, -1.0, f32::NAN, f32::INFINITY] {
+            assert!(sample_noise(3, 1, 120, Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

@@ -66,7 +66,7 @@ pub fn document() -> Value {
                         "latent": {"type": "array", "items": {"type": "number"}, "minItems": 2048, "maxItems": 2048},
                         "count": {"type": "integer", "minimum": 1, "maximum": 16},
                         "seed": {"type": "integer", "minimum": 0},
-                        "truncation": {"type": "number", "exclusiveMinimum": 0},
+                        "truncation": {"type": "number", "minimum": 0.02},
                         "model": {"type": "string"}
                     }
                 },
