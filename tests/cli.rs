@@ -389,3 +389,43 @@ fn bad_inputs_give_clear_errors() {
         "truncation",
     );
 }
+
+#[test]
+fn the_default_model_serves_when_no_checkpoint_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let latent = dir.path().join("latent.npy");
+    ok(&[
+        "encode-audio",
+        s(&fixture("tone_chirp_10s.wav")),
+        "--out",
+        s(&latent),
+    ]);
+    let shape = |path: &Path| -> Vec<usize> {
+        let array: ndarray::ArrayD<f32> = ndarray_npy::read_npy(path).unwrap();
+        array.shape().to_vec()
+    };
+    assert_eq!(shape(&latent), [1, 512], "the default model's 512-d latent");
+    let feature = dir.path().join("feature.npy");
+    let picture = dir.path().join("picture.png");
+    image::RgbImage::from_pixel(80, 60, image::Rgb([200, 30, 30]))
+        .save(&picture)
+        .unwrap();
+    ok(&["encode-image", s(&picture), "--out", s(&feature)]);
+    assert_eq!(shape(&feature), [1, 512]);
+    let pictures = dir.path().join("pictures");
+    ok(&[
+        "generate",
+        "--features",
+        s(&latent),
+        "--seed",
+        "3",
+        "--count",
+        "2",
+        "--out",
+        s(&pictures),
+    ]);
+    for name in ["000.png", "001.png"] {
+        let png = image::open(pictures.join(name)).unwrap();
+        assert_eq!((png.width(), png.height()), (64, 64));
+    }
+}

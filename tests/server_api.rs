@@ -23,14 +23,19 @@ impl Drop for Server {
 
 fn start(data_dir: &Path, extra: &[&str]) -> Server {
     let generator = s2v_tests::fixture("generator.pth");
+    let mut args = vec!["--generator", generator.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    start_with(data_dir, &args)
+}
+
+/// A server with only these arguments besides its address and data directory.
+fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_s2v-server"))
         .args([
             "--addr",
             "127.0.0.1:0",
             "--data-dir",
             data_dir.to_str().unwrap(),
-            "--generator",
-            generator.to_str().unwrap(),
         ])
         .args(extra)
         .stdout(Stdio::piped())
@@ -573,4 +578,74 @@ async fn a_client_sending_too_fast_gets_429() {
     assert_eq!(statuses, [400, 400, 429, 429]);
     // Reading results is not limited.
     assert_eq!(get_status(&client, &server.base, "/healthz").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_weights_the_embedded_default_model_serves() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_with(data.path(), &[]);
+    let client = reqwest::Client::new();
+    let wav = std::fs::read(s2v_tests::fixture("tone_chirp_10s.wav")).unwrap();
+    let answer: Value = client
+        .post(format!("{}/api/encode-audio", server.base))
+        .header("content-type", "audio/wav")
+        .body(wav)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let latent = answer["latent"].as_array().unwrap().clone();
+    assert_eq!(latent.len(), 512, "the default model's latent length");
+    let doc: Value = client
+        .get(format!("{}/api/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["components"]["schemas"]["GenerateRequest"]["properties"]["latent"]["minItems"],
+        512
+    );
+    let response = generate(
+        &client,
+        &server.base,
+        json!({"latent": latent, "count": 2, "seed": 5}),
+    )
+    .await;
+    let events = events(response).await;
+    let names: Vec<&str> = events.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["image", "image", "done"]);
+    let id = events[2].1["id"].as_str().unwrap();
+    let record: Value = client
+        .get(format!("{}/api/generations/{id}", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["model"]["id"], "s2v-default");
+    let url = events[0].1["url"].as_str().unwrap();
+    let png = client
+        .get(format!("{}{url}", server.base))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let picture = image::load_from_memory(&png).unwrap();
+    assert_eq!((picture.width(), picture.height()), (64, 64));
+    // A latent of the paper's length does not fit this model.
+    let response = generate(
+        &client,
+        &server.base,
+        json!({"latent": vec![0.5; 2048], "count": 1}),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
 }

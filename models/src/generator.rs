@@ -136,7 +136,7 @@ impl GeneratorConfig {
     }
 }
 
-/// Class-conditional batch norm (`layers.ccbn`) in eval mode.
+/// Class-conditional batch norm (`layers.ccbn`): stored statistics at inference, batch statistics in training.
 #[derive(Module, Debug)]
 pub struct ConditionalBatchNorm<B: Backend> {
     pub gain: Linear<B>,
@@ -203,15 +203,38 @@ impl<B: Backend> ConditionalBatchNorm<B> {
             .add_scalar(1.0)
             .reshape([n, c, 1, 1]);
         let bias = self.bias.forward(y).reshape([n, c, 1, 1]);
-        let mean = self.stored_mean.value().reshape([1, c, 1, 1]);
-        let inv_std = self
-            .stored_var
-            .value()
+        let (mean, var) = if B::ad_enabled(&x.device()) {
+            self.batch_statistics(&x)
+        } else {
+            (self.stored_mean.value(), self.stored_var.value())
+        };
+        let inv_std = var
             .add_scalar(self.epsilon)
             .sqrt()
             .recip()
             .reshape([1, c, 1, 1]);
-        (x - mean) * inv_std * gain + bias
+        (x - mean.reshape([1, c, 1, 1])) * inv_std * gain + bias
+    }
+
+    /// Training mode (under autodiff, as burn's `BatchNorm` decides): normalise with the batch's statistics
+    /// and fold them into the stored ones with PyTorch's momentum of 0.1.
+    fn batch_statistics(&self, x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        const MOMENTUM: f64 = 0.1;
+        let [n, c, h, w] = x.dims();
+        let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
+        let mean = flat.clone().mean_dim(1).reshape([c]);
+        let var = (flat - mean.clone().reshape([c, 1]))
+            .square()
+            .mean_dim(1)
+            .reshape([c]);
+        let blend = |stored: Tensor<B, 1>, batch: &Tensor<B, 1>| {
+            stored.mul_scalar(1.0 - MOMENTUM) + batch.clone().detach().mul_scalar(MOMENTUM)
+        };
+        self.stored_mean
+            .update(blend(self.stored_mean.value_sync(), &mean).detach());
+        self.stored_var
+            .update(blend(self.stored_var.value_sync(), &var).detach());
+        (mean, var)
     }
 }
 

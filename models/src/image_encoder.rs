@@ -18,6 +18,13 @@ pub struct ImageEncoderConfig {
     /// Output channels of each stage (4x the planes in torchvision).
     pub stage_outputs: Vec<usize>,
     pub blocks_per_stage: Vec<usize>,
+    /// Side of the square input images (224 for SwAV; a PyTorch checkpoint does not say, so 224 there).
+    #[serde(default = "swav_input_size")]
+    pub input_size: usize,
+}
+
+fn swav_input_size() -> usize {
+    crate::preprocess::IMAGE_SIZE
 }
 
 impl ImageEncoderConfig {
@@ -29,6 +36,7 @@ impl ImageEncoderConfig {
             stage_widths: vec![64, 128, 256, 512],
             stage_outputs: vec![256, 512, 1024, 2048],
             blocks_per_stage: vec![3, 4, 6, 3],
+            input_size: swav_input_size(),
         }
     }
 
@@ -54,6 +62,9 @@ impl ImageEncoderConfig {
 pub struct ImageEncoder<B: Backend> {
     pub stem: Stem<B>,
     pub stages: Vec<Vec<Bottleneck<B>>>,
+    /// Side of the square images it reads (not a weight: it travels in the configuration).
+    #[module(skip)]
+    pub input_size: usize,
 }
 
 impl<B: Backend> ImageEncoder<B> {
@@ -95,6 +106,7 @@ impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
                 .map(|s| s[0].conv3.weight.dims()[0])
                 .collect(),
             blocks_per_stage: self.stages.iter().map(Vec::len).collect(),
+            input_size: self.input_size,
         }
     }
 
@@ -118,6 +130,7 @@ impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
         Ok(Self {
             stem: Stem::init(config.in_channels, config.stem_width, device),
             stages,
+            input_size: config.input_size,
         })
     }
 
@@ -135,6 +148,7 @@ impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
             stage_widths: vec![],
             stage_outputs: vec![],
             blocks_per_stage: vec![],
+            input_size: swav_input_size(),
         };
         for stage in 1..=4 {
             config.blocks_per_stage.push(count_blocks(&sd, stage)?);
@@ -156,6 +170,10 @@ impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
             stages.push(blocks.collect::<Result<Vec<_>, _>>()?);
         }
         sd.finish(is_ignored)?;
-        Ok(Self { stem, stages })
+        Ok(Self {
+            stem,
+            stages,
+            input_size: config.input_size,
+        })
     }
 }

@@ -6,11 +6,14 @@
 
 pub mod audio_encoder;
 pub mod checkpoint;
+pub mod default_model;
+pub mod discriminator;
 pub mod generator;
 pub mod image_encoder;
 pub mod layers;
 pub mod loss;
 pub mod preprocess;
+pub mod projection;
 mod resnet;
 
 pub use audio_encoder::{AudioEncoder, AudioEncoderConfig};

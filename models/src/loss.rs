@@ -1,4 +1,5 @@
-//! The paper's training loss: Sound2Scene's `InfoNCE_with_L2`.
+//! Training losses: the paper's (Sound2Scene's `InfoNCE_with_L2`), and those of the default model's image
+//! stages (SimCLR's NT-Xent for the image encoder, BigGAN's hinge loss for the generator).
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -24,6 +25,41 @@ pub fn info_nce_l2<B: Backend>(audio: Tensor<B, 2>, visual: Tensor<B, 2>) -> Ten
     let per_visual = log_softmax(logits.clone(), 1).slice_diag();
     let per_audio = log_softmax(logits, 0).slice_diag();
     (per_visual + per_audio).mean().neg().div_scalar(2.0)
+}
+
+/// SimCLR's NT-Xent: `2N` projections of `N` images seen twice (`first[i]` and `second[i]` are the same image);
+/// each must pick its twin among the other `2N - 1` by cosine similarity over `temperature`.
+pub fn nt_xent<B: Backend>(
+    first: Tensor<B, 2>,
+    second: Tensor<B, 2>,
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let [n, _] = first.dims();
+    let z = l2_normalize(Tensor::cat(vec![first, second], 0));
+    let device = z.device();
+    let similarity = z.clone().matmul(z.transpose()).div_scalar(temperature);
+    // An image is never its own candidate.
+    let self_mask: Tensor<B, 2> = Tensor::eye(2 * n, &device).mul_scalar(-1e9);
+    let log_probs = log_softmax(similarity + self_mask, 1);
+    // Row i's twin is i + n (and row i + n's is i): a permuted identity.
+    let twins: Vec<f32> = (0..2 * n)
+        .flat_map(|row| (0..2 * n).map(move |col| f32::from(col == (row + n) % (2 * n))))
+        .collect();
+    let twin_mask = Tensor::<B, 2>::from_data(TensorData::new(twins, [2 * n, 2 * n]), &device);
+    (log_probs * twin_mask)
+        .sum()
+        .neg()
+        .div_scalar((2 * n) as f64)
+}
+
+/// BigGAN's hinge losses: the discriminator's on real and generated scores, and the generator's.
+pub fn hinge_discriminator<B: Backend>(real: Tensor<B, 1>, fake: Tensor<B, 1>) -> Tensor<B, 1> {
+    burn::tensor::activation::relu(real.neg().add_scalar(1.0)).mean()
+        + burn::tensor::activation::relu(fake.add_scalar(1.0)).mean()
+}
+
+pub fn hinge_generator<B: Backend>(fake: Tensor<B, 1>) -> Tensor<B, 1> {
+    fake.mean().neg()
 }
 
 trait Diagonal<B: Backend> {
@@ -55,6 +91,33 @@ mod tests {
         let matched = info_nce_l2(visual.clone() + noise.clone(), visual.clone()).into_scalar();
         let shuffled = info_nce_l2(visual.clone().flip([0]) + noise, visual).into_scalar();
         assert!(matched < shuffled, "{matched} vs {shuffled}");
+    }
+
+    #[test]
+    fn nt_xent_prefers_views_of_the_same_image() {
+        let device = Default::default();
+        let images = Tensor::<Flex, 2>::random([8, 16], Distribution::Normal(0.0, 1.0), &device);
+        let noise = Tensor::<Flex, 2>::random([8, 16], Distribution::Normal(0.0, 0.1), &device);
+        let twins = nt_xent(images.clone(), images.clone() + noise.clone(), 0.5).into_scalar();
+        let strangers = nt_xent(images.clone(), images.flip([0]) + noise, 0.5).into_scalar();
+        assert!(twins < strangers, "{twins} vs {strangers}");
+        // Chance level: every one of the 2N - 1 candidates equally likely.
+        let same = Tensor::<Flex, 2>::ones([8, 16], &device);
+        let chance = nt_xent(same.clone(), same, 0.5).into_scalar();
+        assert!((chance - 15f32.ln()).abs() < 1e-4, "{chance}");
+    }
+
+    #[test]
+    fn hinge_losses_vanish_beyond_the_margin() {
+        let device = Default::default();
+        let real = Tensor::<Flex, 1>::from_floats([2.0, 1.5], &device);
+        let fake = Tensor::<Flex, 1>::from_floats([-1.0, -3.0], &device);
+        assert_eq!(
+            hinge_discriminator(real.clone(), fake.clone()).into_scalar(),
+            0.0
+        );
+        assert_eq!(hinge_discriminator(fake.clone(), real).into_scalar(), 5.75);
+        assert_eq!(hinge_generator(fake).into_scalar(), 2.0);
     }
 
     #[test]

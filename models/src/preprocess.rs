@@ -1,12 +1,14 @@
 //! Image preprocessing for the image encoder, as IC-GAN prepares images for its SwAV feature extractor:
-//! centre crop to a square along the long edge, resize to 224 (bilinear), scale to [0, 1], ImageNet mean/std.
+//! centre crop to a square along the long edge, resize to the encoder's input size (224 for SwAV's ResNet-50;
+//! the default model's encoder reads 64), bilinear, scale to [0, 1], ImageNet mean/std.
 
 use image::{DynamicImage, imageops::FilterType};
 use thiserror::Error;
 
+/// SwAV's (and IC-GAN's) input size.
 pub const IMAGE_SIZE: usize = 224;
-const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const STD: [f32; 3] = [0.229, 0.224, 0.225];
+pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 #[derive(Debug, Error)]
 pub enum ImageError {
@@ -18,16 +20,16 @@ pub enum ImageError {
     NoPixels,
 }
 
-/// Decodes an image file (PNG, JPEG, ...) to a normalised `3 x 224 x 224` tensor, channel-major.
-pub fn preprocess_image_bytes(bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
+/// Decodes an image file (PNG, JPEG, ...) to a normalised `3 x size x size` tensor, channel-major.
+pub fn preprocess_image_bytes(bytes: &[u8], size: usize) -> Result<Vec<f32>, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
     let image = image::load_from_memory(bytes).map_err(|e| ImageError::Decode(e.to_string()))?;
-    preprocess_image(&image)
+    preprocess_image(&image, size)
 }
 
-pub fn preprocess_image(image: &DynamicImage) -> Result<Vec<f32>, ImageError> {
+pub fn preprocess_image(image: &DynamicImage, size: usize) -> Result<Vec<f32>, ImageError> {
     let (w, h) = (image.width(), image.height());
     if w == 0 || h == 0 {
         return Err(ImageError::NoPixels);
@@ -35,16 +37,26 @@ pub fn preprocess_image(image: &DynamicImage) -> Result<Vec<f32>, ImageError> {
     let side = w.min(h);
     let cropped = image.crop_imm((w - side) / 2, (h - side) / 2, side, side);
     let resized = cropped
-        .resize_exact(IMAGE_SIZE as u32, IMAGE_SIZE as u32, FilterType::Triangle)
+        .resize_exact(size as u32, size as u32, FilterType::Triangle)
         .to_rgb8();
-    let mut out = vec![0.0f32; 3 * IMAGE_SIZE * IMAGE_SIZE];
+    let mut out = vec![0.0f32; 3 * size * size];
     for (x, y, pixel) in resized.enumerate_pixels() {
         for c in 0..3 {
-            out[(c * IMAGE_SIZE + y as usize) * IMAGE_SIZE + x as usize] =
-                (f32::from(pixel[c]) / 255.0 - MEAN[c]) / STD[c];
+            out[(c * size + y as usize) * size + x as usize] = f32::from(pixel[c]) / 255.0;
         }
     }
+    normalize_unit_pixels(&mut out);
     Ok(out)
+}
+
+/// ImageNet mean/std normalisation of channel-major `3 x H x W` pixels in [0, 1], in place.
+pub fn normalize_unit_pixels(chw: &mut [f32]) {
+    let plane = chw.len() / 3;
+    for (c, channel) in chw.chunks_mut(plane.max(1)).enumerate().take(3) {
+        for v in channel {
+            *v = (*v - MEAN[c]) / STD[c];
+        }
+    }
 }
 
 #[cfg(test)]
@@ -62,7 +74,7 @@ mod tests {
                 image::Rgb([0, 0, 0])
             };
         }
-        let out = preprocess_image(&DynamicImage::ImageRgb8(img)).unwrap();
+        let out = preprocess_image(&DynamicImage::ImageRgb8(img), IMAGE_SIZE).unwrap();
         assert_eq!(out.len(), 3 * 224 * 224);
         for c in 0..3 {
             let expected = (1.0 - MEAN[c]) / STD[c];
@@ -73,11 +85,11 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         assert!(matches!(
-            preprocess_image_bytes(b"not an image"),
+            preprocess_image_bytes(b"not an image", IMAGE_SIZE),
             Err(ImageError::Decode(_))
         ));
         assert!(matches!(
-            preprocess_image_bytes(b""),
+            preprocess_image_bytes(b"", IMAGE_SIZE),
             Err(ImageError::Empty)
         ));
     }

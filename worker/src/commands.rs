@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
-use s2v_models::checkpoint::{TorchStateDict, save_native};
+use s2v_models::checkpoint::{
+    CheckpointFormat, TorchStateDict, load_native, read_native_header, save_native,
+};
 use s2v_models::generator::sample_noise;
-use s2v_models::preprocess::{IMAGE_SIZE, preprocess_image_bytes};
+use s2v_models::preprocess::preprocess_image_bytes;
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
 use s2v_shared::audio::{FREQ_BINS, Spectrogram, TIME_FRAMES, spectrogram_from_bytes};
 
@@ -32,11 +34,15 @@ pub fn write_spectrogram(spectrogram: &Spectrogram, out: &Path) -> anyhow::Resul
 }
 
 fn load<B: Backend, N: NetworkModule<B>>(
-    checkpoint: &Path,
+    checkpoint: &Option<PathBuf>,
     device: &B::Device,
 ) -> anyhow::Result<N> {
-    load_checkpoint::<B, N>(checkpoint, device)
-        .with_context(|| format!("cannot load the {} from {}", N::KIND, checkpoint.display()))
+    match checkpoint {
+        Some(path) => load_checkpoint::<B, N>(path, device)
+            .with_context(|| format!("cannot load the {} from {}", N::KIND, path.display())),
+        None => s2v_models::default_model::load::<B, N>(device)
+            .with_context(|| format!("cannot load the default model's {}", N::KIND)),
+    }
 }
 
 /// Runs `encode` over `inputs` (rows of `input_shape` flattened one after another), `batch_size` rows at a
@@ -75,7 +81,8 @@ fn encode_in_batches<B: Backend>(
 
 /// `s2v encode-audio`: one embedding row per audio file, the encoder's raw output.
 pub struct EncodeAudio {
-    pub checkpoint: PathBuf,
+    /// `None`: the embedded default model.
+    pub checkpoint: Option<PathBuf>,
     pub audio: Vec<PathBuf>,
     pub batch_size: usize,
 }
@@ -112,7 +119,8 @@ pub enum ImageInput {
 }
 
 pub struct EncodeImage {
-    pub checkpoint: PathBuf,
+    /// `None`: the embedded default model.
+    pub checkpoint: Option<PathBuf>,
     pub input: ImageInput,
     pub batch_size: usize,
 }
@@ -121,16 +129,18 @@ impl OnBackend for EncodeImage {
     type Output = Array;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Array> {
-        let per_image = 3 * IMAGE_SIZE * IMAGE_SIZE;
+        let encoder: ImageEncoder<B> = load(&self.checkpoint, &device)?;
+        let size = encoder.input_size;
+        let per_image = 3 * size * size;
         let images = match &self.input {
             ImageInput::Normalized(path) => {
                 let array = Array::read(path)?;
                 if array.shape.len() != 4
-                    || array.shape[1..] != [3, IMAGE_SIZE, IMAGE_SIZE]
+                    || array.shape[1..] != [3, size, size]
                     || array.shape[0] == 0
                 {
                     bail!(
-                        "{} has shape {:?}; it must be N x 3 x {IMAGE_SIZE} x {IMAGE_SIZE}",
+                        "{} has shape {:?}; this encoder reads N x 3 x {size} x {size}",
                         path.display(),
                         array.shape
                     );
@@ -143,21 +153,16 @@ impl OnBackend for EncodeImage {
                     let bytes = std::fs::read(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
                     data.extend(
-                        preprocess_image_bytes(&bytes)
+                        preprocess_image_bytes(&bytes, size)
                             .with_context(|| format!("{}", path.display()))?,
                     );
                 }
                 data
             }
         };
-        let encoder: ImageEncoder<B> = load(&self.checkpoint, &device)?;
-        encode_in_batches(
-            &images,
-            [3, IMAGE_SIZE, IMAGE_SIZE],
-            self.batch_size,
-            &device,
-            |x| encoder.forward(x),
-        )
+        encode_in_batches(&images, [3, size, size], self.batch_size, &device, |x| {
+            encoder.forward(x)
+        })
     }
 }
 
@@ -174,7 +179,8 @@ pub enum NoiseSource {
 }
 
 pub struct Generate {
-    pub checkpoint: PathBuf,
+    /// `None`: the embedded default model.
+    pub checkpoint: Option<PathBuf>,
     pub features: PathBuf,
     pub noise: NoiseSource,
     pub batch_size: usize,
@@ -289,6 +295,21 @@ pub enum NetworkKind {
 }
 
 impl NetworkKind {
+    /// The kind a native checkpoint's metadata names.
+    pub fn from_kind_name(name: &str) -> Option<Self> {
+        [Self::AudioEncoder, Self::ImageEncoder, Self::Generator]
+            .into_iter()
+            .find(|k| k.kind_name() == name)
+    }
+
+    fn kind_name(self) -> &'static str {
+        match self {
+            Self::AudioEncoder => <AudioEncoder<burn::backend::Flex> as NetworkModule<_>>::KIND,
+            Self::ImageEncoder => <ImageEncoder<burn::backend::Flex> as NetworkModule<_>>::KIND,
+            Self::Generator => <Generator<burn::backend::Flex> as NetworkModule<_>>::KIND,
+        }
+    }
+
     /// Tells the network from the tensor names of a PyTorch state dict.
     pub fn detect(sd: &TorchStateDict) -> Option<Self> {
         if sd.contains("shared_feat.weight") || sd.contains("blocks.0.0.conv1.weight") {
@@ -316,6 +337,11 @@ impl OnBackend for Convert {
     type Output = NetworkKind;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<NetworkKind> {
+        let bytes = std::fs::read(&self.input)
+            .with_context(|| format!("cannot read {}", self.input.display()))?;
+        if CheckpointFormat::detect(&bytes[..bytes.len().min(16)])? == CheckpointFormat::Native {
+            return self.convert_native::<B>(&bytes, &device);
+        }
         let sd = TorchStateDict::read(&self.input)?;
         let kind = match self.network.or_else(|| NetworkKind::detect(&sd)) {
             Some(kind) => kind,
@@ -338,6 +364,46 @@ impl OnBackend for Convert {
             ),
             NetworkKind::Generator => save_native(
                 &Generator::<B>::from_torch(sd, &device).with_context(context)?,
+                &self.output,
+                self.half,
+            ),
+        }
+        .with_context(|| format!("cannot write {}", self.output.display()))?;
+        Ok(kind)
+    }
+}
+
+impl Convert {
+    /// A native checkpoint to native again: changes its precision (how the trainer's f32 output becomes the
+    /// shipped f16 model).
+    fn convert_native<B: Backend>(
+        self,
+        bytes: &[u8],
+        device: &B::Device,
+    ) -> anyhow::Result<NetworkKind> {
+        let header = read_native_header(bytes)?;
+        let kind = NetworkKind::from_kind_name(&header.network)
+            .with_context(|| format!("{} holds an unknown network", self.input.display()))?;
+        if self.network.is_some_and(|asked| asked != kind) {
+            bail!(
+                "{} holds the {}, not the network asked for",
+                self.input.display(),
+                header.network
+            );
+        }
+        match kind {
+            NetworkKind::AudioEncoder => save_native(
+                &load_native::<B, AudioEncoder<B>>(bytes, device)?,
+                &self.output,
+                self.half,
+            ),
+            NetworkKind::ImageEncoder => save_native(
+                &load_native::<B, ImageEncoder<B>>(bytes, device)?,
+                &self.output,
+                self.half,
+            ),
+            NetworkKind::Generator => save_native(
+                &load_native::<B, Generator<B>>(bytes, device)?,
                 &self.output,
                 self.half,
             ),

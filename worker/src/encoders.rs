@@ -4,7 +4,7 @@
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use burn::prelude::*;
-use s2v_models::preprocess::{IMAGE_SIZE, preprocess_image_bytes};
+use s2v_models::preprocess::preprocess_image_bytes;
 use s2v_models::{AudioEncoder, ImageEncoder};
 use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES, spectrogram_from_bytes};
 use tokio::sync::oneshot;
@@ -116,11 +116,12 @@ fn serve<B: Backend>(
                 None => Err(EncodeError::NotLoaded("audio encoder")),
             },
             EncodeInput::Image { bytes } => match &image {
-                Some(encoder) => preprocess_image_bytes(&bytes)
+                Some(encoder) => preprocess_image_bytes(&bytes, encoder.input_size)
                     .map_err(|e| EncodeError::Undecodable(e.to_string()))
                     .and_then(|pixels| {
+                        let size = encoder.input_size;
                         let x = Tensor::<B, 4>::from_data(
-                            TensorData::new(pixels, [1, 3, IMAGE_SIZE, IMAGE_SIZE]),
+                            TensorData::new(pixels, [1, 3, size, size]),
                             &device,
                         );
                         read_row(encoder.forward(x))

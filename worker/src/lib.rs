@@ -2,7 +2,10 @@
 
 pub mod arrays;
 pub mod commands;
+pub mod dataset;
 pub mod device;
 pub mod encoders;
+pub mod eval;
 pub mod pictures;
 pub mod runtime;
+pub mod train;

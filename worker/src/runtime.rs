@@ -141,6 +141,11 @@ impl GeneratorRuntime {
         &self.stats
     }
 
+    /// Length of the latents this generator is conditioned on (2048 for the paper's, 512 for the default).
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
     pub fn resolution(&self) -> usize {
         self.resolution
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use burn::prelude::Backend;
 use clap::Parser;
-use s2v_models::{AudioEncoder, Generator, ImageEncoder, load_checkpoint};
+use s2v_models::{
+    AudioEncoder, Generator, ImageEncoder, NetworkModule, default_model, load_checkpoint,
+};
 use s2v_server::store::Store;
 use s2v_server::{AppState, Limits, ModelInfo, router};
 use s2v_worker::device::{DeviceKind, OnBackend, dispatch};
@@ -35,15 +37,16 @@ struct Args {
     /// The built web page (trunk's output), served at `/` when the folder exists.
     #[arg(long, default_value = "dist")]
     page: PathBuf,
-    /// Generator weights: IC-GAN's `G_ema_best0.pth` or a checkpoint made by `s2v convert`.
+    /// Generator weights: IC-GAN's `G_ema_best0.pth` or a checkpoint made by `s2v convert`. Without it the
+    /// embedded default model serves, encoders included.
     #[arg(long)]
-    generator: PathBuf,
+    generator: Option<PathBuf>,
     /// Audio encoder weights (`sound2scene.pth` or a converted checkpoint) for `POST /api/encode-audio`.
-    #[arg(long)]
+    #[arg(long, requires = "generator")]
     audio_encoder: Option<PathBuf>,
     /// Image encoder weights (SwAV's `swav_800ep_pretrain.pth.tar` or a converted checkpoint) for
     /// `POST /api/encode-image`.
-    #[arg(long)]
+    #[arg(long, requires = "generator")]
     image_encoder: Option<PathBuf>,
     /// Requests that may wait for the generator; more are answered 429.
     #[arg(long, default_value_t = 64)]
@@ -62,9 +65,28 @@ struct Args {
     batch_wait_ms: u64,
 }
 
+/// Where a network's weights come from.
+#[derive(Clone)]
+enum Weights {
+    File(PathBuf),
+    /// The embedded default model.
+    Default,
+}
+
+impl Weights {
+    fn load<B: Backend, N: NetworkModule<B>>(&self, device: &B::Device) -> anyhow::Result<N> {
+        match self {
+            Weights::File(path) => load_checkpoint(path, device)
+                .with_context(|| format!("cannot load the {} from {}", N::KIND, path.display())),
+            Weights::Default => default_model::load(device)
+                .with_context(|| format!("cannot load the default model's {}", N::KIND)),
+        }
+    }
+}
+
 struct StartEncoders {
-    audio: Option<PathBuf>,
-    image: Option<PathBuf>,
+    audio: Option<Weights>,
+    image: Option<Weights>,
     queue: usize,
 }
 
@@ -72,23 +94,16 @@ impl OnBackend for StartEncoders {
     type Output = EncoderService;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<EncoderService> {
-        let load = |path: &PathBuf| format!("cannot load {}", path.display());
-        let audio: Option<AudioEncoder<B>> = self
-            .audio
-            .as_ref()
-            .map(|p| load_checkpoint(p, &device).with_context(|| load(p)))
-            .transpose()?;
-        let image: Option<ImageEncoder<B>> = self
-            .image
-            .as_ref()
-            .map(|p| load_checkpoint(p, &device).with_context(|| load(p)))
-            .transpose()?;
+        let audio: Option<AudioEncoder<B>> =
+            self.audio.as_ref().map(|w| w.load(&device)).transpose()?;
+        let image: Option<ImageEncoder<B>> =
+            self.image.as_ref().map(|w| w.load(&device)).transpose()?;
         Ok(EncoderService::start(audio, image, device, self.queue))
     }
 }
 
 struct StartRuntime {
-    checkpoint: PathBuf,
+    weights: Weights,
     config: RuntimeConfig,
 }
 
@@ -96,26 +111,27 @@ impl OnBackend for StartRuntime {
     type Output = GeneratorRuntime;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<GeneratorRuntime> {
-        let generator: Generator<B> =
-            load_checkpoint(&self.checkpoint, &device).with_context(|| {
-                format!(
-                    "cannot load the generator from {}",
-                    self.checkpoint.display()
-                )
-            })?;
+        let generator: Generator<B> = self.weights.load(&device)?;
         Ok(GeneratorRuntime::start(generator, device, self.config))
     }
 }
 
-/// The model's id is its file name; its version the start of the file's SHA-256, so a changed file is a new
-/// version even under the same name.
-fn model_info(path: &std::path::Path) -> anyhow::Result<ModelInfo> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let id = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("generator")
-        .to_string();
+/// The model's id is its file name (or the default model's id); its version the start of the weights'
+/// SHA-256, so changed weights are a new version even under the same name.
+fn model_info(weights: &Weights) -> anyhow::Result<ModelInfo> {
+    let (id, bytes) = match weights {
+        Weights::File(path) => (
+            path.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("generator")
+                .to_string(),
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        Weights::Default => (
+            default_model::MODEL_ID.to_string(),
+            default_model::GENERATOR.to_vec(),
+        ),
+    };
     Ok(ModelInfo {
         id,
         version: hex::encode(&Sha256::digest(&bytes)[..6]),
@@ -134,7 +150,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let store = Store::open(&args.data_dir)
         .with_context(|| format!("cannot open the data directory {}", args.data_dir.display()))?;
-    let model = model_info(&args.generator)?;
+    let generator = args
+        .generator
+        .clone()
+        .map_or(Weights::Default, Weights::File);
+    let model = model_info(&generator)?;
     let config = RuntimeConfig {
         queue_capacity: args.queue,
         max_batch: args.max_batch,
@@ -143,14 +163,22 @@ async fn main() -> anyhow::Result<()> {
     let runtime = dispatch(
         args.device,
         StartRuntime {
-            checkpoint: args.generator.clone(),
+            weights: generator.clone(),
             config,
         },
     )?;
-    let encoders = if args.audio_encoder.is_some() || args.image_encoder.is_some() {
+    // The default model brings its own encoders; other generators take the encoders given with them.
+    let (audio, image) = match generator {
+        Weights::Default => (Some(Weights::Default), Some(Weights::Default)),
+        Weights::File(_) => (
+            args.audio_encoder.clone().map(Weights::File),
+            args.image_encoder.clone().map(Weights::File),
+        ),
+    };
+    let encoders = if audio.is_some() || image.is_some() {
         let job = StartEncoders {
-            audio: args.audio_encoder.clone(),
-            image: args.image_encoder.clone(),
+            audio,
+            image,
             queue: args.queue,
         };
         Some(dispatch(args.device, job)?)

@@ -1,13 +1,26 @@
 //! `GET /api/openapi.json`: the API described as OpenAPI 3.1.
 
+use std::sync::Arc;
+
 use axum::Json;
+use axum::extract::State;
 use serde_json::{Value, json};
 
-pub async fn openapi() -> Json<Value> {
-    Json(document())
+use crate::AppState;
+
+/// The paper's latent length, described when no generator is loaded.
+const PAPER_FEATURE_DIM: usize = 2048;
+
+pub async fn openapi(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let dim = state
+        .runtime
+        .as_ref()
+        .map_or(PAPER_FEATURE_DIM, |r| r.feature_dim());
+    Json(document(dim))
 }
 
-pub fn document() -> Value {
+/// The document for a generator conditioned on `dim`-long latents.
+pub fn document(dim: usize) -> Value {
     let error = json!({"$ref": "#/components/responses/Error"});
     let busy = json!({"$ref": "#/components/responses/Busy"});
     json!({
@@ -15,7 +28,7 @@ pub fn document() -> Value {
         "info": {
             "title": "sound2vision",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Images of the scene a sound describes. Send a 2048-d audio latent, receive images as server-sent events."
+            "description": format!("Images of the scene a sound describes. Send a {dim}-d audio latent (this server's model; 2048 for the paper's), receive images as server-sent events.")
         },
         "paths": {
             "/api/generate": {"post": {
@@ -63,14 +76,14 @@ pub fn document() -> Value {
                 "GenerateRequest": {
                     "type": "object", "additionalProperties": false, "required": ["latent", "count"],
                     "properties": {
-                        "latent": {"type": "array", "items": {"type": "number"}, "minItems": 2048, "maxItems": 2048},
+                        "latent": {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim},
                         "count": {"type": "integer", "minimum": 1, "maximum": 16},
                         "seed": {"type": "integer", "minimum": 0},
                         "truncation": {"type": "number", "minimum": 0.02},
                         "model": {"type": "string"}
                     }
                 },
-                "Latent": {"type": "object", "required": ["latent"], "properties": {"latent": {"type": "array", "items": {"type": "number"}, "minItems": 2048, "maxItems": 2048}}},
+                "Latent": {"type": "object", "required": ["latent"], "properties": {"latent": {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim}}},
                 "Generation": {
                     "type": "object", "required": ["id", "created", "model", "seed", "count", "images"],
                     "properties": {

@@ -9,7 +9,10 @@ use s2v_worker::commands::{
     self, Convert, DEFAULT_BATCH, EncodeAudio, EncodeImage, Generate, ImageInput, NetworkKind,
     NoiseSource,
 };
+use s2v_worker::dataset::build::{BuildOptions, build_default};
 use s2v_worker::device::{DeviceKind, dispatch};
+use s2v_worker::eval::{EvalJob, EvalOptions};
+use s2v_worker::train::{Preset, Recipe, Stage, TrainJob, TrainOptions};
 
 #[derive(Parser)]
 #[command(
@@ -35,8 +38,9 @@ enum Command {
     },
     /// Audio embeddings (one row per file, the encoder's raw output) of audio files.
     EncodeAudio {
+        /// Weights (PyTorch or s2v format); the embedded default model when left out.
         #[arg(long)]
-        checkpoint: PathBuf,
+        checkpoint: Option<PathBuf>,
         #[arg(required = true)]
         audio: Vec<PathBuf>,
         #[arg(long)]
@@ -46,8 +50,9 @@ enum Command {
     },
     /// Image features (one row per image) from image files or an already normalised N x 3 x 224 x 224 array.
     EncodeImage {
+        /// Weights (PyTorch or s2v format); the embedded default model when left out.
         #[arg(long)]
-        checkpoint: PathBuf,
+        checkpoint: Option<PathBuf>,
         /// Already ImageNet-normalised N x 3 x 224 x 224 float32 array.
         #[arg(long, conflicts_with = "images")]
         input: Option<PathBuf>,
@@ -59,6 +64,49 @@ enum Command {
     },
     /// Images from features: OUT.npy gets the raw N x 3 x H x W tanh output, a folder gets PNG files.
     Generate(GenerateArgs),
+    /// Trains the three networks on a data set (resumes from the checkpoints in --out).
+    Train {
+        /// A data set folder (`s2v data build-default` writes one).
+        #[arg(long)]
+        data: PathBuf,
+        /// Checkpoints, then the trained networks (safetensors), go here.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "default")]
+        preset: Preset,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Stop after this many steps of the current stage (a checkpoint is written; run again to go on).
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Train only this stage (after the image encoder, which both others need).
+        #[arg(long, value_enum)]
+        only: Option<Stage>,
+        /// Override the preset's step counts: image encoder, generator, audio encoder.
+        #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"])]
+        steps: Option<Vec<usize>>,
+    },
+    /// Judges a model on a data set's held-out pairs; writes report.json and pictures to --out.
+    Eval {
+        #[arg(long)]
+        data: PathBuf,
+        /// A folder with the three networks (`s2v train --out`); the embedded default model when left out.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Images generated per held-out sound.
+        #[arg(long, default_value_t = 4)]
+        samples: usize,
+        /// Training steps of the judging classifier (reused from --out when it is already there).
+        #[arg(long, default_value_t = 400)]
+        classifier_steps: usize,
+    },
+    /// Training data sets.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Converts a PyTorch checkpoint to the project's own format (safetensors with the configuration inside).
     Convert {
         #[arg(long = "in")]
@@ -74,10 +122,26 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Downloads Tux Paint's stamps and Openclipart with apt-get and writes the default model's data set.
+    BuildDefault {
+        #[arg(long)]
+        out: PathBuf,
+        /// Use packages already unpacked here (a tree with usr/share/...) instead of downloading them.
+        #[arg(long)]
+        unpacked: Option<PathBuf>,
+        /// Hold out one item group in this many per category.
+        #[arg(long, default_value_t = 5)]
+        test_every: usize,
+    },
+}
+
 #[derive(Args)]
 struct GenerateArgs {
+    /// Weights (PyTorch or s2v format); the embedded default model when left out.
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: Option<PathBuf>,
     /// N x 2048 (or 2048) features; they are L2-normalised before use.
     #[arg(long)]
     features: PathBuf,
@@ -165,6 +229,81 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let written = commands::write_pngs(&images, &args.out)?;
                 eprintln!("wrote {} images to {}", written.len(), args.out.display());
             }
+        }
+        Command::Train {
+            data,
+            out,
+            preset,
+            seed,
+            max_steps,
+            only,
+            steps,
+        } => {
+            let mut recipe = Recipe::preset(preset);
+            if let Some(steps) = steps {
+                recipe.image_steps = steps[0];
+                recipe.gan_steps = steps[1];
+                recipe.audio_steps = steps[2];
+            }
+            let options = TrainOptions {
+                data,
+                out: out.clone(),
+                recipe,
+                seed,
+                max_steps_per_call: max_steps,
+                only,
+            };
+            if dispatch(cli.device, TrainJob(options))? {
+                eprintln!("all three networks are trained: {}", out.display());
+            } else {
+                eprintln!(
+                    "stopped with a checkpoint in {}; run again to go on",
+                    out.display()
+                );
+            }
+        }
+        Command::Eval {
+            data,
+            model,
+            out,
+            seed,
+            samples,
+            classifier_steps,
+        } => {
+            let report = dispatch(
+                cli.device,
+                EvalJob(EvalOptions {
+                    data,
+                    model,
+                    out: out.clone(),
+                    seed,
+                    samples,
+                    classifier_steps,
+                }),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!("pictures and report.json are in {}", out.display());
+        }
+        Command::Data(DataCommand::BuildDefault {
+            out,
+            unpacked,
+            test_every,
+        }) => {
+            let summary = build_default(&BuildOptions {
+                out: out.clone(),
+                unpacked,
+                test_every,
+            })?;
+            for skipped in &summary.skipped {
+                eprintln!("skipped {skipped}");
+            }
+            eprintln!(
+                "wrote {} training pairs, {} held-out pairs and {} image-only pictures to {}",
+                summary.pairs_train,
+                summary.pairs_test,
+                summary.image_only,
+                out.display()
+            );
         }
         Command::Convert {
             input,

@@ -1,0 +1,36 @@
+//! The embedded default model: the three networks that `s2v train --preset default` made from Debian's
+//! packages (see the README), in the project's f16 safetensors format. The server, the page and `s2v` use it
+//! when no other weights are given, so a fresh machine needs no downloads.
+
+use burn::prelude::*;
+
+use crate::checkpoint::{CheckpointError, load_native};
+use crate::{AudioEncoder, Generator, ImageEncoder, NetworkModule};
+
+/// The model id that generations made with these weights record.
+pub const MODEL_ID: &str = "s2v-default";
+
+pub const IMAGE_ENCODER: &[u8] = include_bytes!("../default/image_encoder.safetensors");
+pub const GENERATOR: &[u8] = include_bytes!("../default/generator.safetensors");
+pub const AUDIO_ENCODER: &[u8] = include_bytes!("../default/audio_encoder.safetensors");
+
+/// The embedded file of a network, by its kind.
+pub fn bytes_for(kind: &str) -> Option<&'static [u8]> {
+    match kind {
+        k if k == <ImageEncoder<burn::backend::Flex> as NetworkModule<_>>::KIND => {
+            Some(IMAGE_ENCODER)
+        }
+        k if k == <Generator<burn::backend::Flex> as NetworkModule<_>>::KIND => Some(GENERATOR),
+        k if k == <AudioEncoder<burn::backend::Flex> as NetworkModule<_>>::KIND => {
+            Some(AUDIO_ENCODER)
+        }
+        _ => None,
+    }
+}
+
+/// Decodes the embedded weights of network `N`.
+pub fn load<B: Backend, N: NetworkModule<B>>(device: &B::Device) -> Result<N, CheckpointError> {
+    let bytes = bytes_for(N::KIND)
+        .ok_or_else(|| CheckpointError::Native(format!("the default model has no {}", N::KIND)))?;
+    load_native(bytes, device)
+}

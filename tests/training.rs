@@ -1,0 +1,325 @@
+//! The default model's pipeline at toy size: the data set builder on a small local package tree (no network),
+//! then all three training stages, their checkpoints, and resuming.
+
+use std::path::Path;
+
+use burn::backend::{Autodiff, Flex};
+use image::{Rgba, RgbaImage};
+use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
+use s2v_worker::dataset::build::{BuildOptions, build_default};
+use s2v_worker::dataset::{Dataset, Split};
+use s2v_worker::train::{
+    AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe, Stage, StageProgress,
+    TrainOptions, train,
+};
+
+type B = Autodiff<Flex>;
+
+/// A picture: a coloured disc or square on a transparent background.
+fn picture(path: &Path, colour: [u8; 3], square: bool) {
+    let mut img = RgbaImage::new(40, 30);
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        let (dx, dy) = (x as i32 - 20, y as i32 - 15);
+        let inside = if square {
+            dx.abs() < 10 && dy.abs() < 10
+        } else {
+            dx * dx + dy * dy < 100
+        };
+        *p = if inside {
+            Rgba([colour[0], colour[1], colour[2], 255])
+        } else {
+            Rgba([0, 0, 0, 0])
+        };
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
+}
+
+/// A sound: a tone that sweeps from `hz`, 1.5 s at 22.05 kHz (the builder resamples it). Written as WAV under
+/// the `.ogg` name Tux Paint uses: the decoder goes by content.
+fn sound(path: &Path, hz: f64) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 22_050,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..33_075 {
+        let t = f64::from(i) / 22_050.0;
+        let v = (2.0 * std::f64::consts::PI * hz * t * (1.0 + t)).sin() * 0.5;
+        w.write_sample((v * 32_000.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// A miniature of the two packages' trees: paired stamps in three categories, image-only stamps and clip art.
+fn package_tree(root: &Path) {
+    let stamps = root.join("usr/share/tuxpaint/stamps");
+    let paired = [
+        ("animals/birds/crow", [20, 20, 20], 300.0),
+        ("animals/birds/owl", [120, 80, 40], 450.0),
+        ("animals/birds/lark", [160, 140, 90], 700.0),
+        ("animals/mammals/cow", [240, 240, 240], 120.0),
+        ("animals/mammals/pig", [250, 170, 180], 200.0),
+        ("animals/mammals/dog", [150, 100, 50], 250.0),
+        ("hobbies/music/drum", [200, 30, 30], 900.0),
+        ("hobbies/music/violin", [130, 60, 20], 1300.0),
+        ("hobbies/music/cello", [100, 50, 20], 1100.0),
+    ];
+    for (i, (name, colour, hz)) in paired.iter().enumerate() {
+        picture(&stamps.join(format!("{name}.png")), *colour, i % 2 == 0);
+        sound(&stamps.join(format!("{name}.ogg")), *hz);
+    }
+    for (i, name) in [
+        "animals/birds/robin",
+        "vehicles/car",
+        "food/apple",
+        "symbols/math/1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        picture(
+            &stamps.join(format!("{name}.png")),
+            [40 * i as u8, 200, 100],
+            i % 2 == 1,
+        );
+    }
+    // A symbol's spoken name is not a scene's sound: the builder must leave it out.
+    sound(&stamps.join("symbols/math/1.ogg"), 500.0);
+    let clipart = root.join("usr/share/openclipart/png");
+    picture(
+        &clipart.join("animals/birds/eagle.png"),
+        [90, 60, 30],
+        false,
+    );
+    picture(&clipart.join("transportation/bus.png"), [250, 200, 0], true);
+    let doc = root.join("usr/share/doc/tuxpaint-stamps-default");
+    std::fs::create_dir_all(&doc).unwrap();
+    std::fs::write(doc.join("copyright"), "Files: *\nLicense: GPL-2\n").unwrap();
+}
+
+#[test]
+fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
+    let dir = tempfile::tempdir().unwrap();
+    package_tree(&dir.path().join("unpacked"));
+    let out = dir.path().join("data");
+    let summary = build_default(&BuildOptions {
+        out: out.clone(),
+        unpacked: Some(dir.path().join("unpacked")),
+        test_every: 3,
+    })
+    .unwrap();
+    assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
+    assert_eq!(summary.pairs_train + summary.pairs_test, 9);
+    assert_eq!(summary.pairs_test, 3, "one item in three per category");
+    assert_eq!(
+        summary.image_only, 5,
+        "three stamps (not the symbol) and two clip-art pictures"
+    );
+
+    let dataset = Dataset::open(&out).unwrap();
+    for item in &dataset.pairs {
+        let wav = hound::WavReader::open(dataset.pair_audio(item)).unwrap();
+        assert_eq!(wav.spec().sample_rate, 16_000);
+        assert_eq!(wav.spec().channels, 1);
+        let picture = image::open(dataset.pair_image(item)).unwrap();
+        assert_eq!((picture.width(), picture.height()), (128, 128));
+        assert_eq!(item.licence, "GPL-2");
+    }
+    let mut categories = dataset.categories();
+    categories.sort();
+    assert_eq!(categories, ["bird", "instrument", "mammal"]);
+    for category in &categories {
+        assert_eq!(
+            dataset
+                .pairs_in(Split::Test)
+                .filter(|i| &i.category == category)
+                .count(),
+            1
+        );
+    }
+    let openclipart = dataset
+        .image_only
+        .iter()
+        .find(|i| i.source.contains("eagle"))
+        .unwrap();
+    assert_eq!(openclipart.category, "bird");
+    assert!(
+        openclipart.licence.starts_with("unknown"),
+        "no copyright file in this tree"
+    );
+    // A held-out picture listed for training is refused.
+    let test_name = dataset.pairs_in(Split::Test).next().unwrap().name.clone();
+    let mut leaked = dataset.image_only.clone();
+    leaked[0].name = test_name;
+    s2v_worker::dataset::write_items(&out.join("image_only/items.csv"), &leaked).unwrap();
+    let error = Dataset::open(&out).unwrap_err().to_string();
+    assert!(error.contains("held-out item"), "{error}");
+}
+
+/// Every tensor of two safetensors files is bit-identical (the files' metadata may be ordered differently).
+fn assert_same_tensors(a: &Path, b: &Path) {
+    let (bytes_a, bytes_b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (ta, tb) = (
+        safetensors::SafeTensors::deserialize(&bytes_a).unwrap(),
+        safetensors::SafeTensors::deserialize(&bytes_b).unwrap(),
+    );
+    let mut names = ta.names();
+    names.sort();
+    let mut other = tb.names();
+    other.sort();
+    assert_eq!(
+        names,
+        other,
+        "{} and {} hold different tensors",
+        a.display(),
+        b.display()
+    );
+    for name in names {
+        assert!(
+            ta.tensor(name).unwrap().data() == tb.tensor(name).unwrap().data(),
+            "{name} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+fn first_and_last_loss(progress: &StageProgress, name: &str) -> (f64, f64) {
+    let value =
+        |entry: &(usize, Vec<(String, f64)>)| entry.1.iter().find(|(n, _)| n == name).unwrap().1;
+    (
+        value(progress.losses.first().unwrap()),
+        value(progress.losses.last().unwrap()),
+    )
+}
+
+#[test]
+fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    package_tree(&dir.path().join("unpacked"));
+    let data = dir.path().join("data");
+    build_default(&BuildOptions {
+        out: data.clone(),
+        unpacked: Some(dir.path().join("unpacked")),
+        test_every: 3,
+    })
+    .unwrap();
+    let recipe = Recipe::preset(Preset::Tiny);
+    let device = Default::default();
+    let options = |out: &Path, max_steps: Option<usize>| TrainOptions {
+        data: data.clone(),
+        out: out.to_path_buf(),
+        recipe: recipe.clone(),
+        seed: 7,
+        max_steps_per_call: max_steps,
+        only: None,
+    };
+
+    // Interrupted after 5 steps, then every 15, in the middle of every stage and off its checkpoint interval.
+    let resumed = dir.path().join("resumed");
+    assert!(!train::<B>(&options(&resumed, Some(5)), &device).unwrap());
+    let partial = StageProgress::read(&resumed, Stage::ImageEncoder)
+        .unwrap()
+        .unwrap();
+    assert_eq!(partial.step, 5);
+    assert!(
+        StageProgress::read(&resumed, Stage::Generator)
+            .unwrap()
+            .is_none()
+    );
+    let mut calls = 1;
+    while !train::<B>(&options(&resumed, Some(15)), &device).unwrap() {
+        calls += 1;
+        assert!(calls < 20, "training never finishes");
+    }
+    assert!(calls >= 5, "every stage was interrupted ({calls} calls)");
+
+    // Uninterrupted, same seed: resuming must have continued exactly where it stopped (weights, optimiser
+    // state, batch-norm statistics, spectral-norm vectors and random draws all restored).
+    let straight = dir.path().join("straight");
+    assert!(train::<B>(&options(&straight, None), &device).unwrap());
+    for file in [IMAGE_ENCODER_FILE, GENERATOR_FILE, AUDIO_ENCODER_FILE] {
+        assert_same_tensors(&resumed.join(file), &straight.join(file));
+    }
+
+    // Losses fall.
+    let image = StageProgress::read(&straight, Stage::ImageEncoder)
+        .unwrap()
+        .unwrap();
+    let (first, last) = first_and_last_loss(&image, "nt-xent");
+    assert!(last < first, "SimCLR loss went from {first} to {last}");
+    let gan = StageProgress::read(&straight, Stage::Generator)
+        .unwrap()
+        .unwrap();
+    let (first, last) = first_and_last_loss(&gan, "d-hinge");
+    assert!(
+        last < first,
+        "discriminator loss went from {first} to {last}"
+    );
+    let audio = StageProgress::read(&straight, Stage::AudioEncoder)
+        .unwrap()
+        .unwrap();
+    let (first, last) = first_and_last_loss(&audio, "info-nce");
+    assert!(last < first, "InfoNCE went from {first} to {last}");
+    assert_eq!(audio.step, recipe.audio_steps);
+
+    // The exported networks load back into the recipe's architecture.
+    let dev = Default::default();
+    let e: ImageEncoder<Flex> = load_checkpoint(&straight.join(IMAGE_ENCODER_FILE), &dev).unwrap();
+    assert_eq!(e.config(), recipe.image_encoder);
+    let g: Generator<Flex> = load_checkpoint(&straight.join(GENERATOR_FILE), &dev).unwrap();
+    assert_eq!(g.config(), recipe.generator);
+    let a: AudioEncoder<Flex> = load_checkpoint(&straight.join(AUDIO_ENCODER_FILE), &dev).unwrap();
+    assert_eq!(a.config(), recipe.audio_encoder);
+
+    // A finished run has nothing left to do.
+    assert!(train::<B>(&options(&straight, None), &device).unwrap());
+    assert_eq!(
+        StageProgress::read(&straight, Stage::AudioEncoder)
+            .unwrap()
+            .unwrap()
+            .step,
+        recipe.audio_steps
+    );
+}
+
+/// The shipped default model must decode into the default recipe's architecture and run.
+#[test]
+fn the_shipped_default_model_decodes_into_the_default_architecture() {
+    use burn::prelude::*;
+    use s2v_models::default_model;
+    let total = default_model::IMAGE_ENCODER.len()
+        + default_model::GENERATOR.len()
+        + default_model::AUDIO_ENCODER.len();
+    assert!(
+        total <= 25 << 20,
+        "the default model is {total} bytes, over 25 MB"
+    );
+    let recipe = Recipe::preset(Preset::Default);
+    let device = Default::default();
+    let image: ImageEncoder<Flex> = default_model::load(&device).unwrap();
+    assert_eq!(image.config(), recipe.image_encoder);
+    let generator: Generator<Flex> = default_model::load(&device).unwrap();
+    assert_eq!(generator.config(), recipe.generator);
+    let audio: AudioEncoder<Flex> = default_model::load(&device).unwrap();
+    assert_eq!(audio.config(), recipe.audio_encoder);
+
+    let tone: Vec<f64> = (0..160_000)
+        .map(|i| (f64::from(i) * 0.07).sin() * 0.3)
+        .collect();
+    let spectrogram = s2v_shared::audio::log_spectrogram(&tone).unwrap();
+    let x = Tensor::<Flex, 4>::from_data(
+        TensorData::new(spectrogram.data, [1, 1, 257, 1004]),
+        &device,
+    );
+    let latent = audio.forward(x);
+    assert_eq!(latent.dims(), [1, 512]);
+    let z = Tensor::<Flex, 2>::zeros([1, recipe.generator.dim_z()], &device);
+    let picture = generator.forward(z, latent);
+    assert_eq!(picture.dims(), [1, 3, 64, 64]);
+    let values = picture.into_data().to_vec::<f32>().unwrap();
+    assert!(values.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+}

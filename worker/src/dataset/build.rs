@@ -1,0 +1,415 @@
+//! `s2v data build-default`: the default model's training data, built from Debian packages.
+//!
+//! Tux Paint's stamps pair a picture with a real sound effect for about a hundred items; its other stamps and a
+//! selection of Openclipart's categories form the image-only set. The packages come from `apt-get download`
+//! (the only network access) and are unpacked with `dpkg-deb`; every item records its package's licence.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use image::{DynamicImage, GenericImageView, ImageBuffer, Rgb, RgbImage, imageops::FilterType};
+use s2v_shared::audio::{SAMPLE_RATE, decode_audio, resample};
+
+use super::{IMAGE_ONLY_DIR, Item, PAIRS_CSV, Split, write_items};
+
+pub const TUXPAINT_PACKAGE: &str = "tuxpaint-stamps-default";
+pub const OPENCLIPART_PACKAGE: &str = "openclipart-png";
+const TUXPAINT_STAMPS: &str = "usr/share/tuxpaint/stamps";
+const OPENCLIPART_PNG: &str = "usr/share/openclipart/png";
+/// Openclipart's folders whose pictures resemble the paired categories.
+const OPENCLIPART_FOLDERS: [&str; 6] = [
+    "animals",
+    "transportation",
+    "tools",
+    "recreation/music",
+    "food",
+    "plants",
+];
+
+/// Side of the stored square pictures; the trainer scales them down to the model's resolution.
+pub const STORED_SIZE: u32 = 128;
+
+pub struct BuildOptions {
+    pub out: PathBuf,
+    /// A folder already holding the packages' unpacked trees (`usr/share/...`); skips the download.
+    pub unpacked: Option<PathBuf>,
+    /// One held-out item in this many per category (by sound group).
+    pub test_every: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct BuildSummary {
+    pub pairs_train: usize,
+    pub pairs_test: usize,
+    pub image_only: usize,
+    pub skipped: Vec<String>,
+}
+
+pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
+    let root = match &options.unpacked {
+        Some(root) => root.clone(),
+        None => fetch_and_unpack(&options.out)?,
+    };
+    let tuxpaint_root = root.join(TUXPAINT_STAMPS);
+    if !tuxpaint_root.is_dir() {
+        bail!(
+            "{} is missing: is {TUXPAINT_PACKAGE} unpacked under {}?",
+            tuxpaint_root.display(),
+            root.display()
+        );
+    }
+    let tuxpaint_licence = package_licence(&root, TUXPAINT_PACKAGE);
+    let openclipart_licence = package_licence(&root, OPENCLIPART_PACKAGE);
+
+    let mut summary = BuildSummary::default();
+    let images_dir = options.out.join("images");
+    let audios_dir = options.out.join("audios");
+    let image_only_dir = options.out.join(IMAGE_ONLY_DIR).join("images");
+    for dir in [&images_dir, &audios_dir, &image_only_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+
+    let mut pairs = Vec::new();
+    let mut image_only = Vec::new();
+    for png in find_files(&tuxpaint_root, "png")? {
+        let relative = png.strip_prefix(&tuxpaint_root)?.with_extension("");
+        // Letters, digits and faces: glyphs with spoken names, not scenes with sounds.
+        if relative.starts_with("symbols") {
+            continue;
+        }
+        let name = item_name("tuxpaint", &relative);
+        let item = Item {
+            name: name.clone(),
+            category: category_of(&relative),
+            source: format!("{TUXPAINT_PACKAGE}:{}", relative.display()),
+            licence: tuxpaint_licence.clone(),
+            split: Split::Train,
+        };
+        let sound = png.with_extension("ogg");
+        if sound.exists() {
+            let converted = convert_audio(&sound, &audios_dir.join(format!("{name}.wav")))
+                .and_then(|()| convert_image(&png, &images_dir.join(format!("{name}.jpg"))));
+            match converted {
+                Ok(()) => pairs.push(item),
+                Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
+            }
+        } else {
+            match convert_image(&png, &image_only_dir.join(format!("{name}.jpg"))) {
+                Ok(()) => image_only.push(item),
+                Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
+            }
+        }
+    }
+    let openclipart_root = root.join(OPENCLIPART_PNG);
+    for folder in OPENCLIPART_FOLDERS {
+        let dir = openclipart_root.join(folder);
+        if !dir.is_dir() {
+            continue;
+        }
+        for png in find_files(&dir, "png")? {
+            let relative = png.strip_prefix(&openclipart_root)?.with_extension("");
+            let name = item_name("openclipart", &relative);
+            match convert_image(&png, &image_only_dir.join(format!("{name}.jpg"))) {
+                Ok(()) => image_only.push(Item {
+                    name,
+                    category: category_of(&relative),
+                    source: format!("{OPENCLIPART_PACKAGE}:{}", relative.display()),
+                    licence: openclipart_licence.clone(),
+                    split: Split::Train,
+                }),
+                Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
+            }
+        }
+    }
+    if pairs.is_empty() {
+        bail!("no picture with a sound under {}", tuxpaint_root.display());
+    }
+    hold_out(&mut pairs, options.test_every.max(2));
+    summary.pairs_train = pairs.iter().filter(|i| i.split == Split::Train).count();
+    summary.pairs_test = pairs.len() - summary.pairs_train;
+    summary.image_only = image_only.len();
+    write_items(&options.out.join(PAIRS_CSV), &pairs)?;
+    write_items(
+        &options.out.join(IMAGE_ONLY_DIR).join(PAIRS_CSV),
+        &image_only,
+    )?;
+    Ok(summary)
+}
+
+/// Downloads the packages into `out/debs` (unless already there) and unpacks them into `out/unpacked`.
+fn fetch_and_unpack(out: &Path) -> Result<PathBuf> {
+    let debs = out.join("debs");
+    let unpacked = out.join("unpacked");
+    std::fs::create_dir_all(&debs)?;
+    for package in [TUXPAINT_PACKAGE, OPENCLIPART_PACKAGE] {
+        let existing = || -> Result<Option<PathBuf>> {
+            Ok(std::fs::read_dir(&debs)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+                    })
+                }))
+        };
+        let deb = match existing()? {
+            Some(deb) => deb,
+            None => {
+                run(Command::new("apt-get")
+                    .arg("download")
+                    .arg(package)
+                    .current_dir(&debs))?;
+                existing()?.with_context(|| format!("apt-get download {package} left no .deb"))?
+            }
+        };
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    }
+    Ok(unpacked)
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The licence of a package's main files, from its machine-readable `copyright`.
+fn package_licence(root: &Path, package: &str) -> String {
+    let path = root.join("usr/share/doc").join(package).join("copyright");
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("License:").map(|l| l.trim().to_string()))
+        })
+        .unwrap_or_else(|| format!("unknown: no {}", path.display()))
+}
+
+fn find_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().and_then(|e| e.to_str()) == Some(extension) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// `source_path_to_item`, lower case, with every other character an underscore.
+fn item_name(source: &str, relative: &Path) -> String {
+    let path = relative.to_string_lossy().to_lowercase();
+    let cleaned: String = path
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{source}_{cleaned}")
+}
+
+/// The category of a picture from its folder, in both packages' trees.
+pub fn category_of(relative: &Path) -> String {
+    let path = relative.to_string_lossy().to_lowercase();
+    let has = |part: &str| path.split('/').any(|p| p == part);
+    let category = if has("birds") {
+        "bird"
+    } else if has("mammals") || has("marsupials") {
+        "mammal"
+    } else if has("insects")
+        || has("bugs")
+        || has("amphibians")
+        || has("amphibian")
+        || has("lizards")
+    {
+        "small creature"
+    } else if has("music") {
+        "instrument"
+    } else if has("vehicles") || has("transportation") || has("space") {
+        "vehicle"
+    } else if has("household") || has("tools") || has("hobbies") {
+        "household"
+    } else if has("animals") {
+        "other animal"
+    } else if has("food") || has("plants") {
+        "food and plant"
+    } else {
+        "other"
+    };
+    category.to_string()
+}
+
+/// Items that are variants of one thing (`pig`, `pig_golden2`; `scissors_small_open`, `..._closed`) share a
+/// group, and a group is held out whole: no picture or sound of a test item reaches training.
+fn group_of(item: &Item) -> String {
+    let source_path = item
+        .source
+        .split_once(':')
+        .map_or(item.name.as_str(), |(_, path)| path);
+    let file = source_path.rsplit('/').next().unwrap_or(source_path);
+    let first = file.split(['_', '-']).next().unwrap_or(file);
+    first
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .to_string()
+}
+
+/// Marks one group in `every` of each category (those with at least three groups) as held out.
+fn hold_out(pairs: &mut [Item], every: usize) {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in pairs.iter() {
+        let entry = groups.entry(item.category.clone()).or_default();
+        let group = group_of(item);
+        if !entry.contains(&group) {
+            entry.push(group);
+        }
+    }
+    for item in pairs.iter_mut() {
+        let category_groups = &groups[&item.category];
+        if category_groups.len() < 3 {
+            continue;
+        }
+        let mut sorted = category_groups.clone();
+        sorted.sort();
+        let index = sorted
+            .iter()
+            .position(|g| *g == group_of(item))
+            .unwrap_or(0);
+        if index % every == every / 2 {
+            item.split = Split::Test;
+        }
+    }
+}
+
+/// Decodes any supported audio, brings it to 16 kHz mono and writes 16-bit PCM WAV.
+fn convert_audio(source: &Path, target: &Path) -> Result<()> {
+    let bytes = std::fs::read(source)?;
+    let hint = source.extension().and_then(|e| e.to_str());
+    let decoded = decode_audio(&bytes, hint)?;
+    let samples = resample(&decoded.samples, decoded.sample_rate, SAMPLE_RATE)?;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: SAMPLE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(target, spec)?;
+    for s in samples {
+        writer.write_sample((s.clamp(-1.0, 1.0) * f64::from(i16::MAX)).round() as i16)?;
+    }
+    writer.finalize()?;
+    Ok(())
+}
+
+/// Composites a (transparent) picture onto white, pads it to a square and stores it at [`STORED_SIZE`].
+fn convert_image(source: &Path, target: &Path) -> Result<()> {
+    // Some clip art is drawn at poster size: allow more than the decoder's default 512 MiB.
+    let mut reader = image::ImageReader::open(source)?.with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(2 << 30);
+    reader.limits(limits);
+    let picture = reader.decode()?;
+    square_on_white(&picture, STORED_SIZE).save_with_format(target, image::ImageFormat::Jpeg)?;
+    Ok(())
+}
+
+pub fn square_on_white(picture: &DynamicImage, size: u32) -> RgbImage {
+    let (w, h) = picture.dimensions();
+    let side = w.max(h).max(1);
+    let rgba = picture.to_rgba8();
+    let mut canvas: RgbImage = ImageBuffer::from_pixel(side, side, Rgb([255, 255, 255]));
+    let (dx, dy) = ((side - w) / 2, (side - h) / 2);
+    for (x, y, p) in rgba.enumerate_pixels() {
+        let a = f32::from(p[3]) / 255.0;
+        let blend = |c: u8| (f32::from(c) * a + 255.0 * (1.0 - a)).round() as u8;
+        canvas.put_pixel(x + dx, y + dy, Rgb([blend(p[0]), blend(p[1]), blend(p[2])]));
+    }
+    image::imageops::resize(&canvas, size, size, FilterType::Triangle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_follow_both_packages_folders() {
+        assert_eq!(category_of(Path::new("animals/birds/crow")), "bird");
+        assert_eq!(
+            category_of(Path::new("animals/mammals/cats/lion")),
+            "mammal"
+        );
+        assert_eq!(
+            category_of(Path::new("hobbies/music/string/cello")),
+            "instrument"
+        );
+        assert_eq!(category_of(Path::new("transportation/airplane")), "vehicle");
+        assert_eq!(category_of(Path::new("household/tools/saw")), "household");
+        assert_eq!(category_of(Path::new("seasonal/christmas/gift")), "other");
+    }
+
+    #[test]
+    fn variants_of_one_thing_are_held_out_together() {
+        let item = |path: &str| Item {
+            name: item_name("tuxpaint", Path::new(path)),
+            category: "mammal".into(),
+            source: format!("{TUXPAINT_PACKAGE}:{path}"),
+            licence: "GPL-2".into(),
+            split: Split::Train,
+        };
+        let mut pairs: Vec<Item> = [
+            "m/pig",
+            "m/pig_golden",
+            "m/pig_golden2",
+            "m/cow",
+            "m/cow_white",
+            "m/horse",
+            "m/zebra",
+            "m/lion",
+            "m/tiger",
+        ]
+        .iter()
+        .map(|p| item(p))
+        .collect();
+        hold_out(&mut pairs, 3);
+        let test: Vec<&str> = pairs
+            .iter()
+            .filter(|i| i.split == Split::Test)
+            .map(|i| i.source.as_str())
+            .collect();
+        assert!(!test.is_empty());
+        for group in ["pig", "cow"] {
+            let held: Vec<bool> = pairs
+                .iter()
+                .filter(|i| group_of(i) == group)
+                .map(|i| i.split == Split::Test)
+                .collect();
+            assert!(held.iter().all(|h| *h == held[0]), "{group} split apart");
+        }
+    }
+
+    #[test]
+    fn transparent_pictures_land_on_white_squares() {
+        let mut picture = image::RgbaImage::new(4, 2);
+        picture.put_pixel(0, 0, image::Rgba([0, 0, 0, 255]));
+        let square = square_on_white(&DynamicImage::ImageRgba8(picture), 8);
+        assert_eq!(square.dimensions(), (8, 8));
+        assert_eq!(square.get_pixel(7, 7), &Rgb([255, 255, 255]));
+        assert!(
+            square.get_pixel(0, 2)[0] < 128,
+            "the opaque black pixel survives"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The training data layout, Sound2Scene's: `images/<name>.jpg` and `audios/<name>.wav` (16 kHz mono) for the
+//! paired items, `image_only/images/<name>.jpg` for the pictures without a sound, and a CSV beside each listing
+//! name, category, source, licence and split. Data prepared from VGGSound or VEGAS this way trains the same code.
+
+pub mod build;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+pub const PAIRS_CSV: &str = "items.csv";
+pub const IMAGE_ONLY_DIR: &str = "image_only";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// One row of a dataset CSV.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub name: String,
+    pub category: String,
+    pub source: String,
+    pub licence: String,
+    pub split: Split,
+}
+
+/// A dataset folder: the paired items and the image-only set.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub pairs: Vec<Item>,
+    pub image_only: Vec<Item>,
+}
+
+impl Dataset {
+    pub fn open(root: &Path) -> Result<Self> {
+        let pairs = read_items(&root.join(PAIRS_CSV))?;
+        let image_only_csv = root.join(IMAGE_ONLY_DIR).join(PAIRS_CSV);
+        let image_only = if image_only_csv.exists() {
+            read_items(&image_only_csv)?
+        } else {
+            Vec::new()
+        };
+        let dataset = Self {
+            root: root.to_path_buf(),
+            pairs,
+            image_only,
+        };
+        dataset.check()?;
+        Ok(dataset)
+    }
+
+    pub fn pair_image(&self, item: &Item) -> PathBuf {
+        self.root.join("images").join(format!("{}.jpg", item.name))
+    }
+
+    pub fn pair_audio(&self, item: &Item) -> PathBuf {
+        self.root.join("audios").join(format!("{}.wav", item.name))
+    }
+
+    pub fn image_only_image(&self, item: &Item) -> PathBuf {
+        self.root
+            .join(IMAGE_ONLY_DIR)
+            .join("images")
+            .join(format!("{}.jpg", item.name))
+    }
+
+    pub fn pairs_in(&self, split: Split) -> impl Iterator<Item = &Item> {
+        self.pairs.iter().filter(move |i| i.split == split)
+    }
+
+    /// Every training picture: the image-only set and the training pairs' pictures, as paths.
+    pub fn training_images(&self) -> Vec<(PathBuf, &Item)> {
+        self.image_only
+            .iter()
+            .filter(|i| i.split == Split::Train)
+            .map(|i| (self.image_only_image(i), i))
+            .chain(self.pairs_in(Split::Train).map(|i| (self.pair_image(i), i)))
+            .collect()
+    }
+
+    /// The categories of the paired items, sorted: the labels of the evaluation.
+    pub fn categories(&self) -> Vec<String> {
+        let mut categories: Vec<String> = self.pairs.iter().map(|i| i.category.clone()).collect();
+        categories.sort();
+        categories.dedup();
+        categories
+    }
+
+    /// A held-out item must not leak into training through the image-only set.
+    fn check(&self) -> Result<()> {
+        let test: std::collections::HashSet<&str> = self
+            .pairs_in(Split::Test)
+            .map(|i| i.name.as_str())
+            .collect();
+        if let Some(leak) = self
+            .image_only
+            .iter()
+            .find(|i| i.split == Split::Train && test.contains(i.name.as_str()))
+        {
+            bail!(
+                "held-out item {} is also in the image-only training set",
+                leak.name
+            );
+        }
+        for item in &self.pairs {
+            for path in [self.pair_image(item), self.pair_audio(item)] {
+                if !path.exists() {
+                    bail!(
+                        "{} lists {} but {} is missing",
+                        PAIRS_CSV,
+                        item.name,
+                        path.display()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn read_items(path: &Path) -> Result<Vec<Item>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    reader
+        .deserialize()
+        .map(|row| row.with_context(|| format!("a row of {}", path.display())))
+        .collect()
+}
+
+pub fn write_items(path: &Path, items: &[Item]) -> Result<()> {
+    let mut writer =
+        csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+    for item in items {
+        writer.serialize(item)?;
+    }
+    writer.flush()?;
+    Ok(())
+}

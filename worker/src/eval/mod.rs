@@ -1,0 +1,531 @@
+//! `s2v eval`: how well a model's pictures of held-out sounds show the sound's category.
+//!
+//! A classifier trained on the training pictures alone judges (i) images generated from held-out sounds,
+//! (ii) the retrieval baseline (the training picture nearest to the audio feature) and (iii) the held-out items'
+//! real pictures (the upper bound). Beside R@1/R@5 it measures the modality gap between audio and visual
+//! features (Sound2Vision Sec. 4.4), and draws a grid per category, the volume and mixing controls, and a 2-D
+//! plot of the features.
+
+mod classifier;
+pub mod plots;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use s2v_models::generator::sample_noise;
+use s2v_models::{
+    AudioEncoder, Generator, ImageEncoder, NetworkModule, default_model, load_checkpoint,
+};
+use s2v_shared::audio::{
+    CLIP_SAMPLES, FREQ_BINS, TIME_FRAMES, apply_gain, clip_unit, log_spectrogram, mix,
+};
+use serde::Serialize;
+
+use crate::dataset::{Dataset, Split};
+use crate::train::data::{PictureBank, SoundBank};
+use crate::train::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE};
+use classifier::{Classifier, classify, rank_of};
+use plots::Cell;
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub data: PathBuf,
+    /// A folder with the three networks (`s2v train`'s output); `None`: the embedded default model.
+    pub model: Option<PathBuf>,
+    pub out: PathBuf,
+    pub seed: u64,
+    /// Images generated per held-out sound.
+    pub samples: usize,
+    pub classifier_steps: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Recall {
+    pub r1: f64,
+    pub r5: f64,
+    pub judged: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Geometry {
+    /// `|mean(a) - mean(v)|` over L2-normalised features.
+    pub gap: f64,
+    /// Mean `|cos(gap, a_i - mean(a))|` and the same for pictures: 0 when the gap is orthogonal to the spread
+    /// of each modality.
+    pub gap_alignment_audio: f64,
+    pub gap_alignment_visual: f64,
+    /// `|mean(a)|` and `|mean(v)|`: 0 for features centred on the origin, 1 for all features equal.
+    pub audio_centroid_norm: f64,
+    pub visual_centroid_norm: f64,
+    pub paired_cosine: f64,
+    pub unpaired_cosine: f64,
+    pub pairs: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub categories: Vec<String>,
+    pub held_out_sounds: usize,
+    pub samples_per_sound: usize,
+    pub chance: Recall,
+    pub generated: Recall,
+    pub retrieval_baseline: Recall,
+    pub real_pictures: Recall,
+    pub geometry: Geometry,
+    /// Per gain: the classifier's mean probability of the sound's category, and the share of non-white
+    /// pixels (how much of the picture the object covers).
+    pub volume: Vec<(f64, f64, f64)>,
+    /// Mixed pairs of held-out sounds of two categories: the share of images whose top two guesses hold
+    /// both categories, and whose top guess is one of them.
+    pub mixing_both_in_top2: f64,
+    pub mixing_either_top1: f64,
+    pub mixed_pairs: usize,
+}
+
+/// `s2v eval` on the backend `--device` picks (autodiff only trains the classifier).
+pub struct EvalJob(pub EvalOptions);
+
+impl crate::device::OnBackend for EvalJob {
+    type Output = Report;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Report> {
+        evaluate::<burn::backend::Autodiff<B>>(&self.0, &device)
+    }
+}
+
+struct Networks<B: Backend> {
+    image: ImageEncoder<B>,
+    generator: Generator<B>,
+    audio: AudioEncoder<B>,
+}
+
+fn load_networks<B: Backend>(model: &Option<PathBuf>, device: &B::Device) -> Result<Networks<B>> {
+    fn one<B: Backend, N: NetworkModule<B>>(
+        model: &Option<PathBuf>,
+        file: &str,
+        device: &B::Device,
+    ) -> Result<N> {
+        match model {
+            Some(dir) => load_checkpoint(&dir.join(file), device)
+                .with_context(|| format!("loading {}", dir.join(file).display())),
+            None => Ok(default_model::load(device)?),
+        }
+    }
+    Ok(Networks {
+        image: one(model, IMAGE_ENCODER_FILE, device)?,
+        generator: one(model, GENERATOR_FILE, device)?,
+        audio: one(model, AUDIO_ENCODER_FILE, device)?,
+    })
+}
+
+pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -> Result<Report> {
+    let dataset = Dataset::open(&options.data)?;
+    std::fs::create_dir_all(&options.out)?;
+    let categories = dataset.categories();
+    let class_of = |name: &str| categories.iter().position(|c| c == name);
+    let nets = load_networks::<B::InnerBackend>(&options.model, device)?;
+    let size = nets.image.input_size;
+    anyhow::ensure!(
+        nets.generator.config.resolution() == size,
+        "the generator makes {} px pictures but the image encoder reads {size} px",
+        nets.generator.config.resolution()
+    );
+
+    // The judge, trained on labelled training pictures only.
+    let training = dataset.training_images();
+    let labelled: Vec<(&Path, usize)> = training
+        .iter()
+        .filter_map(|(p, item)| class_of(&item.category).map(|c| (p.as_path(), c)))
+        .collect();
+    let judge_pictures = PictureBank::load(labelled.iter().map(|(p, _)| *p), size)?;
+    let judge_labels: Vec<usize> = labelled.iter().map(|(_, c)| *c).collect();
+    let judge: Classifier<B::InnerBackend> = classifier::train_or_load::<B>(
+        &judge_pictures,
+        &judge_labels,
+        categories.len(),
+        options.classifier_steps,
+        options.seed,
+        &options.out.join("classifier"),
+        device,
+    )?;
+
+    // Held-out and training pairs.
+    let test: Vec<_> = dataset.pairs_in(Split::Test).collect();
+    let train: Vec<_> = dataset.pairs_in(Split::Train).collect();
+    anyhow::ensure!(!test.is_empty(), "the data set holds no held-out pairs");
+    let test_sounds = SoundBank::load(
+        paths(&test, |i| dataset.pair_audio(i))
+            .iter()
+            .map(|p| p.as_path()),
+    )?;
+    let test_pictures = PictureBank::load(
+        paths(&test, |i| dataset.pair_image(i))
+            .iter()
+            .map(|p| p.as_path()),
+        size,
+    )?;
+    let train_sounds = SoundBank::load(
+        paths(&train, |i| dataset.pair_audio(i))
+            .iter()
+            .map(|p| p.as_path()),
+    )?;
+    let train_pictures = PictureBank::load(
+        paths(&train, |i| dataset.pair_image(i))
+            .iter()
+            .map(|p| p.as_path()),
+        size,
+    )?;
+    let test_classes: Vec<usize> = test
+        .iter()
+        .map(|i| class_of(&i.category).expect("pair categories define the classes"))
+        .collect();
+
+    let audio_of = |waves: &[Vec<f64>]| -> Result<Vec<Vec<f32>>> {
+        let mut rows = Vec::new();
+        for chunk in waves.chunks(8) {
+            let mut data = Vec::with_capacity(chunk.len() * FREQ_BINS * TIME_FRAMES);
+            for wave in chunk {
+                data.extend(log_spectrogram(wave)?.data);
+            }
+            let x = Tensor::<B::InnerBackend, 4>::from_data(
+                TensorData::new(data, [chunk.len(), 1, FREQ_BINS, TIME_FRAMES]),
+                device,
+            );
+            rows.extend(to_rows(nets.audio.forward(x))?);
+        }
+        Ok(rows)
+    };
+    let visual_of = |bank: &PictureBank| -> Result<Vec<Vec<f32>>> {
+        let mut rows = Vec::new();
+        for start in (0..bank.len()).step_by(32) {
+            let end = (start + 32).min(bank.len());
+            let data: Vec<Vec<f32>> = (start..end).map(|i| bank.encoder_input(i)).collect();
+            let x = crate::train::images_tensor::<B::InnerBackend>(data, size, device);
+            rows.extend(to_rows(nets.image.forward(x))?);
+        }
+        Ok(rows)
+    };
+    let generate = |feature: &[f32], count: usize, seed: u64| -> Result<Vec<Vec<f32>>> {
+        let dim_z = nets.generator.config.dim_z();
+        let z = sample_noise(seed, count, dim_z, None)?;
+        let z = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(z, [count, dim_z]), device);
+        let f: Vec<f32> = (0..count).flat_map(|_| feature.iter().copied()).collect();
+        let f = Tensor::from_data(TensorData::new(f, [count, feature.len()]), device);
+        let images = nets.generator.forward(z, f);
+        let per = 3 * size * size;
+        let values = images
+            .into_data()
+            .into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(values.chunks(per).map(<[f32]>::to_vec).collect())
+    };
+
+    let test_audio = audio_of(&test_sounds.waveforms)?;
+    let test_visual = visual_of(&test_pictures)?;
+
+    // (i) generated pictures of held-out sounds.
+    let samples = options.samples.max(1);
+    let mut generated = Vec::new();
+    let mut generated_classes = Vec::new();
+    for (i, feature) in test_audio.iter().enumerate() {
+        for image in generate(feature, samples, options.seed + i as u64)? {
+            generated.push(image);
+            generated_classes.push(test_classes[i]);
+        }
+    }
+    let generated_recall = recall(
+        &classify(&judge, &generated, size, device)?,
+        &generated_classes,
+    );
+
+    // (ii) retrieval: the training picture whose feature is nearest to the audio feature.
+    let library = PictureBank::load(training.iter().map(|(p, _)| p.as_path()), size)?;
+    let library_visual = normalised(&visual_of(&library)?);
+    let retrieved: Vec<Vec<f32>> = normalised(&test_audio)
+        .iter()
+        .map(|a| {
+            let best = (0..library_visual.len())
+                .max_by(|&x, &y| dot(a, &library_visual[x]).total_cmp(&dot(a, &library_visual[y])))
+                .expect("a non-empty library");
+            library.pixels[best].iter().map(|v| v * 2.0 - 1.0).collect()
+        })
+        .collect();
+    let retrieval_recall = recall(&classify(&judge, &retrieved, size, device)?, &test_classes);
+
+    // (iii) the held-out items' own pictures.
+    let real: Vec<Vec<f32>> = (0..test_pictures.len())
+        .map(|i| {
+            test_pictures.pixels[i]
+                .iter()
+                .map(|v| v * 2.0 - 1.0)
+                .collect()
+        })
+        .collect();
+    let real_recall = recall(&classify(&judge, &real, size, device)?, &test_classes);
+
+    let classes = categories.len() as f64;
+    let chance = Recall {
+        r1: 1.0 / classes,
+        r5: (5.0 / classes).min(1.0),
+        judged: 0,
+    };
+
+    // Geometry over every pair, held-out and training.
+    let train_audio = audio_of(&train_sounds.waveforms)?;
+    let train_visual = visual_of(&train_pictures)?;
+    let all_audio = normalised(&[test_audio.clone(), train_audio].concat());
+    let all_visual = normalised(&[test_visual.clone(), train_visual].concat());
+    let geometry = geometry(&all_audio, &all_visual);
+    plots::scatter_pairs(&all_audio, &all_visual, 640).save(options.out.join("features.png"))?;
+
+    // The grid: one row per category, a held-out sound's real picture followed by its generated ones.
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
+    for (class, _) in categories.iter().enumerate() {
+        let members: Vec<usize> = (0..test.len())
+            .filter(|&i| test_classes[i] == class)
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let mut row = Vec::new();
+        for &i in members.iter().take(3) {
+            row.push(Some(real[i].clone()));
+            for image in generated.iter().skip(i * samples).take(samples.min(2)) {
+                row.push(Some(image.clone()));
+            }
+        }
+        rows.push(row);
+    }
+    plots::grid(&rows, size, 2).save(options.out.join("grid.png"))?;
+
+    // Volume: the same noise at four gains.
+    let gains = [0.1, 0.3, 1.0, 3.0];
+    let mut volume = Vec::new();
+    let mut volume_rows: Vec<Vec<Cell>> = Vec::new();
+    let mut per_gain: Vec<(Vec<Vec<f32>>, Vec<usize>)> =
+        vec![(Vec::new(), Vec::new()); gains.len()];
+    for (i, wave) in test_sounds.waveforms.iter().enumerate() {
+        let mut row = vec![Some(real[i].clone())];
+        for (g, gain) in gains.iter().enumerate() {
+            let mut scaled = wave.clone();
+            apply_gain(&mut scaled, *gain);
+            clip_unit(&mut scaled);
+            let feature = audio_of(&[scaled])?.remove(0);
+            let image = generate(&feature, 1, options.seed + i as u64)?.remove(0);
+            row.push(Some(image.clone()));
+            per_gain[g].0.push(image);
+            per_gain[g].1.push(test_classes[i]);
+        }
+        if volume_rows.len() < 6 {
+            volume_rows.push(row);
+        }
+    }
+    for (g, (images, classes)) in per_gain.iter().enumerate() {
+        let logits = classify(&judge, images, size, device)?;
+        let probability = logits
+            .iter()
+            .zip(classes)
+            .map(|(l, &c)| softmax(l)[c])
+            .sum::<f64>()
+            / images.len() as f64;
+        let coverage = images.iter().map(|i| non_white_share(i)).sum::<f64>() / images.len() as f64;
+        volume.push((gains[g], probability, coverage));
+    }
+    plots::grid(&volume_rows, size, 2).save(options.out.join("volume.png"))?;
+
+    // Mixing: pairs of held-out sounds from two categories, equal weights.
+    let mut mixed_rows: Vec<Vec<Cell>> = Vec::new();
+    let (mut both, mut either, mut judged, mut mixed_pairs) = (0usize, 0usize, 0usize, 0usize);
+    for i in 0..test.len() {
+        for j in i + 1..test.len() {
+            if test_classes[i] == test_classes[j] || mixed_pairs >= 12 {
+                continue;
+            }
+            mixed_pairs += 1;
+            let a = &test_sounds.waveforms[i][..CLIP_SAMPLES];
+            let b = &test_sounds.waveforms[j][..CLIP_SAMPLES];
+            let mut mixed = mix(&[(a, 0.5), (b, 0.5)])?;
+            clip_unit(&mut mixed);
+            let feature = audio_of(&[mixed])?.remove(0);
+            let images = generate(&feature, samples, options.seed + 1000 + i as u64)?;
+            for logits in classify(&judge, &images, size, device)? {
+                let (ra, rb) = (
+                    rank_of(&logits, test_classes[i]),
+                    rank_of(&logits, test_classes[j]),
+                );
+                both += usize::from(ra < 2 && rb < 2);
+                either += usize::from(ra == 0 || rb == 0);
+                judged += 1;
+            }
+            if mixed_rows.len() < 6 {
+                let mut row = vec![Some(real[i].clone())];
+                row.extend(images.iter().take(2).cloned().map(Some));
+                row.push(Some(real[j].clone()));
+                mixed_rows.push(row);
+            }
+        }
+    }
+    plots::grid(&mixed_rows, size, 2).save(options.out.join("mixing.png"))?;
+
+    let report = Report {
+        categories,
+        held_out_sounds: test.len(),
+        samples_per_sound: samples,
+        chance,
+        generated: generated_recall,
+        retrieval_baseline: retrieval_recall,
+        real_pictures: real_recall,
+        geometry,
+        volume,
+        mixing_both_in_top2: both as f64 / judged.max(1) as f64,
+        mixing_either_top1: either as f64 / judged.max(1) as f64,
+        mixed_pairs,
+    };
+    std::fs::write(
+        options.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok(report)
+}
+
+fn paths(
+    items: &[&crate::dataset::Item],
+    path: impl Fn(&crate::dataset::Item) -> PathBuf,
+) -> Vec<PathBuf> {
+    items.iter().map(|i| path(i)).collect()
+}
+
+fn to_rows<B: Backend>(t: Tensor<B, 2>) -> Result<Vec<Vec<f32>>> {
+    let [n, d] = t.dims();
+    let values = t
+        .into_data()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok((0..n)
+        .map(|i| values[i * d..(i + 1) * d].to_vec())
+        .collect())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn normalised(rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    rows.iter()
+        .map(|r| {
+            let norm = dot(r, r).sqrt().max(1e-12);
+            r.iter().map(|v| v / norm).collect()
+        })
+        .collect()
+}
+
+fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::MIN, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|l| f64::from(l - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// The share of pixels that are not near-white (the pictures are clip art on white).
+fn non_white_share(chw: &[f32]) -> f64 {
+    let plane = chw.len() / 3;
+    let coloured = (0..plane)
+        .filter(|&p| (0..3).any(|c| chw[c * plane + p] < 0.8))
+        .count();
+    coloured as f64 / plane.max(1) as f64
+}
+
+fn recall(logits: &[Vec<f32>], classes: &[usize]) -> Recall {
+    let ranks: Vec<usize> = logits
+        .iter()
+        .zip(classes)
+        .map(|(l, &c)| rank_of(l, c))
+        .collect();
+    let share =
+        |k: usize| ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len().max(1) as f64;
+    Recall {
+        r1: share(1),
+        r5: share(5),
+        judged: ranks.len(),
+    }
+}
+
+/// The modality-gap measures over L2-normalised paired features.
+pub fn geometry(audio: &[Vec<f32>], visual: &[Vec<f32>]) -> Geometry {
+    let n = audio.len().min(visual.len());
+    let dim = audio.first().map_or(0, Vec::len);
+    let mean = |rows: &[Vec<f32>]| -> Vec<f64> {
+        (0..dim)
+            .map(|j| rows[..n].iter().map(|r| f64::from(r[j])).sum::<f64>() / n.max(1) as f64)
+            .collect()
+    };
+    let (mean_a, mean_v) = (mean(audio), mean(visual));
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let gap: Vec<f64> = mean_a.iter().zip(&mean_v).map(|(a, v)| a - v).collect();
+    let alignment = |rows: &[Vec<f32>], centre: &[f64]| -> f64 {
+        rows[..n]
+            .iter()
+            .map(|r| {
+                let d: Vec<f64> = r
+                    .iter()
+                    .zip(centre)
+                    .map(|(x, c)| f64::from(*x) - c)
+                    .collect();
+                let cos = d.iter().zip(&gap).map(|(a, b)| a * b).sum::<f64>()
+                    / (norm(&d) * norm(&gap)).max(1e-12);
+                cos.abs()
+            })
+            .sum::<f64>()
+            / n.max(1) as f64
+    };
+    let paired = (0..n)
+        .map(|i| f64::from(dot(&audio[i], &visual[i])))
+        .sum::<f64>()
+        / n.max(1) as f64;
+    let unpaired_count = n * n.saturating_sub(1);
+    let unpaired = (0..n)
+        .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+        .map(|(i, j)| f64::from(dot(&audio[i], &visual[j])))
+        .sum::<f64>()
+        / unpaired_count.max(1) as f64;
+    Geometry {
+        gap: norm(&gap),
+        gap_alignment_audio: alignment(audio, &mean_a),
+        gap_alignment_visual: alignment(visual, &mean_v),
+        audio_centroid_norm: norm(&mean_a),
+        visual_centroid_norm: norm(&mean_v),
+        paired_cosine: paired,
+        unpaired_cosine: unpaired,
+        pairs: n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shifted_copy_has_the_shift_as_its_gap_and_is_orthogonal_to_it() {
+        // Visual features spread in the xy plane; audio = the same points moved along z.
+        let visual: Vec<Vec<f32>> = (0..8)
+            .map(|i| {
+                let t = i as f32 * 0.7;
+                vec![t.cos() * 0.6, t.sin() * 0.6, 0.0]
+            })
+            .collect();
+        let audio: Vec<Vec<f32>> = visual.iter().map(|v| vec![v[0], v[1], 0.8]).collect();
+        let g = geometry(&audio, &visual);
+        assert!((g.gap - 0.8).abs() < 1e-6, "{g:?}");
+        assert!(g.gap_alignment_audio < 1e-6 && g.gap_alignment_visual < 1e-6);
+        assert!(g.paired_cosine > g.unpaired_cosine);
+    }
+
+    #[test]
+    fn recall_counts_ranks() {
+        let logits = vec![vec![3.0, 1.0, 2.0], vec![0.0, 1.0, 2.0]];
+        let r = recall(&logits, &[0, 0]);
+        assert_eq!((r.r1, r.r5, r.judged), (0.5, 1.0, 2));
+    }
+}

@@ -1,0 +1,108 @@
+//! Stage (c): the audio encoder, trained with the paper's loss (symmetric InfoNCE over minus Euclidean
+//! distances of L2-normalised features) against the frozen image encoder's features of the paired pictures;
+//! Adam 1e-3 with weight decay 1e-5, as Sound2Scene trains.
+
+use anyhow::Result;
+use burn::module::AutodiffModule;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rand::seq::SliceRandom;
+use s2v_models::loss::info_nce_l2;
+use s2v_models::{AudioEncoder, ImageEncoder, NetworkModule};
+use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
+
+use super::data::{PictureBank, SoundBank};
+use super::{
+    Stage, StageLoop, TrainOptions, encode_rows, load_module, load_optimizer, rows_tensor,
+    save_module, save_optimizer, scalar, seed_stage,
+};
+use crate::dataset::{Dataset, Split};
+
+const LEARNING_RATE: f64 = 1e-3;
+
+pub(super) fn run<B: AutodiffBackend>(
+    options: &TrainOptions,
+    dataset: &Dataset,
+    image_encoder: &ImageEncoder<B::InnerBackend>,
+    device: &B::Device,
+) -> Result<Option<AudioEncoder<B::InnerBackend>>> {
+    let recipe = &options.recipe;
+    let mut stage = StageLoop::new(Stage::AudioEncoder, options, recipe.audio_steps)?;
+    let pairs: Vec<_> = dataset.pairs_in(Split::Train).collect();
+    let pictures = PictureBank::load(
+        pairs
+            .iter()
+            .map(|i| dataset.pair_image(i))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|p| p.as_path()),
+        image_encoder.input_size,
+    )?;
+    let sounds = SoundBank::load(
+        pairs
+            .iter()
+            .map(|i| dataset.pair_audio(i))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|p| p.as_path()),
+    )?;
+    let size = image_encoder.input_size;
+    let inner_device = device.clone();
+    let targets = encode_rows::<B::InnerBackend>(
+        pictures.len(),
+        [3, size, size],
+        32,
+        &inner_device,
+        |i| pictures.encoder_input(i),
+        |x| image_encoder.forward(x),
+    )?;
+
+    seed_stage::<B>(device, options.seed, Stage::AudioEncoder);
+    let mut model = AudioEncoder::<B>::init(&recipe.audio_encoder, device)?;
+    let mut optimizer = AdamConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(1e-5)))
+        .init::<B, AudioEncoder<B>>();
+    let (weights, state) = (stage.dir().join("model"), stage.dir().join("optimizer"));
+    if stage.resuming() {
+        model = load_module(model, &weights.with_extension("mpk"), device)?;
+        optimizer = load_optimizer(optimizer, &state.with_extension("mpk"), device)?;
+    }
+    let batch = recipe.audio_batch.min(sounds.waveforms.len()).max(2);
+    while let Some((_, mut rng)) = stage.next_step() {
+        let mut order: Vec<usize> = (0..sounds.waveforms.len()).collect();
+        order.shuffle(&mut rng);
+        let chosen = &order[..batch];
+        let t0 = std::time::Instant::now();
+        let mut spectrograms = Vec::with_capacity(batch * FREQ_BINS * TIME_FRAMES);
+        for &i in chosen {
+            spectrograms.extend(sounds.augmented_spectrogram(i, &mut rng)?.data);
+        }
+        tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "spectrograms");
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new(spectrograms, [batch, 1, FREQ_BINS, TIME_FRAMES]),
+            device,
+        );
+        let visual = rows_tensor::<B>(
+            &chosen
+                .iter()
+                .map(|&i| targets[i].clone())
+                .collect::<Vec<_>>(),
+            device,
+        );
+        let loss = info_nce_l2(model.forward(x), visual);
+        let value = scalar(&loss);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(LEARNING_RATE, model, grads);
+        tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "step");
+        if stage.record(&[("info-nce", value)]) {
+            save_module(&model, &weights)?;
+            save_optimizer(&optimizer, &state)?;
+            stage.commit()?;
+        }
+    }
+    let done = stage.finished();
+    stage.finish();
+    Ok(done.then(|| model.valid()))
+}

@@ -1,0 +1,162 @@
+//! Stage (b): IC-GAN's generator `G(z, f)` and discriminator `D(x, f)` on pictures only. An instance's
+//! feature `f` (from the frozen image encoder) conditions both; the real images shown to `D` for it are drawn
+//! from the instance's nearest neighbours in feature space, so `G` learns the neighbourhood's distribution.
+//! Hinge loss, spectral norm in `D`, Adam with beta1 = 0, as BigGAN trains.
+
+use anyhow::Result;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+use s2v_models::discriminator::Discriminator;
+use s2v_models::loss::{hinge_discriminator, hinge_generator};
+use s2v_models::{Generator, ImageEncoder, NetworkModule};
+
+use super::data::PictureBank;
+use super::{
+    Stage, StageLoop, TrainOptions, encode_rows, images_tensor, load_module, load_optimizer,
+    rows_tensor, save_module, save_optimizer, scalar, seed_stage,
+};
+
+const GENERATOR_RATE: f64 = 2e-4;
+const DISCRIMINATOR_RATE: f64 = 2e-4;
+
+pub(super) fn run<B: AutodiffBackend>(
+    options: &TrainOptions,
+    pictures: &PictureBank,
+    image_encoder: &ImageEncoder<B::InnerBackend>,
+    device: &B::Device,
+) -> Result<Option<Generator<B::InnerBackend>>> {
+    let recipe = &options.recipe;
+    let mut stage = StageLoop::new(Stage::Generator, options, recipe.gan_steps)?;
+    let size = image_encoder.input_size;
+    let features = encode_rows::<B::InnerBackend>(
+        pictures.len(),
+        [3, size, size],
+        32,
+        device,
+        |i| pictures.encoder_input(i),
+        |x| s2v_models::layers::l2_normalize(image_encoder.forward(x)),
+    )?;
+    let neighbours = nearest_neighbours(&features, recipe.neighbours);
+
+    seed_stage::<B>(device, options.seed, Stage::Generator);
+    let mut generator = Generator::<B>::init(&recipe.generator, device)?;
+    let mut discriminator = Discriminator::<B>::init(&recipe.discriminator, device);
+    let adam = AdamConfig::new()
+        .with_beta_1(0.0)
+        .with_beta_2(0.999)
+        .with_epsilon(1e-6);
+    let mut g_optimizer = adam.init::<B, Generator<B>>();
+    let mut d_optimizer = adam.init::<B, Discriminator<B>>();
+    let dir = stage.dir();
+    let paths = [
+        dir.join("generator"),
+        dir.join("discriminator"),
+        dir.join("generator-optimizer"),
+        dir.join("discriminator-optimizer"),
+    ];
+    if stage.resuming() {
+        generator = load_module(generator, &paths[0].with_extension("mpk"), device)?;
+        discriminator = load_module(discriminator, &paths[1].with_extension("mpk"), device)?;
+        g_optimizer = load_optimizer(g_optimizer, &paths[2].with_extension("mpk"), device)?;
+        d_optimizer = load_optimizer(d_optimizer, &paths[3].with_extension("mpk"), device)?;
+    }
+    let batch = recipe.gan_batch.max(2);
+    let dim_z = recipe.generator.dim_z();
+    let resolution = recipe.resolution;
+    while let Some((_, mut rng)) = stage.next_step() {
+        let instances: Vec<usize> = (0..batch)
+            .map(|_| rng.random_range(0..pictures.len()))
+            .collect();
+        let reals: Vec<Vec<f32>> = instances
+            .iter()
+            .map(|&i| {
+                let options = &neighbours[i];
+                pictures.generator_target(options[rng.random_range(0..options.len())], &mut rng)
+            })
+            .collect();
+        let condition = rows_tensor::<B>(
+            &instances
+                .iter()
+                .map(|&i| features[i].clone())
+                .collect::<Vec<_>>(),
+            device,
+        );
+        let noise = |rng: &mut rand::rngs::StdRng| {
+            let values: Vec<f32> = (0..batch * dim_z)
+                .map(|_| StandardNormal.sample(rng))
+                .collect();
+            Tensor::<B, 2>::from_data(TensorData::new(values, [batch, dim_z]), device)
+        };
+
+        // Discriminator step on real neighbours and detached fakes.
+        let fake = generator
+            .forward(noise(&mut rng), condition.clone())
+            .detach();
+        let real = images_tensor::<B>(reals, resolution, device);
+        let d_loss = hinge_discriminator(
+            discriminator.forward(real, condition.clone()),
+            discriminator.forward(fake, condition.clone()),
+        );
+        let d_value = scalar(&d_loss);
+        let grads = GradientsParams::from_grads(d_loss.backward(), &discriminator);
+        discriminator = d_optimizer.step(DISCRIMINATOR_RATE, discriminator, grads);
+
+        // Generator step through the updated discriminator.
+        let fake = generator.forward(noise(&mut rng), condition.clone());
+        let g_loss = hinge_generator(discriminator.forward(fake, condition));
+        let g_value = scalar(&g_loss);
+        let grads = GradientsParams::from_grads(g_loss.backward(), &generator);
+        generator = g_optimizer.step(GENERATOR_RATE, generator, grads);
+
+        if stage.record(&[("d-hinge", d_value), ("g-hinge", g_value)]) {
+            save_module(&generator, &paths[0])?;
+            save_module(&discriminator, &paths[1])?;
+            save_optimizer(&g_optimizer, &paths[2])?;
+            save_optimizer(&d_optimizer, &paths[3])?;
+            stage.commit()?;
+        }
+    }
+    let done = stage.finished();
+    stage.finish();
+    Ok(done.then(|| generator.valid()))
+}
+
+/// For each (L2-normalised) feature, the indices of its `k` nearest by cosine similarity, itself included.
+pub fn nearest_neighbours(features: &[Vec<f32>], k: usize) -> Vec<Vec<usize>> {
+    let k = k.clamp(1, features.len().max(1));
+    features
+        .iter()
+        .map(|f| {
+            let mut scored: Vec<(f32, usize)> = features
+                .iter()
+                .enumerate()
+                .map(|(j, g)| (f.iter().zip(g).map(|(a, b)| a * b).sum(), j))
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            scored.into_iter().take(k).map(|(_, j)| j).collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbours_are_the_most_similar_and_include_the_instance() {
+        let features = vec![
+            vec![1.0, 0.0],
+            vec![0.9, 0.436],
+            vec![0.0, 1.0],
+            vec![-1.0, 0.0],
+        ];
+        let nn = nearest_neighbours(&features, 2);
+        assert_eq!(nn[0], vec![0, 1]);
+        assert_eq!(nn[2], vec![2, 1]);
+        assert_eq!(nn[3][0], 3);
+    }
+}

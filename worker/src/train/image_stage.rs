@@ -1,0 +1,82 @@
+//! Stage (a): the image encoder, trained without labels with SimCLR (two augmented views of each picture must
+//! find each other); the projection head is dropped afterwards.
+
+use anyhow::Result;
+use burn::module::AutodiffModule;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rand::Rng;
+use s2v_models::loss::nt_xent;
+use s2v_models::projection::ProjectionHead;
+use s2v_models::{ImageEncoder, NetworkModule};
+
+use super::data::PictureBank;
+use super::{
+    Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer, save_module,
+    save_optimizer, scalar, seed_stage,
+};
+
+const LEARNING_RATE: f64 = 1e-3;
+const TEMPERATURE: f64 = 0.2;
+
+#[derive(Module, Debug)]
+struct SimClr<B: Backend> {
+    encoder: ImageEncoder<B>,
+    head: ProjectionHead<B>,
+}
+
+/// Trains (or resumes) the stage; returns the encoder once all its steps are done.
+pub(super) fn run<B: AutodiffBackend>(
+    options: &TrainOptions,
+    pictures: &PictureBank,
+    device: &B::Device,
+) -> Result<Option<ImageEncoder<B::InnerBackend>>> {
+    let recipe = &options.recipe;
+    let mut stage = StageLoop::new(Stage::ImageEncoder, options, recipe.image_steps)?;
+    let feature_dim = recipe.image_encoder.feature_dim();
+    seed_stage::<B>(device, options.seed, Stage::ImageEncoder);
+    let mut model = SimClr {
+        encoder: ImageEncoder::<B>::init(&recipe.image_encoder, device)?,
+        head: ProjectionHead::init(feature_dim, feature_dim, 128.min(feature_dim), device),
+    };
+    let mut optimizer = AdamConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(1e-6)))
+        .init::<B, SimClr<B>>();
+    let (weights, state) = (stage.dir().join("model"), stage.dir().join("optimizer"));
+    if stage.resuming() {
+        model = load_module(model, &weights.with_extension("mpk"), device)?;
+        optimizer = load_optimizer(optimizer, &state.with_extension("mpk"), device)?;
+    }
+    let size = pictures.size;
+    let batch = recipe.image_batch.min(pictures.len()).max(2);
+    while let Some((_, mut rng)) = stage.next_step() {
+        let chosen: Vec<usize> = (0..batch)
+            .map(|_| rng.random_range(0..pictures.len()))
+            .collect();
+        let first: Vec<Vec<f32>> = chosen
+            .iter()
+            .map(|&i| pictures.simclr_view(i, &mut rng))
+            .collect();
+        let second: Vec<Vec<f32>> = chosen
+            .iter()
+            .map(|&i| pictures.simclr_view(i, &mut rng))
+            .collect();
+        let views = images_tensor::<B>([first, second].concat(), size, device);
+        let projected = model.head.forward(model.encoder.forward(views));
+        let halves = projected.chunk(2, 0);
+        let loss = nt_xent(halves[0].clone(), halves[1].clone(), TEMPERATURE);
+        let value = scalar(&loss);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(LEARNING_RATE, model, grads);
+        if stage.record(&[("nt-xent", value)]) {
+            save_module(&model, &weights)?;
+            save_optimizer(&optimizer, &state)?;
+            stage.commit()?;
+        }
+    }
+    let done = stage.finished();
+    stage.finish();
+    Ok(done.then(|| model.encoder.valid()))
+}

@@ -1,0 +1,474 @@
+//! `s2v train`: the paper's three stages in burn, at sizes two CPU cores can train.
+//!
+//! (a) the image encoder `f_V` without labels (SimCLR) on every training picture; (b) IC-GAN's generator and
+//! discriminator, conditioned on `f_V`'s features of instances and shown their nearest neighbours as real
+//! images; (c) the audio encoder `f_A` with the paper's loss against the frozen `f_V`. Each stage keeps a
+//! checkpoint (weights, optimiser state, step) in the output folder and resumes from it; a finished stage is
+//! skipped. Every random draw of step `s` comes from `(seed, stage, s)`, so a resumed run draws what an
+//! uninterrupted one would have.
+
+mod audio_stage;
+pub mod data;
+mod gan_stage;
+mod image_stage;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use s2v_models::checkpoint::save_native;
+use s2v_models::discriminator::DiscriminatorConfig;
+use s2v_models::{AudioEncoderConfig, GeneratorConfig, ImageEncoderConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Dataset;
+
+/// File names of the exported networks (the project's safetensors format).
+pub const IMAGE_ENCODER_FILE: &str = "image_encoder.safetensors";
+pub const GENERATOR_FILE: &str = "generator.safetensors";
+pub const AUDIO_ENCODER_FILE: &str = "audio_encoder.safetensors";
+
+/// Sizes and schedule of a training run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recipe {
+    pub resolution: usize,
+    pub image_encoder: ImageEncoderConfig,
+    pub generator: GeneratorConfig,
+    pub discriminator: DiscriminatorConfig,
+    pub audio_encoder: AudioEncoderConfig,
+    pub image_steps: usize,
+    pub image_batch: usize,
+    pub gan_steps: usize,
+    pub gan_batch: usize,
+    /// Real images for an instance are drawn from its this many nearest neighbours (IC-GAN's k).
+    pub neighbours: usize,
+    pub audio_steps: usize,
+    pub audio_batch: usize,
+    pub checkpoint_every: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// The shipped default model: 64 px, 512-d features, about 25 MB of f16 weights at most.
+    Default,
+    /// Minute-long runs for tests: the same code at toy widths.
+    Tiny,
+}
+
+impl Recipe {
+    pub fn preset(preset: Preset) -> Self {
+        match preset {
+            Preset::Default => {
+                let feature_dim = 512;
+                Self {
+                    resolution: 64,
+                    image_encoder: ImageEncoderConfig {
+                        in_channels: 3,
+                        stem_width: 32,
+                        stage_widths: vec![32, 64, 96, 128],
+                        stage_outputs: vec![64, 128, 256, 512],
+                        blocks_per_stage: vec![1, 1, 1, 1],
+                        input_size: 64,
+                    },
+                    generator: GeneratorConfig {
+                        feature_dim,
+                        unused_class_embedding: None,
+                        ..GeneratorConfig::biggan(8, 64, 100, 128, &[])
+                    },
+                    discriminator: DiscriminatorConfig::biggan(8, 64, feature_dim),
+                    audio_encoder: AudioEncoderConfig {
+                        in_channels: 1,
+                        stem_width: 16,
+                        stage_widths: vec![16, 32, 64, 128],
+                        blocks_per_stage: vec![2, 2, 2, 2],
+                        embedding_dim: feature_dim,
+                    },
+                    image_steps: 300,
+                    image_batch: 48,
+                    gan_steps: 1300,
+                    gan_batch: 16,
+                    neighbours: 5,
+                    audio_steps: 120,
+                    audio_batch: 32,
+                    checkpoint_every: 50,
+                }
+            }
+            Preset::Tiny => {
+                let feature_dim = 16;
+                Self {
+                    resolution: 64,
+                    image_encoder: ImageEncoderConfig {
+                        in_channels: 3,
+                        stem_width: 4,
+                        stage_widths: vec![4, 4, 4, 4],
+                        stage_outputs: vec![8, 8, 8, feature_dim],
+                        blocks_per_stage: vec![1, 1, 1, 1],
+                        input_size: 64,
+                    },
+                    generator: GeneratorConfig {
+                        feature_dim,
+                        unused_class_embedding: None,
+                        ..GeneratorConfig::biggan(1, 64, 20, 8, &[])
+                    },
+                    discriminator: DiscriminatorConfig::biggan(1, 64, feature_dim),
+                    audio_encoder: AudioEncoderConfig {
+                        in_channels: 1,
+                        stem_width: 4,
+                        stage_widths: vec![4, 4, 4, 4],
+                        blocks_per_stage: vec![1, 1, 1, 1],
+                        embedding_dim: feature_dim,
+                    },
+                    image_steps: 40,
+                    image_batch: 8,
+                    gan_steps: 16,
+                    gan_batch: 4,
+                    neighbours: 2,
+                    audio_steps: 40,
+                    audio_batch: 4,
+                    checkpoint_every: 8,
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub recipe: Recipe,
+    pub seed: u64,
+    /// Stop (with a checkpoint) once this many steps of the current stage have run in this call: for tests of
+    /// resuming, and for training in slices.
+    pub max_steps_per_call: Option<usize>,
+    /// Train only this stage (and the image encoder it depends on); the generator and the audio encoder are
+    /// independent, so two processes can train them at once.
+    pub only: Option<Stage>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Stage {
+    ImageEncoder,
+    Generator,
+    AudioEncoder,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::ImageEncoder => "image-encoder",
+            Stage::Generator => "generator",
+            Stage::AudioEncoder => "audio-encoder",
+        }
+    }
+}
+
+/// What a stage has done so far; `progress.json` in its checkpoint folder.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageProgress {
+    pub step: usize,
+    /// Mean loss over each checkpoint interval, per loss name.
+    pub losses: Vec<(usize, Vec<(String, f64)>)>,
+    pub seconds: f64,
+}
+
+impl StageProgress {
+    pub fn read(out: &Path, stage: Stage) -> Result<Option<Self>> {
+        let path = stage_dir(out, stage).join("progress.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)?;
+        Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!("{} is corrupt", path.display())
+        })?))
+    }
+
+    fn write(&self, out: &Path, stage: Stage) -> Result<()> {
+        let dir = stage_dir(out, stage);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join("progress.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(tmp, dir.join("progress.json"))?;
+        Ok(())
+    }
+}
+
+fn stage_dir(out: &Path, stage: Stage) -> PathBuf {
+    out.join("checkpoints").join(stage.name())
+}
+
+pub type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// The random source of one step: independent of where a run was resumed.
+fn step_rng(seed: u64, stage: Stage, step: usize) -> StdRng {
+    StdRng::seed_from_u64(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((stage as u64) << 56) ^ step as u64,
+    )
+}
+
+/// Seeds the backend's generator for one stage's initialisation, so that a stage starts the same whether the
+/// stages before it ran in this call or were loaded from their checkpoints.
+fn seed_stage<B: Backend>(device: &B::Device, seed: u64, stage: Stage) {
+    B::seed(device, seed.wrapping_mul(31).wrapping_add(stage as u64));
+}
+
+/// Runs the stages that have not finished. Returns whether all the chosen ones have.
+pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> Result<bool> {
+    let dataset = Dataset::open(&options.data)?;
+    std::fs::create_dir_all(&options.out)?;
+    std::fs::write(
+        options.out.join("recipe.json"),
+        serde_json::to_string_pretty(&options.recipe)?,
+    )?;
+    let training_pictures = dataset.training_images();
+    let pictures = data::PictureBank::load(
+        training_pictures.iter().map(|(p, _)| p.as_path()),
+        options.recipe.resolution,
+    )?;
+    eprintln!(
+        "{} training pictures, {} training sounds",
+        pictures.len(),
+        dataset.pairs_in(crate::dataset::Split::Train).count()
+    );
+    let Some(image_encoder) = image_stage::run::<B>(options, &pictures, device)? else {
+        return Ok(false);
+    };
+    save_native(&image_encoder, &options.out.join(IMAGE_ENCODER_FILE), false)?;
+    let wanted = |stage: Stage| options.only.is_none_or(|only| only == stage);
+    if wanted(Stage::Generator) {
+        let Some(generator) = gan_stage::run::<B>(options, &pictures, &image_encoder, device)?
+        else {
+            return Ok(false);
+        };
+        save_native(&generator, &options.out.join(GENERATOR_FILE), false)?;
+    }
+    if wanted(Stage::AudioEncoder) {
+        let Some(audio_encoder) = audio_stage::run::<B>(options, &dataset, &image_encoder, device)?
+        else {
+            return Ok(false);
+        };
+        save_native(&audio_encoder, &options.out.join(AUDIO_ENCODER_FILE), false)?;
+    }
+    Ok(true)
+}
+
+/// The shared loop of a stage: resume, step, checkpoint, progress bar.
+struct StageLoop<'a> {
+    stage: Stage,
+    options: &'a TrainOptions,
+    total: usize,
+    progress: StageProgress,
+    bar: ProgressBar,
+    started: Instant,
+    seconds_before: f64,
+    interval: Vec<(String, f64)>,
+    interval_steps: usize,
+    steps_this_call: usize,
+}
+
+impl<'a> StageLoop<'a> {
+    fn new(stage: Stage, options: &'a TrainOptions, total: usize) -> Result<Self> {
+        let progress = StageProgress::read(&options.out, stage)?.unwrap_or_default();
+        let bar = ProgressBar::new(total as u64).with_position(progress.step.min(total) as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>13} {bar:30} {pos}/{len} [{elapsed_precise}, {eta_precise} left] {msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_prefix(stage.name());
+        bar.reset_eta();
+        Ok(Self {
+            stage,
+            options,
+            total,
+            seconds_before: progress.seconds,
+            progress,
+            bar,
+            started: Instant::now(),
+            interval: Vec::new(),
+            interval_steps: 0,
+            steps_this_call: 0,
+        })
+    }
+
+    fn dir(&self) -> PathBuf {
+        stage_dir(&self.options.out, self.stage)
+    }
+
+    fn resuming(&self) -> bool {
+        self.progress.step > 0
+    }
+
+    fn finished(&self) -> bool {
+        self.progress.step >= self.total
+    }
+
+    /// The next step to run and its random source, or `None` when the stage or this call's slice is done.
+    fn next_step(&mut self) -> Option<(usize, StdRng)> {
+        if self.finished()
+            || self
+                .options
+                .max_steps_per_call
+                .is_some_and(|m| self.steps_this_call >= m)
+        {
+            return None;
+        }
+        let step = self.progress.step;
+        Some((step, step_rng(self.options.seed, self.stage, step)))
+    }
+
+    /// Records a finished step's losses; returns whether to checkpoint now.
+    fn record(&mut self, losses: &[(&str, f64)]) -> bool {
+        self.progress.step += 1;
+        self.steps_this_call += 1;
+        self.interval_steps += 1;
+        for (name, value) in losses {
+            match self.interval.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sum)) => *sum += value,
+                None => self.interval.push((name.to_string(), *value)),
+            }
+        }
+        let message: Vec<String> = losses.iter().map(|(n, v)| format!("{n} {v:.3}")).collect();
+        self.bar.set_message(message.join(", "));
+        self.bar.set_position(self.progress.step as u64);
+        let slice_done = self
+            .options
+            .max_steps_per_call
+            .is_some_and(|m| self.steps_this_call >= m);
+        self.progress
+            .step
+            .is_multiple_of(self.options.recipe.checkpoint_every.max(1))
+            || self.finished()
+            || slice_done
+    }
+
+    /// Writes the interval's mean losses and the step count (after the caller saved weights and optimiser).
+    fn commit(&mut self) -> Result<()> {
+        if self.interval_steps > 0 {
+            let means = self
+                .interval
+                .drain(..)
+                .map(|(n, s)| (n, s / self.interval_steps as f64))
+                .collect();
+            self.progress.losses.push((self.progress.step, means));
+            self.interval_steps = 0;
+        }
+        self.progress.seconds = self.seconds_before + self.started.elapsed().as_secs_f64();
+        self.progress.write(&self.options.out, self.stage)
+    }
+
+    fn finish(self) {
+        self.bar.finish();
+        if let Some((step, losses)) = self.progress.losses.last() {
+            let text: Vec<String> = losses.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
+            eprintln!(
+                "{}: step {step}/{}, {} ({:.0} s in all)",
+                self.stage.name(),
+                self.total,
+                text.join(", "),
+                self.progress.seconds
+            );
+        }
+    }
+}
+
+/// Saves a module's weights (with their parameter ids, which the optimiser state refers to).
+fn save_module<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<()> {
+    module
+        .clone()
+        .save_file(path, &Recorder::new())
+        .with_context(|| format!("saving {}", path.display()))
+}
+
+fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, device: &B::Device) -> Result<M> {
+    module
+        .load_file(path, &Recorder::new(), device)
+        .with_context(|| format!("loading {}", path.display()))
+}
+
+fn save_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Optimizer<M, B>>(
+    optimizer: &O,
+    path: &Path,
+) -> Result<()> {
+    use burn::record::Recorder as _;
+    Recorder::new()
+        .record(optimizer.to_record(), path.to_path_buf())
+        .with_context(|| format!("saving {}", path.display()))
+}
+
+fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Optimizer<M, B>>(
+    optimizer: O,
+    path: &Path,
+    device: &B::Device,
+) -> Result<O> {
+    use burn::record::Recorder as _;
+    let record = Recorder::new()
+        .load(path.to_path_buf(), device)
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok(optimizer.load_record(record))
+}
+
+/// A frozen network's outputs for rows of inputs, computed in batches without autodiff.
+fn encode_rows<B: Backend>(
+    rows: usize,
+    input_shape: [usize; 3],
+    batch: usize,
+    device: &B::Device,
+    input_row: impl Fn(usize) -> Vec<f32>,
+    forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(rows);
+    for start in (0..rows).step_by(batch.max(1)) {
+        let end = (start + batch).min(rows);
+        let data: Vec<f32> = (start..end).flat_map(&input_row).collect();
+        let [c, h, w] = input_shape;
+        let x = Tensor::<B, 4>::from_data(TensorData::new(data, [end - start, c, h, w]), device);
+        let y = forward(x)
+            .into_data()
+            .into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))?;
+        let dim = y.len() / (end - start);
+        out.extend(y.chunks(dim).map(<[f32]>::to_vec));
+    }
+    Ok(out)
+}
+
+fn rows_tensor<B: Backend>(rows: &[Vec<f32>], device: &B::Device) -> Tensor<B, 2> {
+    let dim = rows.first().map_or(0, Vec::len);
+    let data: Vec<f32> = rows.iter().flatten().copied().collect();
+    Tensor::from_data(TensorData::new(data, [rows.len(), dim]), device)
+}
+
+pub(crate) fn images_tensor<B: Backend>(
+    rows: Vec<Vec<f32>>,
+    size: usize,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let n = rows.len();
+    let data: Vec<f32> = rows.into_iter().flatten().collect();
+    Tensor::from_data(TensorData::new(data, [n, 3, size, size]), device)
+}
+
+fn scalar<B: Backend>(loss: &Tensor<B, 1>) -> f64 {
+    f64::from(loss.clone().into_scalar().elem::<f32>())
+}
+
+/// `s2v train` on whichever backend `--device` picks, with autodiff on top.
+pub struct TrainJob(pub TrainOptions);
+
+impl crate::device::OnBackend for TrainJob {
+    type Output = bool;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<bool> {
+        train::<burn::backend::Autodiff<B>>(&self.0, &device)
+    }
+}
