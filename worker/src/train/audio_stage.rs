@@ -69,7 +69,13 @@ pub(super) fn run<B: AutodiffBackend>(
         model = load_module(model, &weights.with_extension("mpk"), device)?;
         optimizer = load_optimizer(optimizer, &state.with_extension("mpk"), device)?;
     }
-    let batch = recipe.audio_batch.min(sounds.waveforms.len()).max(2);
+    // InfoNCE needs other pairs in the batch to contrast with.
+    anyhow::ensure!(
+        sounds.waveforms.len() >= 2,
+        "the audio stage needs at least two training pairs, the data set has {}",
+        sounds.waveforms.len()
+    );
+    let batch = recipe.audio_batch.clamp(2, sounds.waveforms.len());
     while let Some((_, mut rng)) = stage.next_step() {
         let mut order: Vec<usize> = (0..sounds.waveforms.len()).collect();
         order.shuffle(&mut rng);
