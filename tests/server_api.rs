@@ -88,6 +88,17 @@ async fn events(response: reqwest::Response) -> Vec<(String, Value, Instant)> {
     out
 }
 
+async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> Value {
+    client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn get_status(client: &reqwest::Client, base: &str, path: &str) -> u16 {
     client
         .get(format!("{base}{path}"))
@@ -161,14 +172,7 @@ async fn images_stream_and_share_links_survive_a_restart() {
     );
     assert!(page.contains("href=\"/\""), "links back to the app");
     let id = share.trim_start_matches("/s/");
-    let record: Value = client
-        .get(format!("{}/api/generations/{id}", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let record: Value = get_json(&client, &server.base, &format!("/api/generations/{id}")).await;
     assert_eq!(record["seed"], 11);
     assert_eq!(record["model"]["id"], "generator");
     assert_eq!(record["images"].as_array().unwrap().len(), 4);
@@ -499,14 +503,7 @@ async fn the_openapi_document_describes_every_route() {
     let data = tempfile::tempdir().unwrap();
     let server = start(data.path(), &[]);
     let client = reqwest::Client::new();
-    let doc: Value = client
-        .get(format!("{}/api/openapi.json", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&client, &server.base, "/api/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let mut paths: Vec<&str> = doc["paths"]
         .as_object()
@@ -598,14 +595,7 @@ async fn without_weights_the_embedded_default_model_serves() {
         .unwrap();
     let latent = answer["latent"].as_array().unwrap().clone();
     assert_eq!(latent.len(), 512, "the default model's latent length");
-    let doc: Value = client
-        .get(format!("{}/api/openapi.json", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&client, &server.base, "/api/openapi.json").await;
     assert_eq!(
         doc["components"]["schemas"]["GenerateRequest"]["properties"]["latent"]["minItems"],
         512
@@ -620,14 +610,7 @@ async fn without_weights_the_embedded_default_model_serves() {
     let names: Vec<&str> = events.iter().map(|(n, _, _)| n.as_str()).collect();
     assert_eq!(names, ["image", "image", "done"]);
     let id = events[2].1["id"].as_str().unwrap();
-    let record: Value = client
-        .get(format!("{}/api/generations/{id}", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let record: Value = get_json(&client, &server.base, &format!("/api/generations/{id}")).await;
     assert_eq!(record["model"]["id"], "s2v-default");
     let url = events[0].1["url"].as_str().unwrap();
     let png = client

@@ -30,6 +30,13 @@ pub fn preprocess_image_bytes(bytes: &[u8], size: usize) -> Result<Vec<f32>, Ima
 }
 
 pub fn preprocess_image(image: &DynamicImage, size: usize) -> Result<Vec<f32>, ImageError> {
+    let mut out = unit_pixels(image, size)?;
+    normalize_unit_pixels(&mut out);
+    Ok(out)
+}
+
+/// The centre square, resized to `size` (bilinear), as channel-major `3 x size x size` values in [0, 1].
+pub fn unit_pixels(image: &DynamicImage, size: usize) -> Result<Vec<f32>, ImageError> {
     let (w, h) = (image.width(), image.height());
     if w == 0 || h == 0 {
         return Err(ImageError::NoPixels);
@@ -45,7 +52,6 @@ pub fn preprocess_image(image: &DynamicImage, size: usize) -> Result<Vec<f32>, I
             out[(c * size + y as usize) * size + x as usize] = f32::from(pixel[c]) / 255.0;
         }
     }
-    normalize_unit_pixels(&mut out);
     Ok(out)
 }
 

@@ -33,8 +33,9 @@ pub fn write_spectrogram(spectrogram: &Spectrogram, out: &Path) -> anyhow::Resul
     .write(out)
 }
 
-fn load<B: Backend, N: NetworkModule<B>>(
-    checkpoint: &Option<PathBuf>,
+/// A network from a checkpoint file (PyTorch or s2v format), or the embedded default model's when `None`.
+pub fn load_network<B: Backend, N: NetworkModule<B>>(
+    checkpoint: Option<&Path>,
     device: &B::Device,
 ) -> anyhow::Result<N> {
     match checkpoint {
@@ -56,27 +57,47 @@ fn encode_in_batches<B: Backend>(
 ) -> anyhow::Result<Array> {
     let per_row: usize = input_shape.iter().product();
     let rows = inputs.len() / per_row;
-    let mut data = Vec::new();
-    let mut width = 0;
-    for batch in inputs.chunks(per_row * batch_size.max(1)) {
-        let [c, h, w] = input_shape;
-        let input = Tensor::<B, 4>::from_data(
-            TensorData::new(batch.to_vec(), [batch.len() / per_row, c, h, w]),
-            device,
-        );
-        let output = encode(input);
-        width = output.dims()[1];
-        data.extend(
-            output
-                .into_data()
-                .into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-        );
-    }
+    let outputs = encode_rows(
+        rows,
+        input_shape,
+        batch_size,
+        device,
+        |i| Ok(inputs[i * per_row..(i + 1) * per_row].to_vec()),
+        encode,
+    )?;
     Ok(Array {
-        shape: vec![rows, width],
-        data,
+        shape: vec![rows, outputs.first().map_or(0, Vec::len)],
+        data: outputs.into_iter().flatten().collect(),
     })
+}
+
+/// A network's output rows for `rows` inputs of `input_shape`, each made by `input_row` only when its batch of
+/// `batch` rows is run (so a large set is never held in memory as inputs).
+pub fn encode_rows<B: Backend>(
+    rows: usize,
+    input_shape: [usize; 3],
+    batch: usize,
+    device: &B::Device,
+    input_row: impl Fn(usize) -> anyhow::Result<Vec<f32>>,
+    forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(rows);
+    for start in (0..rows).step_by(batch.max(1)) {
+        let end = (start + batch.max(1)).min(rows);
+        let mut data = Vec::new();
+        for row in start..end {
+            data.extend(input_row(row)?);
+        }
+        let [c, h, w] = input_shape;
+        let x = Tensor::<B, 4>::from_data(TensorData::new(data, [end - start, c, h, w]), device);
+        let y = forward(x)
+            .into_data()
+            .into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading the network's output: {e:?}"))?;
+        let dim = y.len() / (end - start);
+        out.extend(y.chunks(dim).map(<[f32]>::to_vec));
+    }
+    Ok(out)
 }
 
 /// `s2v encode-audio`: one embedding row per audio file, the encoder's raw output.
@@ -97,7 +118,7 @@ impl OnBackend for EncodeAudio {
             .iter()
             .map(|p| spectrogram_of_file(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let encoder: AudioEncoder<B> = load(&self.checkpoint, &device)?;
+        let encoder: AudioEncoder<B> = load_network(self.checkpoint.as_deref(), &device)?;
         let values: Vec<f32> = spectrograms
             .iter()
             .flat_map(|s| s.data.iter().copied())
@@ -129,7 +150,7 @@ impl OnBackend for EncodeImage {
     type Output = Array;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Array> {
-        let encoder: ImageEncoder<B> = load(&self.checkpoint, &device)?;
+        let encoder: ImageEncoder<B> = load_network(self.checkpoint.as_deref(), &device)?;
         let size = encoder.input_size;
         let per_image = 3 * size * size;
         let images = match &self.input {
@@ -191,7 +212,7 @@ impl OnBackend for Generate {
     type Output = Array;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Array> {
-        let generator: Generator<B> = load(&self.checkpoint, &device)?;
+        let generator: Generator<B> = load_network(self.checkpoint.as_deref(), &device)?;
         let config = generator.config();
         let dim_z = config.dim_z();
         let features = Array::read_rows(&self.features, config.feature_dim, "features")?;

@@ -8,11 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use burn::prelude::Backend;
 use clap::Parser;
-use s2v_models::{
-    AudioEncoder, Generator, ImageEncoder, NetworkModule, default_model, load_checkpoint,
-};
+use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, default_model};
 use s2v_server::store::Store;
 use s2v_server::{AppState, Limits, ModelInfo, router};
+use s2v_worker::commands::load_network;
 use s2v_worker::device::{DeviceKind, OnBackend, dispatch};
 use s2v_worker::encoders::EncoderService;
 use s2v_worker::runtime::{GeneratorRuntime, RuntimeConfig};
@@ -75,12 +74,11 @@ enum Weights {
 
 impl Weights {
     fn load<B: Backend, N: NetworkModule<B>>(&self, device: &B::Device) -> anyhow::Result<N> {
-        match self {
-            Weights::File(path) => load_checkpoint(path, device)
-                .with_context(|| format!("cannot load the {} from {}", N::KIND, path.display())),
-            Weights::Default => default_model::load(device)
-                .with_context(|| format!("cannot load the default model's {}", N::KIND)),
-        }
+        let path = match self {
+            Weights::File(path) => Some(path.as_path()),
+            Weights::Default => None,
+        };
+        load_network(path, device)
     }
 }
 

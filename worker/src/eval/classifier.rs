@@ -89,14 +89,7 @@ pub fn train_or_load<B: AutodiffBackend>(
         for _ in 0..batch {
             let class = present[rng.random_range(0..present.len())];
             let index = by_class[class][rng.random_range(0..by_class[class].len())];
-            // generator_target mirrors at random and maps to [-1, 1]; back to the encoder's normalisation.
-            let mut chw: Vec<f32> = pictures
-                .generator_target(index, &mut rng)
-                .into_iter()
-                .map(|v| (v + 1.0) / 2.0)
-                .collect();
-            s2v_models::preprocess::normalize_unit_pixels(&mut chw);
-            rows.push(chw);
+            rows.push(pictures.mirrored_encoder_input(index, &mut rng));
             targets.push(class as i64);
         }
         let x = images_tensor::<B>(rows, size, device);

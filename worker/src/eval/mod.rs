@@ -11,18 +11,17 @@ pub mod plots;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use s2v_models::generator::sample_noise;
-use s2v_models::{
-    AudioEncoder, Generator, ImageEncoder, NetworkModule, default_model, load_checkpoint,
-};
+use s2v_models::{AudioEncoder, Generator, ImageEncoder};
 use s2v_shared::audio::{
     CLIP_SAMPLES, FREQ_BINS, TIME_FRAMES, apply_gain, clip_unit, log_spectrogram, mix,
 };
 use serde::Serialize;
 
+use crate::commands::{encode_rows, load_network};
 use crate::dataset::{Dataset, Split};
 use crate::train::data::{PictureBank, SoundBank};
 use crate::train::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE};
@@ -102,21 +101,11 @@ struct Networks<B: Backend> {
 }
 
 fn load_networks<B: Backend>(model: &Option<PathBuf>, device: &B::Device) -> Result<Networks<B>> {
-    fn one<B: Backend, N: NetworkModule<B>>(
-        model: &Option<PathBuf>,
-        file: &str,
-        device: &B::Device,
-    ) -> Result<N> {
-        match model {
-            Some(dir) => load_checkpoint(&dir.join(file), device)
-                .with_context(|| format!("loading {}", dir.join(file).display())),
-            None => Ok(default_model::load(device)?),
-        }
-    }
+    let file = |name: &str| model.as_ref().map(|dir| dir.join(name));
     Ok(Networks {
-        image: one(model, IMAGE_ENCODER_FILE, device)?,
-        generator: one(model, GENERATOR_FILE, device)?,
-        audio: one(model, AUDIO_ENCODER_FILE, device)?,
+        image: load_network(file(IMAGE_ENCODER_FILE).as_deref(), device)?,
+        generator: load_network(file(GENERATOR_FILE).as_deref(), device)?,
+        audio: load_network(file(AUDIO_ENCODER_FILE).as_deref(), device)?,
     })
 }
 
@@ -183,29 +172,24 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
         .collect();
 
     let audio_of = |waves: &[Vec<f64>]| -> Result<Vec<Vec<f32>>> {
-        let mut rows = Vec::new();
-        for chunk in waves.chunks(8) {
-            let mut data = Vec::with_capacity(chunk.len() * FREQ_BINS * TIME_FRAMES);
-            for wave in chunk {
-                data.extend(log_spectrogram(wave)?.data);
-            }
-            let x = Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(data, [chunk.len(), 1, FREQ_BINS, TIME_FRAMES]),
-                device,
-            );
-            rows.extend(to_rows(nets.audio.forward(x))?);
-        }
-        Ok(rows)
+        encode_rows(
+            waves.len(),
+            [1, FREQ_BINS, TIME_FRAMES],
+            8,
+            device,
+            |i| Ok(log_spectrogram(&waves[i])?.data),
+            |x| nets.audio.forward(x),
+        )
     };
     let visual_of = |bank: &PictureBank| -> Result<Vec<Vec<f32>>> {
-        let mut rows = Vec::new();
-        for start in (0..bank.len()).step_by(32) {
-            let end = (start + 32).min(bank.len());
-            let data: Vec<Vec<f32>> = (start..end).map(|i| bank.encoder_input(i)).collect();
-            let x = crate::train::images_tensor::<B::InnerBackend>(data, size, device);
-            rows.extend(to_rows(nets.image.forward(x))?);
-        }
-        Ok(rows)
+        encode_rows(
+            bank.len(),
+            [3, size, size],
+            32,
+            device,
+            |i| Ok(bank.encoder_input(i)),
+            |x| nets.image.forward(x),
+        )
     };
     let generate = |feature: &[f32], count: usize, seed: u64| -> Result<Vec<Vec<f32>>> {
         let dim_z = nets.generator.config.dim_z();
@@ -395,17 +379,6 @@ fn paths(
     path: impl Fn(&crate::dataset::Item) -> PathBuf,
 ) -> Vec<PathBuf> {
     items.iter().map(|i| path(i)).collect()
-}
-
-fn to_rows<B: Backend>(t: Tensor<B, 2>) -> Result<Vec<Vec<f32>>> {
-    let [n, d] = t.dims();
-    let values = t
-        .into_data()
-        .into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok((0..n)
-        .map(|i| values[i * d..(i + 1) * d].to_vec())
-        .collect())
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

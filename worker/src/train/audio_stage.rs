@@ -15,9 +15,10 @@ use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
 
 use super::data::{PictureBank, SoundBank};
 use super::{
-    Stage, StageLoop, TrainOptions, encode_rows, load_module, load_optimizer, rows_tensor,
-    save_module, save_optimizer, scalar, seed_stage,
+    Stage, StageLoop, TrainOptions, load_module, load_optimizer, rows_tensor, save_module,
+    save_optimizer, scalar, seed_stage,
 };
+use crate::commands::encode_rows;
 use crate::dataset::{Dataset, Split};
 
 const LEARNING_RATE: f64 = 1e-3;
@@ -55,7 +56,7 @@ pub(super) fn run<B: AutodiffBackend>(
         [3, size, size],
         32,
         &inner_device,
-        |i| pictures.encoder_input(i),
+        |i| Ok(pictures.encoder_input(i)),
         |x| image_encoder.forward(x),
     )?;
 
@@ -80,12 +81,10 @@ pub(super) fn run<B: AutodiffBackend>(
         let mut order: Vec<usize> = (0..sounds.waveforms.len()).collect();
         order.shuffle(&mut rng);
         let chosen = &order[..batch];
-        let t0 = std::time::Instant::now();
         let mut spectrograms = Vec::with_capacity(batch * FREQ_BINS * TIME_FRAMES);
         for &i in chosen {
             spectrograms.extend(sounds.augmented_spectrogram(i, &mut rng)?.data);
         }
-        tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "spectrograms");
         let x = Tensor::<B, 4>::from_data(
             TensorData::new(spectrograms, [batch, 1, FREQ_BINS, TIME_FRAMES]),
             device,
@@ -101,7 +100,6 @@ pub(super) fn run<B: AutodiffBackend>(
         let value = scalar(&loss);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(LEARNING_RATE, model, grads);
-        tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "step");
         if stage.record(&[("info-nce", value)]) {
             save_module(&model, &weights)?;
             save_optimizer(&optimizer, &state)?;

@@ -4,11 +4,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use image::imageops::FilterType;
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
-use s2v_models::preprocess::normalize_unit_pixels;
+use s2v_models::preprocess::{normalize_unit_pixels, unit_pixels};
 use s2v_shared::audio::{
     CLIP_SAMPLES, Spectrogram, clip_unit, fit_to_length, log_spectrogram, waveform_from_bytes,
 };
@@ -25,16 +24,8 @@ impl PictureBank {
         for path in paths {
             let picture =
                 image::open(path).with_context(|| format!("reading {}", path.display()))?;
-            let resized = picture
-                .resize_exact(size as u32, size as u32, FilterType::Triangle)
-                .to_rgb8();
-            let mut chw = vec![0.0; 3 * size * size];
-            for (x, y, p) in resized.enumerate_pixels() {
-                for c in 0..3 {
-                    chw[(c * size + y as usize) * size + x as usize] = f32::from(p[c]) / 255.0;
-                }
-            }
-            pixels.push(chw);
+            pixels
+                .push(unit_pixels(&picture, size).with_context(|| format!("{}", path.display()))?);
         }
         if pixels.is_empty() {
             bail!("no pictures to train on");
@@ -59,12 +50,25 @@ impl PictureBank {
 
     /// A picture as the generator makes them: [-1, 1], mirrored at random.
     pub fn generator_target(&self, index: usize, rng: &mut StdRng) -> Vec<f32> {
-        let chw = if rng.random_bool(0.5) {
+        self.randomly_mirrored(index, rng)
+            .into_iter()
+            .map(|v| v * 2.0 - 1.0)
+            .collect()
+    }
+
+    /// A picture as the image encoder reads it, mirrored at random.
+    pub fn mirrored_encoder_input(&self, index: usize, rng: &mut StdRng) -> Vec<f32> {
+        let mut chw = self.randomly_mirrored(index, rng);
+        normalize_unit_pixels(&mut chw);
+        chw
+    }
+
+    fn randomly_mirrored(&self, index: usize, rng: &mut StdRng) -> Vec<f32> {
+        if rng.random_bool(0.5) {
             mirror(&self.pixels[index], self.size)
         } else {
             self.pixels[index].clone()
-        };
-        chw.into_iter().map(|v| v * 2.0 - 1.0).collect()
+        }
     }
 
     /// One SimCLR view, ImageNet-normalised: random resized crop (8-100 % of the area), mirror, colour jitter

@@ -16,9 +16,10 @@ use s2v_models::{Generator, ImageEncoder, NetworkModule};
 
 use super::data::PictureBank;
 use super::{
-    Stage, StageLoop, TrainOptions, encode_rows, images_tensor, load_module, load_optimizer,
-    rows_tensor, save_module, save_optimizer, scalar, seed_stage,
+    Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer, rows_tensor,
+    save_module, save_optimizer, scalar, seed_stage,
 };
+use crate::commands::encode_rows;
 
 const GENERATOR_RATE: f64 = 2e-4;
 const DISCRIMINATOR_RATE: f64 = 2e-4;
@@ -37,7 +38,7 @@ pub(super) fn run<B: AutodiffBackend>(
         [3, size, size],
         32,
         device,
-        |i| pictures.encoder_input(i),
+        |i| Ok(pictures.encoder_input(i)),
         |x| s2v_models::layers::l2_normalize(image_encoder.forward(x)),
     )?;
     let neighbours = nearest_neighbours(&features, recipe.neighbours);

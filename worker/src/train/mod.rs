@@ -417,31 +417,6 @@ fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Opti
     Ok(optimizer.load_record(record))
 }
 
-/// A frozen network's outputs for rows of inputs, computed in batches without autodiff.
-fn encode_rows<B: Backend>(
-    rows: usize,
-    input_shape: [usize; 3],
-    batch: usize,
-    device: &B::Device,
-    input_row: impl Fn(usize) -> Vec<f32>,
-    forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
-) -> Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(rows);
-    for start in (0..rows).step_by(batch.max(1)) {
-        let end = (start + batch).min(rows);
-        let data: Vec<f32> = (start..end).flat_map(&input_row).collect();
-        let [c, h, w] = input_shape;
-        let x = Tensor::<B, 4>::from_data(TensorData::new(data, [end - start, c, h, w]), device);
-        let y = forward(x)
-            .into_data()
-            .into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))?;
-        let dim = y.len() / (end - start);
-        out.extend(y.chunks(dim).map(<[f32]>::to_vec));
-    }
-    Ok(out)
-}
-
 fn rows_tensor<B: Backend>(rows: &[Vec<f32>], device: &B::Device) -> Tensor<B, 2> {
     let dim = rows.first().map_or(0, Vec::len);
     let data: Vec<f32> = rows.iter().flatten().copied().collect();
