@@ -1,10 +1,11 @@
 //! Time to first image and images per second against concurrency, through the real `s2v-server` on loopback.
 //! Not a test: run it with
 //!
-//!     cargo bench -p s2v-server --bench load [-- full]
+//!     cargo bench -p s2v-server --bench load [-- full | -- default]
 //!
 //! By default it serves the reference fixture generator (G_ch=8, 128 px); `full` serves IC-GAN's published
-//! size (G_ch=96, random weights, the same arithmetic as the real ones).
+//! size (G_ch=96, random weights, the same arithmetic as the real ones); `default` the embedded default
+//! model (64 px, 512-d latents), as `s2v-server` serves it with no weights given.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -17,18 +18,18 @@ use serde_json::json;
 
 const REQUESTS_PER_CLIENT: usize = 2;
 
-fn latent(seed: u32) -> Vec<f32> {
-    (0..2048)
+fn latent(seed: u32, dim: usize) -> Vec<f32> {
+    (0..dim)
         .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0)
         .collect()
 }
 
 /// One request of one image: (time to the first image event, time to done).
-async fn one(client: &reqwest::Client, base: &str, seed: u32) -> (Duration, Duration) {
+async fn one(client: &reqwest::Client, base: &str, seed: u32, dim: usize) -> (Duration, Duration) {
     let started = Instant::now();
     let response = client
         .post(format!("{base}/api/generate"))
-        .json(&json!({"latent": latent(seed), "count": 1, "seed": seed}))
+        .json(&json!({"latent": latent(seed, dim), "count": 1, "seed": seed}))
         .send()
         .await
         .unwrap();
@@ -48,28 +49,38 @@ async fn one(client: &reqwest::Client, base: &str, seed: u32) -> (Duration, Dura
 
 #[tokio::main]
 async fn main() {
-    let full = std::env::args().any(|a| a == "full");
+    let mode = std::env::args()
+        .skip(1)
+        .find(|a| a == "full" || a == "default");
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = if full {
-        let path = dir.path().join("generator-full.safetensors");
-        let generator =
-            Generator::<Flex>::init(&GeneratorConfig::published_128(), &Default::default())
-                .unwrap();
-        s2v_models::checkpoint::save_native(&generator, &path, false).unwrap();
-        path
-    } else {
-        s2v_tests::fixture("generator.pth")
+    let (checkpoint, dim, what) = match mode.as_deref() {
+        Some("full") => {
+            let path = dir.path().join("generator-full.safetensors");
+            let generator =
+                Generator::<Flex>::init(&GeneratorConfig::published_128(), &Default::default())
+                    .unwrap();
+            s2v_models::checkpoint::save_native(&generator, &path, false).unwrap();
+            (Some(path), 2048, "G_ch=96, 128 px (published size)")
+        }
+        Some(_) => (None, 512, "the embedded default model (G_ch=8, 64 px)"),
+        None => (
+            Some(s2v_tests::fixture("generator.pth")),
+            2048,
+            "G_ch=8, 128 px (reference fixture)",
+        ),
     };
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s2v-server"))
-        .args([
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--generator",
-            checkpoint.to_str().unwrap(),
-        ])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_s2v-server"));
+    command.args([
+        "--addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    if let Some(checkpoint) = &checkpoint {
+        command.args(["--generator", checkpoint.to_str().unwrap()]);
+    }
+    let mut child = command
         .args([
             "--max-batch",
             "8",
@@ -88,20 +99,14 @@ async fn main() {
         .unwrap();
     let base = format!("http://{}", line.trim().trim_start_matches("listening on "));
     let client = reqwest::Client::new();
-    one(&client, &base, 0).await; // warm-up
+    one(&client, &base, 0, dim).await; // warm-up
 
+    println!("generator: {what}");
     println!(
-        "generator: {}",
-        if full {
-            "G_ch=96, 128 px (published size)"
-        } else {
-            "G_ch=8, 128 px (reference fixture)"
-        }
+        "| concurrent clients | requests | median time to first image (ms) | images per second | mean batch |"
     );
-    println!(
-        "| concurrent clients | requests | median time to first image (ms) | images per second |"
-    );
-    println!("| ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    let mut batches_before = batch_totals(&client, &base).await;
     for clients in [1usize, 2, 4, 8] {
         let started = Instant::now();
         let runs = (0..clients).map(|c| {
@@ -110,7 +115,7 @@ async fn main() {
             async move {
                 let mut times = Vec::new();
                 for r in 0..REQUESTS_PER_CLIENT {
-                    times.push(one(&client, &base, (c * 100 + r) as u32 + 1).await);
+                    times.push(one(&client, &base, (c * 100 + r) as u32 + 1, dim).await);
                 }
                 times
             }
@@ -124,12 +129,40 @@ async fn main() {
         let elapsed = started.elapsed();
         firsts.sort();
         let images = clients * REQUESTS_PER_CLIENT;
+        let batches_after = batch_totals(&client, &base).await;
+        let (passes, made) = (
+            batches_after.0 - batches_before.0,
+            batches_after.1 - batches_before.1,
+        );
+        batches_before = batches_after;
         println!(
-            "| {clients} | {images} | {:.0} | {:.2} |",
+            "| {clients} | {images} | {:.0} | {:.2} | {:.2} |",
             firsts[firsts.len() / 2].as_secs_f64() * 1000.0,
-            images as f64 / elapsed.as_secs_f64()
+            images as f64 / elapsed.as_secs_f64(),
+            made as f64 / passes.max(1) as f64
         );
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Forward passes and the images they made so far, from the server's `s2v_batches_total` counters.
+async fn batch_totals(client: &reqwest::Client, base: &str) -> (u64, u64) {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("s2v_batches_total{size=\""))
+        .filter_map(|rest| {
+            let (size, count) = rest.split_once("\"} ")?;
+            Some((size.parse::<u64>().ok()?, count.trim().parse::<u64>().ok()?))
+        })
+        .fold((0, 0), |(passes, images), (size, count)| {
+            (passes + count, images + size * count)
+        })
 }

@@ -3,20 +3,17 @@
 //! recorded so that its share link keeps working.
 
 pub mod error;
+pub mod generators;
 pub mod routes;
 pub mod store;
 
 use std::sync::Arc;
 
 use s2v_worker::encoders::EncoderService;
-use s2v_worker::runtime::GeneratorRuntime;
 
-/// Which weights made an image: recorded with every generation so an old share link shows what it showed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ModelInfo {
-    pub id: String,
-    pub version: String,
-}
+use generators::Generators;
+
+pub use s2v_worker::commands::ModelInfo;
 
 /// Limits the API enforces.
 #[derive(Debug, Clone, Copy)]
@@ -46,9 +43,8 @@ impl Default for Limits {
 
 /// Everything a handler needs.
 pub struct AppState {
-    pub runtime: Option<GeneratorRuntime>,
+    pub generators: Option<Generators>,
     pub encoders: Option<EncoderService>,
-    pub model: ModelInfo,
     pub store: store::Store,
     pub limits: Limits,
     pub metrics: routes::metrics::Metrics,

@@ -46,6 +46,38 @@ pub fn load_network<B: Backend, N: NetworkModule<B>>(
     }
 }
 
+/// Which weights made an image: recorded with every generation so an old share link shows what it showed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub version: String,
+}
+
+impl ModelInfo {
+    /// A generator's id is its file's name (or the default model's id); its version the start of the
+    /// weights' SHA-256, so changed weights are a new version even under the same name.
+    pub fn of_generator(checkpoint: Option<&Path>) -> anyhow::Result<Self> {
+        use sha2::{Digest, Sha256};
+        let (id, bytes) = match checkpoint {
+            Some(path) => (
+                path.file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("generator")
+                    .to_string(),
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+            None => (
+                s2v_models::default_model::MODEL_ID.to_string(),
+                s2v_models::default_model::GENERATOR.to_vec(),
+            ),
+        };
+        Ok(Self {
+            id,
+            version: hex::encode(&Sha256::digest(&bytes)[..6]),
+        })
+    }
+}
+
 /// Runs `encode` over `inputs` (rows of `input_shape` flattened one after another), `batch_size` rows at a
 /// time, and stacks the output rows.
 fn encode_in_batches<B: Backend>(

@@ -36,7 +36,7 @@ impl Default for RuntimeConfig {
 }
 
 /// One generation: `count` images of one latent, noise drawn from `seed`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerationRequest {
     pub latent: Vec<f32>,
     pub seed: u64,
@@ -62,6 +62,9 @@ pub enum SubmitError {
     QueueFull,
     #[error("the generator is not running")]
     Stopped,
+    /// The broker cannot take the job.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("invalid request: {0}")]
     Invalid(String),
 }
@@ -156,22 +159,7 @@ impl GeneratorRuntime {
         request: GenerationRequest,
         reply: UnboundedSender<ImageResult>,
     ) -> Result<(), SubmitError> {
-        if request.latent.len() != self.feature_dim {
-            return Err(SubmitError::Invalid(format!(
-                "the latent must have {} values, has {}",
-                self.feature_dim,
-                request.latent.len()
-            )));
-        }
-        if request.latent.iter().any(|v| !v.is_finite()) || request.latent.iter().all(|v| *v == 0.0)
-        {
-            return Err(SubmitError::Invalid(
-                "the latent must be finite and not all zeros".into(),
-            ));
-        }
-        if request.count == 0 {
-            return Err(SubmitError::Invalid("count must be at least 1".into()));
-        }
+        check_request(&request, self.feature_dim)?;
         let noise = sample_noise(request.seed, request.count, self.dim_z, request.truncation)
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -189,6 +177,50 @@ impl GeneratorRuntime {
                 })
             }
         }
+    }
+}
+
+/// Whether a generator conditioned on `feature_dim`-long latents can serve `request`: the checks every
+/// front end makes before queueing, locally or through the broker.
+pub fn check_request(request: &GenerationRequest, feature_dim: usize) -> Result<(), SubmitError> {
+    if request.latent.len() != feature_dim {
+        return Err(SubmitError::Invalid(format!(
+            "the latent must have {feature_dim} values, has {}",
+            request.latent.len()
+        )));
+    }
+    if request.latent.iter().any(|v| !v.is_finite()) || request.latent.iter().all(|v| *v == 0.0) {
+        return Err(SubmitError::Invalid(
+            "the latent must be finite and not all zeros".into(),
+        ));
+    }
+    if request.count == 0 {
+        return Err(SubmitError::Invalid("count must be at least 1".into()));
+    }
+    if let Some(t) = request.truncation
+        && !(t.is_finite() && t >= s2v_models::generator::MIN_TRUNCATION)
+    {
+        return Err(SubmitError::Invalid(
+            s2v_models::generator::InvalidTruncation(t).to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads a generator (a checkpoint, or the embedded default model's when `None`) on the chosen device and
+/// starts a runtime for it.
+pub struct StartRuntime {
+    pub checkpoint: Option<std::path::PathBuf>,
+    pub config: RuntimeConfig,
+}
+
+impl crate::device::OnBackend for StartRuntime {
+    type Output = GeneratorRuntime;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<GeneratorRuntime> {
+        let generator: Generator<B> =
+            crate::commands::load_network(self.checkpoint.as_deref(), &device)?;
+        Ok(GeneratorRuntime::start(generator, device, self.config))
     }
 }
 

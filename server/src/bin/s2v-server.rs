@@ -8,14 +8,15 @@ use std::time::Duration;
 use anyhow::Context;
 use burn::prelude::Backend;
 use clap::Parser;
-use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, default_model};
+use s2v_models::{AudioEncoder, ImageEncoder};
+use s2v_server::generators::Generators;
 use s2v_server::store::Store;
 use s2v_server::{AppState, Limits, ModelInfo, router};
+use s2v_worker::broker::BrokerClient;
 use s2v_worker::commands::load_network;
 use s2v_worker::device::{DeviceKind, OnBackend, dispatch};
 use s2v_worker::encoders::EncoderService;
-use s2v_worker::runtime::{GeneratorRuntime, RuntimeConfig};
-use sha2::{Digest, Sha256};
+use s2v_worker::runtime::{RuntimeConfig, StartRuntime};
 
 #[derive(Parser)]
 #[command(
@@ -38,15 +39,27 @@ struct Args {
     page: PathBuf,
     /// Generator weights: IC-GAN's `G_ema_best0.pth` or a checkpoint made by `s2v convert`. Without it the
     /// embedded default model serves, encoders included.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nats")]
     generator: Option<PathBuf>,
-    /// Audio encoder weights (`sound2scene.pth` or a converted checkpoint) for `POST /api/encode-audio`.
-    #[arg(long, requires = "generator")]
+    /// Audio encoder weights (`sound2scene.pth` or a converted checkpoint) for `POST /api/encode-audio`;
+    /// the default model's when neither this nor --generator is given.
+    #[arg(long)]
     audio_encoder: Option<PathBuf>,
     /// Image encoder weights (SwAV's `swav_800ep_pretrain.pth.tar` or a converted checkpoint) for
-    /// `POST /api/encode-image`.
-    #[arg(long, requires = "generator")]
+    /// `POST /api/encode-image`; the default model's when neither this nor --generator is given.
+    #[arg(long)]
     image_encoder: Option<PathBuf>,
+    /// Send generation jobs to worker processes (`s2v worker --nats URL`) through this NATS JetStream
+    /// server instead of running the generator here.
+    #[arg(long)]
+    nats: Option<String>,
+    /// Keep images and generation records in this S3 bucket instead of --data-dir (endpoint, region and
+    /// credentials from the AWS_* environment variables).
+    #[arg(long)]
+    s3_bucket: Option<String>,
+    /// Key prefix inside --s3-bucket.
+    #[arg(long, default_value = "", requires = "s3_bucket")]
+    s3_prefix: String,
     /// Requests that may wait for the generator; more are answered 429.
     #[arg(long, default_value_t = 64)]
     queue: usize,
@@ -64,76 +77,27 @@ struct Args {
     batch_wait_ms: u64,
 }
 
-/// Where a network's weights come from.
-#[derive(Clone)]
-enum Weights {
-    File(PathBuf),
-    /// The embedded default model.
-    Default,
-}
-
-impl Weights {
-    fn load<B: Backend, N: NetworkModule<B>>(&self, device: &B::Device) -> anyhow::Result<N> {
-        let path = match self {
-            Weights::File(path) => Some(path.as_path()),
-            Weights::Default => None,
-        };
-        load_network(path, device)
-    }
-}
-
 struct StartEncoders {
-    audio: Option<Weights>,
-    image: Option<Weights>,
+    audio: Option<Option<PathBuf>>,
+    image: Option<Option<PathBuf>>,
     queue: usize,
 }
 
 impl OnBackend for StartEncoders {
     type Output = EncoderService;
 
+    /// Each `Some(None)` is the embedded default model's encoder.
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<EncoderService> {
-        let audio: Option<AudioEncoder<B>> =
-            self.audio.as_ref().map(|w| w.load(&device)).transpose()?;
-        let image: Option<ImageEncoder<B>> =
-            self.image.as_ref().map(|w| w.load(&device)).transpose()?;
+        let audio: Option<AudioEncoder<B>> = self
+            .audio
+            .map(|path| load_network(path.as_deref(), &device))
+            .transpose()?;
+        let image: Option<ImageEncoder<B>> = self
+            .image
+            .map(|path| load_network(path.as_deref(), &device))
+            .transpose()?;
         Ok(EncoderService::start(audio, image, device, self.queue))
     }
-}
-
-struct StartRuntime {
-    weights: Weights,
-    config: RuntimeConfig,
-}
-
-impl OnBackend for StartRuntime {
-    type Output = GeneratorRuntime;
-
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<GeneratorRuntime> {
-        let generator: Generator<B> = self.weights.load(&device)?;
-        Ok(GeneratorRuntime::start(generator, device, self.config))
-    }
-}
-
-/// The model's id is its file name (or the default model's id); its version the start of the weights'
-/// SHA-256, so changed weights are a new version even under the same name.
-fn model_info(weights: &Weights) -> anyhow::Result<ModelInfo> {
-    let (id, bytes) = match weights {
-        Weights::File(path) => (
-            path.file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("generator")
-                .to_string(),
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        ),
-        Weights::Default => (
-            default_model::MODEL_ID.to_string(),
-            default_model::GENERATOR.to_vec(),
-        ),
-    };
-    Ok(ModelInfo {
-        id,
-        version: hex::encode(&Sha256::digest(&bytes)[..6]),
-    })
 }
 
 #[tokio::main]
@@ -146,33 +110,43 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let store = Store::open(&args.data_dir)
-        .with_context(|| format!("cannot open the data directory {}", args.data_dir.display()))?;
-    let generator = args
-        .generator
-        .clone()
-        .map_or(Weights::Default, Weights::File);
-    let model = model_info(&generator)?;
-    let config = RuntimeConfig {
-        queue_capacity: args.queue,
-        max_batch: args.max_batch,
-        batch_wait: Duration::from_millis(args.batch_wait_ms),
+    let store = match &args.s3_bucket {
+        Some(bucket) => Store::s3(bucket, &args.s3_prefix)
+            .with_context(|| format!("cannot open the S3 bucket {bucket}"))?,
+        None => Store::open(&args.data_dir).with_context(|| {
+            format!("cannot open the data directory {}", args.data_dir.display())
+        })?,
     };
-    let runtime = dispatch(
-        args.device,
-        StartRuntime {
-            weights: generator.clone(),
-            config,
-        },
-    )?;
+    let generators = match &args.nats {
+        // Workers elsewhere own the generators; they announce their model.
+        Some(url) => Generators::Broker(Box::new(BrokerClient::connect(url, args.queue).await?)),
+        None => {
+            let config = RuntimeConfig {
+                queue_capacity: args.queue,
+                max_batch: args.max_batch,
+                batch_wait: Duration::from_millis(args.batch_wait_ms),
+            };
+            let model = ModelInfo::of_generator(args.generator.as_deref())?;
+            let runtime = dispatch(
+                args.device,
+                StartRuntime {
+                    checkpoint: args.generator.clone(),
+                    config,
+                },
+            )?;
+            Generators::Local { runtime, model }
+        }
+    };
     // The default model brings its own encoders; other generators take the encoders given with them.
-    let (audio, image) = match generator {
-        Weights::Default => (Some(Weights::Default), Some(Weights::Default)),
-        Weights::File(_) => (
-            args.audio_encoder.clone().map(Weights::File),
-            args.image_encoder.clone().map(Weights::File),
-        ),
+    let with_default = |given: &Option<PathBuf>| match (given, &args.generator) {
+        (Some(path), _) => Some(Some(path.clone())),
+        (None, None) => Some(None),
+        (None, Some(_)) => None,
     };
+    let (audio, image) = (
+        with_default(&args.audio_encoder),
+        with_default(&args.image_encoder),
+    );
     let encoders = if audio.is_some() || image.is_some() {
         let job = StartEncoders {
             audio,
@@ -184,9 +158,8 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     let state = Arc::new(AppState {
-        runtime: Some(runtime),
+        generators: Some(generators),
         encoders,
-        model,
         store,
         limits: Limits {
             rate_burst: args.rate_burst,

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::SharedState;
 use crate::error::ApiError;
 use crate::store::{GenerationRecord, new_generation_id};
+use crate::{ModelInfo, SharedState};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,23 +41,27 @@ pub async fn generate(
     })?;
     let request = validate(&state, body)
         .inspect_err(|e| state.metrics.errors.with_label_values(&[e.error]).inc())?;
-    let runtime = state
-        .runtime
-        .as_ref()
-        .ok_or_else(|| ApiError::unavailable("no generator worker is running"))?;
-    let (reply, receiver) = tokio::sync::mpsc::unbounded_channel();
-    runtime.submit(request.clone(), reply).map_err(|e| {
+    let generators = state.generators.as_ref().ok_or_else(|| {
+        state
+            .metrics
+            .errors
+            .with_label_values(&["unavailable"])
+            .inc();
+        ApiError::unavailable("no generator worker is running")
+    })?;
+    let (model, receiver) = generators.submit(request.clone()).await.map_err(|e| {
         let error = match e {
             SubmitError::QueueFull => {
                 ApiError::busy("the generation queue is full; try again shortly")
             }
-            SubmitError::Stopped => ApiError::unavailable("the generator worker has stopped"),
+            SubmitError::Stopped => ApiError::unavailable("no generator worker is running"),
+            SubmitError::Unavailable(detail) => ApiError::unavailable(detail),
             SubmitError::Invalid(detail) => ApiError::bad_request(detail),
         };
         state.metrics.errors.with_label_values(&[error.error]).inc();
         error
     })?;
-    Ok(Sse::new(image_events(state, request, receiver)).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(image_events(state, request, model, receiver)).keep_alive(KeepAlive::default()))
 }
 
 /// The API's own limits (count, model). The latent and the truncation are checked where they are used, by
@@ -69,13 +73,18 @@ fn validate(state: &SharedState, body: GenerateBody) -> Result<GenerationRequest
             state.limits.max_count
         )));
     }
-    if let Some(model) = &body.model
-        && *model != state.model.id
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown model `{model}`; this server serves `{}`",
-            state.model.id
-        )));
+    if let Some(model) = &body.model {
+        let serving = state
+            .generators
+            .as_ref()
+            .and_then(|g| g.serving())
+            .ok_or_else(|| ApiError::unavailable("no generator worker is running"))?;
+        if *model != serving.model.id {
+            return Err(ApiError::bad_request(format!(
+                "unknown model `{model}`; this server serves `{}`",
+                serving.model.id
+            )));
+        }
     }
     Ok(GenerationRequest {
         latent: body.latent,
@@ -88,6 +97,7 @@ fn validate(state: &SharedState, body: GenerateBody) -> Result<GenerationRequest
 struct Progress {
     state: SharedState,
     request: GenerationRequest,
+    model: ModelInfo,
     receiver: UnboundedReceiver<ImageResult>,
     images: Vec<String>,
     started: Instant,
@@ -99,11 +109,13 @@ struct Progress {
 fn image_events(
     state: SharedState,
     request: GenerationRequest,
+    model: ModelInfo,
     receiver: UnboundedReceiver<ImageResult>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let progress = Progress {
         state,
         request,
+        model,
         receiver,
         images: Vec::new(),
         started: Instant::now(),
@@ -142,17 +154,21 @@ async fn next_event(p: &mut Progress) -> Event {
         Some(Err(detail)) => return fail(p, detail),
         None => return fail(p, "the generator worker stopped".into()),
     };
-    let store_state = p.state.clone();
-    let stored = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let png = s2v_worker::pictures::encode_png(&image.rgb, image.width, image.height)?;
-        store_state
+    let stored = async {
+        let png = tokio::task::spawn_blocking(move || {
+            s2v_worker::pictures::encode_png(&image.rgb, image.width, image.height)
+        })
+        .await
+        .map_err(|e| format!("encoding task failed: {e}"))??;
+        p.state
             .store
-            .put_image(&png)
+            .put_image(png)
+            .await
             .map_err(|e| format!("storing an image: {e}"))
-    })
+    }
     .await;
     match stored {
-        Ok(Ok(hash)) => {
+        Ok(hash) => {
             if p.images.is_empty() {
                 p.state
                     .metrics
@@ -167,8 +183,7 @@ async fn next_event(p: &mut Progress) -> Event {
                 .event("image")
                 .data(json!({"index": index, "url": url}).to_string())
         }
-        Ok(Err(detail)) => fail(p, detail),
-        Err(e) => fail(p, format!("encoding task failed: {e}")),
+        Err(detail) => fail(p, detail),
     }
 }
 
@@ -179,17 +194,16 @@ async fn finish(p: &mut Progress) -> Result<Event, String> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        model: p.state.model.clone(),
+        model: p.model.clone(),
         seed: p.request.seed,
         count: p.request.count,
         truncation: p.request.truncation,
         images: p.images.clone(),
     };
-    let state = p.state.clone();
-    let saved = record.clone();
-    tokio::task::spawn_blocking(move || state.store.put_generation(&saved))
+    p.state
+        .store
+        .put_generation(&record)
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| format!("storing the generation: {e}"))?;
     p.state
         .metrics

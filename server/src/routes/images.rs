@@ -13,10 +13,6 @@ pub async fn image(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let hash = file.strip_suffix(".png").unwrap_or("");
-    let path = state
-        .store
-        .image_path(hash)
-        .ok_or_else(|| ApiError::not_found("no such image"))?;
     let etag = format!("\"{hash}\"");
     if headers
         .get(header::IF_NONE_MATCH)
@@ -25,13 +21,12 @@ pub async fn image(
     {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found("no such image"));
-        }
-        Err(e) => return Err(ApiError::internal(format!("reading an image: {e}"))),
-    };
+    let bytes = state
+        .store
+        .image(hash)
+        .await
+        .map_err(|e| ApiError::internal(format!("reading an image: {e}")))?
+        .ok_or_else(|| ApiError::not_found("no such image"))?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png".to_string()),

@@ -1,7 +1,5 @@
 //! `GET /healthz` and `GET /metrics` (Prometheus text format).
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -19,6 +17,7 @@ pub struct Metrics {
     pub first_image_seconds: Histogram,
     pub generation_seconds: Histogram,
     queue_depth: IntGauge,
+    workers: IntGauge,
     batches: IntCounterVec,
     /// Serialises copying the runtime's counters into `batches` (two scrapes must not both add a delta).
     sync: std::sync::Mutex<()>,
@@ -56,6 +55,8 @@ impl Metrics {
         .expect("valid metric");
         let queue_depth = IntGauge::new("s2v_queue_depth", "Requests waiting for the generator")
             .expect("valid metric");
+        let workers =
+            IntGauge::new("s2v_workers", "Generator workers alive").expect("valid metric");
         let batches = IntCounterVec::new(
             Opts::new(
                 "s2v_batches_total",
@@ -70,6 +71,7 @@ impl Metrics {
             Box::new(first_image_seconds.clone()),
             Box::new(generation_seconds.clone()),
             Box::new(queue_depth.clone()),
+            Box::new(workers.clone()),
             Box::new(batches.clone()),
         ] {
             registry
@@ -83,6 +85,7 @@ impl Metrics {
             first_image_seconds,
             generation_seconds,
             queue_depth,
+            workers,
             batches,
             sync: std::sync::Mutex::new(()),
         }
@@ -96,7 +99,7 @@ impl Default for Metrics {
 }
 
 pub async fn healthz(State(state): State<SharedState>) -> impl IntoResponse {
-    match &state.runtime {
+    match state.generators.as_ref().and_then(|g| g.serving()) {
         Some(_) => (StatusCode::OK, "ok"),
         None => (StatusCode::SERVICE_UNAVAILABLE, "no generator worker"),
     }
@@ -104,19 +107,17 @@ pub async fn healthz(State(state): State<SharedState>) -> impl IntoResponse {
 
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     let m = &state.metrics;
-    if let Some(runtime) = &state.runtime {
-        let stats = runtime.stats();
-        m.queue_depth
-            .set(stats.queued.load(Ordering::Relaxed) as i64);
-        // The runtime counts in atomics; bring the Prometheus counters up to them.
+    if let Some(generators) = &state.generators {
+        m.queue_depth.set(generators.queue_depth().await);
+        m.workers.set(generators.workers() as i64);
+        // The generators count in their own counters; bring the Prometheus counters up to them.
         let _guard = m
             .sync
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (i, count) in stats.batch_sizes.iter().enumerate() {
+        for (i, count) in generators.batch_sizes().into_iter().enumerate() {
             let counter = m.batches.with_label_values(&[&(i + 1).to_string()]);
-            let delta = count.load(Ordering::Relaxed).saturating_sub(counter.get());
-            counter.inc_by(delta);
+            counter.inc_by(count.saturating_sub(counter.get()));
         }
     }
     let mut buffer = Vec::new();

@@ -13,9 +13,10 @@ const PAPER_FEATURE_DIM: usize = 2048;
 
 pub async fn openapi(State(state): State<Arc<AppState>>) -> Json<Value> {
     let dim = state
-        .runtime
+        .generators
         .as_ref()
-        .map_or(PAPER_FEATURE_DIM, |r| r.feature_dim());
+        .and_then(|g| g.serving())
+        .map_or(PAPER_FEATURE_DIM, |s| s.feature_dim);
     Json(document(dim))
 }
 

@@ -10,10 +10,10 @@ use crate::error::ApiError;
 use crate::store::GenerationRecord;
 
 async fn load(state: &SharedState, id: String) -> Result<GenerationRecord, ApiError> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || state.store.generation(&id))
+    state
+        .store
+        .generation(&id)
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(format!("reading a generation: {e}")))?
         .ok_or_else(|| ApiError::not_found("no such generation"))
 }

@@ -4,14 +4,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
 use s2v_worker::arrays::Array;
+use s2v_worker::broker::{WorkerOptions, serve_jobs};
 use s2v_worker::commands::{
-    self, Convert, DEFAULT_BATCH, EncodeAudio, EncodeImage, Generate, ImageInput, NetworkKind,
-    NoiseSource,
+    self, Convert, DEFAULT_BATCH, EncodeAudio, EncodeImage, Generate, ImageInput, ModelInfo,
+    NetworkKind, NoiseSource,
 };
 use s2v_worker::dataset::build::{BuildOptions, build_default};
 use s2v_worker::device::{DeviceKind, dispatch};
 use s2v_worker::eval::{EvalJob, EvalOptions};
+use s2v_worker::runtime::{RuntimeConfig, StartRuntime};
 use s2v_worker::train::{Preset, Recipe, Stage, TrainJob, TrainOptions};
 
 #[derive(Parser)]
@@ -107,6 +111,8 @@ enum Command {
     /// Training data sets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Runs a generator worker that takes jobs from a NATS JetStream queue (`s2v-server --nats`).
+    Worker(WorkerArgs),
     /// Converts a PyTorch checkpoint to the project's own format (safetensors with the configuration inside).
     Convert {
         #[arg(long = "in")]
@@ -135,6 +141,32 @@ enum DataCommand {
         #[arg(long, default_value_t = 5)]
         test_every: usize,
     },
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// The NATS server (with JetStream enabled).
+    #[arg(long)]
+    nats: String,
+    /// Generator weights (PyTorch or s2v format); the embedded default model when left out.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Its name in the workers' announcements; the host name and process id when left out.
+    #[arg(long)]
+    name: Option<String>,
+    /// Jobs taken at once; their images are batched together.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: u32,
+    /// Images per forward pass at most.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    max_batch: u32,
+    /// How long to wait for more images before running a batch that is not full, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    batch_wait_ms: u64,
+    /// How long the broker waits without word from a worker before giving its job to another, in
+    /// milliseconds (set by the first worker, which creates the queue's consumer).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(300..))]
+    ack_wait_ms: u64,
 }
 
 #[derive(Args)]
@@ -305,6 +337,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        Command::Worker(args) => {
+            let config = RuntimeConfig {
+                queue_capacity: args.jobs as usize,
+                max_batch: args.max_batch as usize,
+                batch_wait: Duration::from_millis(args.batch_wait_ms),
+            };
+            let model = ModelInfo::of_generator(args.checkpoint.as_deref())?;
+            let runtime = dispatch(
+                cli.device,
+                StartRuntime {
+                    checkpoint: args.checkpoint,
+                    config,
+                },
+            )?;
+            let options = WorkerOptions {
+                url: args.nats,
+                name: args.name.unwrap_or_else(default_worker_name),
+                jobs: args.jobs as usize,
+                ack_wait: Duration::from_millis(args.ack_wait_ms),
+            };
+            tokio::runtime::Runtime::new()?.block_on(serve_jobs(runtime, model, options))?;
+        }
         Command::Convert {
             input,
             out,
@@ -324,6 +378,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "worker".into()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
 }
 
 fn main() -> ExitCode {

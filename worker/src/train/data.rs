@@ -56,6 +56,11 @@ impl PictureBank {
             .collect()
     }
 
+    /// A picture as the generator makes it (`[-1, 1]`), as it is: the target of the reconstruction term.
+    pub fn generator_pixels(&self, index: usize) -> Vec<f32> {
+        self.pixels[index].iter().map(|v| v * 2.0 - 1.0).collect()
+    }
+
     /// A picture as the image encoder reads it, mirrored at random.
     pub fn mirrored_encoder_input(&self, index: usize, rng: &mut StdRng) -> Vec<f32> {
         let mut chw = self.randomly_mirrored(index, rng);

@@ -1,7 +1,8 @@
 //! Stage (b): IC-GAN's generator `G(z, f)` and discriminator `D(x, f)` on pictures only. An instance's
 //! feature `f` (from the frozen image encoder) conditions both; the real images shown to `D` for it are drawn
 //! from the instance's nearest neighbours in feature space, so `G` learns the neighbourhood's distribution.
-//! Hinge loss, spectral norm in `D`, Adam with beta1 = 0, as BigGAN trains.
+//! Hinge loss, spectral norm in `D`, Adam with beta1 = 0, as BigGAN trains; optionally an L1 term towards the
+//! instance's own picture (`Recipe::gan_reconstruction`).
 
 use anyhow::Result;
 use burn::module::AutodiffModule;
@@ -106,14 +107,32 @@ pub(super) fn run<B: AutodiffBackend>(
         let grads = GradientsParams::from_grads(d_loss.backward(), &discriminator);
         discriminator = d_optimizer.step(DISCRIMINATOR_RATE, discriminator, grads);
 
-        // Generator step through the updated discriminator.
+        // Generator step through the updated discriminator, plus the reconstruction term.
         let fake = generator.forward(noise(&mut rng), condition.clone());
-        let g_loss = hinge_generator(discriminator.forward(fake, condition));
-        let g_value = scalar(&g_loss);
+        let adversarial = hinge_generator(discriminator.forward(fake.clone(), condition));
+        let g_value = scalar(&adversarial);
+        let (g_loss, l1_value) = if recipe.gan_reconstruction > 0.0 {
+            let own = images_tensor::<B>(
+                instances
+                    .iter()
+                    .map(|&i| pictures.generator_pixels(i))
+                    .collect(),
+                resolution,
+                device,
+            );
+            let l1 = (fake - own).abs().mean();
+            let l1_value = scalar(&l1);
+            (
+                adversarial + l1.mul_scalar(recipe.gan_reconstruction),
+                l1_value,
+            )
+        } else {
+            (adversarial, 0.0)
+        };
         let grads = GradientsParams::from_grads(g_loss.backward(), &generator);
         generator = g_optimizer.step(GENERATOR_RATE, generator, grads);
 
-        if stage.record(&[("d-hinge", d_value), ("g-hinge", g_value)]) {
+        if stage.record(&[("d-hinge", d_value), ("g-hinge", g_value), ("l1", l1_value)]) {
             save_module(&generator, &paths[0])?;
             save_module(&discriminator, &paths[1])?;
             save_optimizer(&g_optimizer, &paths[2])?;

@@ -49,6 +49,12 @@ pub struct Recipe {
     pub gan_batch: usize,
     /// Real images for an instance are drawn from its this many nearest neighbours (IC-GAN's k).
     pub neighbours: usize,
+    /// Weight of an L1 term that pulls `G(z, f_i)` towards instance `i`'s own picture, added to the
+    /// generator's hinge loss; 0 trains pure IC-GAN. A small data set and a short CPU schedule leave the
+    /// adversarial signal alone too weak to form objects; the term gives the generator the instance's layout
+    /// and colours early, at some cost to the diversity over `z`.
+    #[serde(default)]
+    pub gan_reconstruction: f32,
     pub audio_steps: usize,
     pub audio_batch: usize,
     pub checkpoint_every: usize,
@@ -95,6 +101,7 @@ impl Recipe {
                     gan_steps: 1300,
                     gan_batch: 16,
                     neighbours: 5,
+                    gan_reconstruction: 10.0,
                     audio_steps: 120,
                     audio_batch: 32,
                     checkpoint_every: 50,
@@ -130,6 +137,7 @@ impl Recipe {
                     gan_steps: 16,
                     gan_batch: 4,
                     neighbours: 2,
+                    gan_reconstruction: 1.0,
                     audio_steps: 40,
                     audio_batch: 4,
                     checkpoint_every: 8,

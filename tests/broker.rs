@@ -1,0 +1,318 @@
+//! The broker mode end to end, on loopback: Debian's `nats-server` with JetStream, the real `s2v-server` with
+//! `--nats`, and two `s2v worker` processes, one of which is killed while it holds jobs. No job may be lost.
+//! (Declared by the s2v-server package; `s2v` is the binary built beside `s2v-server`, which
+//! `cargo test --workspace` builds.)
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// A child process killed when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_nats(store: &Path) -> (Process, String) {
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs (Debian's `nats-server` package; .ci/run installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Process(child), format!("nats://127.0.0.1:{port}"))
+}
+
+fn s2v_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_s2v-server")).with_file_name("s2v");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build --bin s2v` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+fn start_server(data_dir: &Path, nats: &str, queue: usize) -> (Process, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s2v-server"))
+        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(["--nats", nats, "--queue", &queue.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s2v-server starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (Process(child), format!("http://{addr}"))
+}
+
+/// A worker on the reference generator fixture; its log (job starts and ends) goes to `log`.
+fn start_worker(nats: &str, name: &str, log: &Path, extra: &[&str]) -> Process {
+    let generator = s2v_tests::fixture("generator.pth");
+    Process(
+        Command::new(s2v_binary())
+            .args(["worker", "--nats", nats, "--name", name, "--checkpoint"])
+            .arg(generator)
+            .args(["--max-batch", "2", "--ack-wait-ms", "1500"])
+            .args(extra)
+            .env("RUST_LOG", "s2v_worker=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("s2v worker starts"),
+    )
+}
+
+fn latent(seed: u32) -> Vec<f32> {
+    (0..2048)
+        .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+/// Reads a generation's events; sends a note on `first` when the first image arrives.
+async fn run_generation(
+    client: reqwest::Client,
+    base: String,
+    seed: u64,
+    first: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Vec<(String, Value)> {
+    let response = client
+        .post(format!("{base}/api/generate"))
+        .json(&json!({"latent": latent(seed as u32), "count": 4, "seed": seed}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut name, mut data) = (String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if name == "image" {
+                let _ = first.send(());
+            }
+            if !name.is_empty() {
+                out.push((name, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+async fn status(client: &reqwest::Client, url: String) -> u16 {
+    client.get(url).send().await.unwrap().status().as_u16()
+}
+
+async fn wait_for_workers(client: &reqwest::Client, base: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(&format!("s2v_workers {count}")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers never announced themselves"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_job_queue_answers_429_and_the_accepted_jobs_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nats, nats) = start_nats(&dir.path().join("jetstream"));
+    // Room for two unfinished jobs; one worker that takes one job at a time.
+    let (_server, base) = start_server(&dir.path().join("data"), &nats, 2);
+    let _worker = start_worker(
+        &nats,
+        "only",
+        &dir.path().join("worker.log"),
+        &["--jobs", "1"],
+    );
+    let client = reqwest::Client::new();
+    wait_for_workers(&client, &base, 1).await;
+    let responses = futures_util::future::join_all((0..6u32).map(|seed| {
+        client
+            .post(format!("{base}/api/generate"))
+            .json(&json!({"latent": latent(seed), "count": 16, "seed": seed}))
+            .send()
+    }))
+    .await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for response in responses {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            200 => accepted.push(response),
+            429 => {
+                assert!(response.headers().contains_key("retry-after"));
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"], "busy");
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(accepted.len(), 2, "the queue holds two jobs");
+    assert_eq!(refused, 4);
+    for response in accepted {
+        let text = tokio::time::timeout(Duration::from_secs(120), response.text())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text.matches("event: image").count(), 16);
+        assert!(text.contains("event: done"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_jobs_are_redelivered_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nats, nats) = start_nats(&dir.path().join("jetstream"));
+    let (_server, base) = start_server(&dir.path().join("data"), &nats, 64);
+    let client = reqwest::Client::new();
+
+    // No worker yet: the service says so instead of queueing jobs nobody takes.
+    assert_eq!(status(&client, format!("{base}/healthz")).await, 503);
+    let response = client
+        .post(format!("{base}/api/generate"))
+        .json(&json!({"latent": latent(0), "count": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+
+    let doomed_log = dir.path().join("doomed.log");
+    let mut doomed = start_worker(&nats, "doomed", &doomed_log, &[]);
+    let _survivor = start_worker(&nats, "survivor", &dir.path().join("survivor.log"), &[]);
+    wait_for_workers(&client, &base, 2).await;
+    let openapi: Value = client
+        .get(format!("{base}/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(openapi.to_string().contains("2048"));
+
+    // Eight generations of four images at once; the doomed worker is killed as soon as the first image
+    // arrives, while both workers hold jobs.
+    let (first, mut firsts) = tokio::sync::mpsc::unbounded_channel();
+    let generations: Vec<_> = (0..8u64)
+        .map(|seed| {
+            tokio::spawn(run_generation(
+                client.clone(),
+                base.clone(),
+                100 + seed,
+                first.clone(),
+            ))
+        })
+        .collect();
+    drop(first);
+    firsts.recv().await.expect("a first image");
+    doomed.0.kill().unwrap();
+    doomed.0.wait().unwrap();
+
+    let log = std::fs::read_to_string(&doomed_log).unwrap();
+    let started = log.matches("started job").count();
+    let finished = log.matches("finished job").count();
+    assert!(
+        started > finished,
+        "the killed worker held no unfinished job (started {started}, finished {finished}); the test \
+         proves nothing\n{log}"
+    );
+
+    let mut records = Vec::new();
+    for generation in generations {
+        let events = tokio::time::timeout(Duration::from_secs(120), generation)
+            .await
+            .expect("every generation ends")
+            .unwrap();
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["image", "image", "image", "image", "done"],
+            "{events:?}"
+        );
+        for (i, (_, data)) in events[..4].iter().enumerate() {
+            assert_eq!(data["index"], i);
+        }
+        let id = events[4].1["id"].as_str().unwrap().to_string();
+        let record: Value = client
+            .get(format!("{base}/api/generations/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(record["model"]["id"], "generator");
+        records.push(record);
+    }
+    for record in &records {
+        for hash in record["images"].as_array().unwrap() {
+            let url = format!("{base}/img/{}.png", hash.as_str().unwrap());
+            assert_eq!(status(&client, url).await, 200);
+        }
+    }
+    // Different seeds, different pictures: no redelivered job was answered with another job's images.
+    let mut all: Vec<&str> = records
+        .iter()
+        .flat_map(|r| r["images"].as_array().unwrap())
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 32);
+}
