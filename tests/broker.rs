@@ -85,7 +85,7 @@ fn start_worker(nats: &str, name: &str, log: &Path, extra: &[&str]) -> Process {
         Command::new(s2v_binary())
             .args(["worker", "--nats", nats, "--name", name, "--checkpoint"])
             .arg(generator)
-            .args(["--max-batch", "2", "--ack-wait-ms", "1500"])
+            .args(["--ack-wait-ms", "1500"])
             .args(extra)
             .env("RUST_LOG", "s2v_worker=info")
             .stdout(Stdio::null())
@@ -177,7 +177,7 @@ async fn a_full_job_queue_answers_429_and_the_accepted_jobs_finish() {
         &nats,
         "only",
         &dir.path().join("worker.log"),
-        &["--jobs", "1"],
+        &["--jobs", "1", "--max-batch", "2"],
     );
     let client = reqwest::Client::new();
     wait_for_workers(&client, &base, 1).await;
@@ -216,6 +216,53 @@ async fn a_full_job_queue_answers_429_and_the_accepted_jobs_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_cancels_the_rest_of_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nats, nats) = start_nats(&dir.path().join("jetstream"));
+    let (_server, base) = start_server(&dir.path().join("data"), &nats, 8);
+    let log = dir.path().join("worker.log");
+    // One image per forward pass, so that sixteen take a while.
+    let _worker = start_worker(&nats, "only", &log, &["--max-batch", "1"]);
+    let client = reqwest::Client::new();
+    wait_for_workers(&client, &base, 1).await;
+    let response = client
+        .post(format!("{base}/api/generate"))
+        .json(&json!({"latent": latent(1), "count": 16, "seed": 1}))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("event: image") {
+        text.push_str(&String::from_utf8_lossy(
+            &stream.next().await.unwrap().unwrap(),
+        ));
+    }
+    drop(stream); // the client leaves after its first image
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let log = std::fs::read_to_string(&log).unwrap();
+        if let Some(line) = log.lines().find(|l| l.contains("cancelled job")) {
+            break line.to_string();
+        }
+        assert!(
+            !log.contains("finished job"),
+            "the job ran to its end although its client left:\n{log}"
+        );
+        assert!(Instant::now() < deadline, "no cancellation:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let sent: usize = line
+        .split("after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected log line {line}"));
+    assert!(sent < 16, "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_jobs_are_redelivered_and_none_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let (_nats, nats) = start_nats(&dir.path().join("jetstream"));
@@ -233,8 +280,13 @@ async fn a_killed_workers_jobs_are_redelivered_and_none_is_lost() {
     assert_eq!(response.status(), 503);
 
     let doomed_log = dir.path().join("doomed.log");
-    let mut doomed = start_worker(&nats, "doomed", &doomed_log, &[]);
-    let _survivor = start_worker(&nats, "survivor", &dir.path().join("survivor.log"), &[]);
+    let mut doomed = start_worker(&nats, "doomed", &doomed_log, &["--max-batch", "2"]);
+    let _survivor = start_worker(
+        &nats,
+        "survivor",
+        &dir.path().join("survivor.log"),
+        &["--max-batch", "2"],
+    );
     wait_for_workers(&client, &base, 2).await;
     let openapi: Value = client
         .get(format!("{base}/api/openapi.json"))

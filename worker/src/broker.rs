@@ -534,6 +534,9 @@ impl JobRunner {
                             tracing::warn!("cannot send an image back: {e}");
                         }
                         sent += 1;
+                        if sent < job.request.count && self.is_cancelled(&job) {
+                            break;
+                        }
                     }
                     Some(Err(e)) => {
                         self.fail(&job, &e).await;
@@ -544,18 +547,31 @@ impl JobRunner {
                 _ = ticker.tick() => {
                     // Still working: keep JetStream from handing the job to another worker.
                     let _ = message.ack_with(jetstream::AckKind::Progress).await;
-                    if lock(&self.cancelled).contains(&job.id) {
-                        break; // dropping `images` tells the runtime to skip the rest
+                    if self.is_cancelled(&job) {
+                        break;
                     }
                 }
             }
         }
+        if sent < job.request.count && self.is_cancelled(&job) {
+            tracing::info!(
+                "cancelled job {} after {sent} of {} images",
+                job.id,
+                job.request.count
+            );
+        }
+        // Dropping the receiver tells the runtime to skip the rest of a job cut short.
         drop(images);
         let _ = self.client.flush().await;
         match message.ack().await {
             Ok(()) => tracing::info!("finished job {}", job.id),
             Err(e) => tracing::warn!("cannot acknowledge job {}: {e}", job.id),
         }
+    }
+
+    /// Whether the front end said that the job's client left.
+    fn is_cancelled(&self, job: &Job) -> bool {
+        lock(&self.cancelled).contains(&job.id)
     }
 
     async fn fail(&self, job: &Job, error: &str) {
