@@ -89,6 +89,9 @@ enum Command {
         /// Override the preset's step counts: image encoder, generator, audio encoder.
         #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"])]
         steps: Option<Vec<usize>>,
+        /// Override the weight of the generator's L1 term towards the instance's own picture (0: pure IC-GAN).
+        #[arg(long)]
+        gan_reconstruction: Option<f32>,
     },
     /// Judges a model on a data set's held-out pairs; writes report.json and pictures to --out.
     Eval {
@@ -270,12 +273,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_steps,
             only,
             steps,
+            gan_reconstruction,
         } => {
             let mut recipe = Recipe::preset(preset);
             if let Some(steps) = steps {
                 recipe.image_steps = steps[0];
                 recipe.gan_steps = steps[1];
                 recipe.audio_steps = steps[2];
+            }
+            if let Some(weight) = gan_reconstruction {
+                anyhow::ensure!(
+                    weight.is_finite() && weight >= 0.0,
+                    "--gan-reconstruction must be a number of at least 0, got {weight}"
+                );
+                recipe.gan_reconstruction = weight;
             }
             let options = TrainOptions {
                 data,
