@@ -1,11 +1,13 @@
 //! Time to first image and images per second against concurrency, through the real `s2v-server` on loopback.
 //! Not a test: run it with
 //!
-//!     cargo bench -p s2v-server --bench load [-- full | -- default]
+//!     cargo bench -p s2v-server --bench load [-- full | -- default | -- broker]
 //!
 //! By default it serves the reference fixture generator (G_ch=8, 128 px); `full` serves IC-GAN's published
 //! size (G_ch=96, random weights, the same arithmetic as the real ones); `default` the embedded default
-//! model (64 px, 512-d latents), as `s2v-server` serves it with no weights given.
+//! model (64 px, 512-d latents), as `s2v-server` serves it with no weights given; `broker` the fixture
+//! generator in one `s2v worker` process behind `nats-server` (build it first: `cargo build --release --bin
+//! s2v`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -51,7 +53,8 @@ async fn one(client: &reqwest::Client, base: &str, seed: u32, dim: usize) -> (Du
 async fn main() {
     let mode = std::env::args()
         .skip(1)
-        .find(|a| a == "full" || a == "default");
+        .find(|a| a == "full" || a == "default" || a == "broker");
+    let broker = mode.as_deref() == Some("broker");
     let dir = tempfile::tempdir().unwrap();
     let (checkpoint, dim, what) = match mode.as_deref() {
         Some("full") => {
@@ -62,6 +65,11 @@ async fn main() {
             s2v_models::checkpoint::save_native(&generator, &path, false).unwrap();
             (Some(path), 2048, "G_ch=96, 128 px (published size)")
         }
+        Some("broker") => (
+            Some(s2v_tests::fixture("generator.pth")),
+            2048,
+            "G_ch=8, 128 px (reference fixture) in one `s2v worker` behind NATS JetStream",
+        ),
         Some(_) => (None, 512, "the embedded default model (G_ch=8, 64 px)"),
         None => (
             Some(s2v_tests::fixture("generator.pth")),
@@ -77,7 +85,27 @@ async fn main() {
         "--data-dir",
         data.to_str().unwrap(),
     ]);
-    if let Some(checkpoint) = &checkpoint {
+    // In broker mode the worker process owns the generator; the server only relays.
+    let mut helpers = Vec::new();
+    if broker {
+        let nats = start_nats(&dir.path().join("jetstream"), &mut helpers);
+        command.args(["--nats", &nats]);
+        let s2v = std::path::Path::new(env!("CARGO_BIN_EXE_s2v-server")).with_file_name("s2v");
+        assert!(
+            s2v.is_file(),
+            "build the worker first: cargo build --release --bin s2v"
+        );
+        helpers.push(
+            Command::new(s2v)
+                .args(["worker", "--nats", &nats, "--checkpoint"])
+                .arg(checkpoint.as_ref().unwrap())
+                .args(["--max-batch", "8", "--batch-wait-ms", "10"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    } else if let Some(checkpoint) = &checkpoint {
         command.args(["--generator", checkpoint.to_str().unwrap()]);
     }
     let mut child = command
@@ -99,6 +127,16 @@ async fn main() {
         .unwrap();
     let base = format!("http://{}", line.trim().trim_start_matches("listening on "));
     let client = reqwest::Client::new();
+    while client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     one(&client, &base, 0, dim).await; // warm-up
 
     println!("generator: {what}");
@@ -129,6 +167,10 @@ async fn main() {
         let elapsed = started.elapsed();
         firsts.sort();
         let images = clients * REQUESTS_PER_CLIENT;
+        if broker {
+            // Workers report their batch counts once a second.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
         let batches_after = batch_totals(&client, &base).await;
         let (passes, made) = (
             batches_after.0 - batches_before.0,
@@ -142,8 +184,32 @@ async fn main() {
             made as f64 / passes.max(1) as f64
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    for mut process in std::iter::once(child).chain(helpers) {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+}
+
+/// Debian's nats-server with JetStream on a free port; returns its URL.
+fn start_nats(store: &std::path::Path, helpers: &mut Vec<std::process::Child>) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    helpers.push(
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (tests/setup installs it)"),
+    );
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    format!("nats://127.0.0.1:{port}")
 }
 
 /// Forward passes and the images they made so far, from the server's `s2v_batches_total` counters.
