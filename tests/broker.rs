@@ -3,49 +3,13 @@
 //! (Declared by the s2v-server package; `s2v` is the binary built beside `s2v-server`, which
 //! `cargo test --workspace` builds.)
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use s2v_tests::service::{Process, drain_events, latent, start_nats};
 use serde_json::{Value, json};
-
-/// A child process killed when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_nats(store: &Path) -> (Process, String) {
-    let port = free_port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server runs (Debian's `nats-server` package; .ci/run installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Process(child), format!("nats://127.0.0.1:{port}"))
-}
 
 fn s2v_binary() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_s2v-server")).with_file_name("s2v");
@@ -58,24 +22,12 @@ fn s2v_binary() -> PathBuf {
 }
 
 fn start_server(data_dir: &Path, nats: &str, queue: usize) -> (Process, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s2v-server"))
-        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_s2v-server"));
+    command
+        .arg("--data-dir")
         .arg(data_dir)
-        .args(["--nats", nats, "--queue", &queue.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("s2v-server starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Process(child), format!("http://{addr}"))
+        .args(["--nats", nats, "--queue", &queue.to_string()]);
+    s2v_tests::service::start_server(command)
 }
 
 /// A worker on the reference generator fixture; its log (job starts and ends) goes to `log`.
@@ -95,12 +47,6 @@ fn start_worker(nats: &str, name: &str, log: &Path, extra: &[&str]) -> Process {
     )
 }
 
-fn latent(seed: u32) -> Vec<f32> {
-    (0..2048)
-        .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0)
-        .collect()
-}
-
 /// Reads a generation's events; sends a note on `first` when the first image arrives.
 async fn run_generation(
     client: reqwest::Client,
@@ -110,7 +56,7 @@ async fn run_generation(
 ) -> Vec<(String, Value)> {
     let response = client
         .post(format!("{base}/api/generate"))
-        .json(&json!({"latent": latent(seed as u32), "count": 4, "seed": seed}))
+        .json(&json!({"latent": latent(seed as u32, 2048), "count": 4, "seed": seed}))
         .send()
         .await
         .unwrap();
@@ -120,22 +66,11 @@ async fn run_generation(
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut name, mut data) = (String::new(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
+        for (name, data) in drain_events(&mut buffer) {
             if name == "image" {
                 let _ = first.send(());
             }
-            if !name.is_empty() {
-                out.push((name, serde_json::from_str(&data).unwrap()));
-            }
+            out.push((name, serde_json::from_str(&data).unwrap()));
         }
     }
     out
@@ -184,7 +119,7 @@ async fn a_full_job_queue_answers_429_and_the_accepted_jobs_finish() {
     let responses = futures_util::future::join_all((0..6u32).map(|seed| {
         client
             .post(format!("{base}/api/generate"))
-            .json(&json!({"latent": latent(seed), "count": 16, "seed": seed}))
+            .json(&json!({"latent": latent(seed, 2048), "count": 16, "seed": seed}))
             .send()
     }))
     .await;
@@ -227,7 +162,7 @@ async fn a_client_that_leaves_cancels_the_rest_of_its_job() {
     wait_for_workers(&client, &base, 1).await;
     let response = client
         .post(format!("{base}/api/generate"))
-        .json(&json!({"latent": latent(1), "count": 16, "seed": 1}))
+        .json(&json!({"latent": latent(1, 2048), "count": 16, "seed": 1}))
         .send()
         .await
         .unwrap();
@@ -273,7 +208,7 @@ async fn a_killed_workers_jobs_are_redelivered_and_none_is_lost() {
     assert_eq!(status(&client, format!("{base}/healthz")).await, 503);
     let response = client
         .post(format!("{base}/api/generate"))
-        .json(&json!({"latent": latent(0), "count": 1}))
+        .json(&json!({"latent": latent(0, 2048), "count": 1}))
         .send()
         .await
         .unwrap();

@@ -2,24 +2,14 @@
 //! installs it), the real `s2v-server` with `--s3-bucket`, a generation, and its share link after a restart.
 //! (Declared by the s2v-server package, which owns the binary.)
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
+use s2v_tests::service::{Process, drain_events, free_port, wait_for_port};
 use serde_json::{Value, json};
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `$S2V_MOTO_SERVER`, else the virtual environment `tests/setup` makes, else `moto_server` on the PATH.
 fn moto_server() -> PathBuf {
@@ -33,52 +23,32 @@ fn moto_server() -> PathBuf {
 }
 
 fn start_moto() -> (Process, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = Command::new(moto_server())
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("moto_server runs (run tests/setup, or set S2V_MOTO_SERVER)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Process(child), format!("http://127.0.0.1:{port}"))
+    let process = Process(child);
+    wait_for_port(port, Duration::from_secs(30), "moto_server");
+    (process, format!("http://127.0.0.1:{port}"))
 }
 
 fn start_server(data_dir: &Path, endpoint: &str) -> (Process, String) {
-    let generator = s2v_tests::fixture("generator.pth");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s2v-server"))
-        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_s2v-server"));
+    command
+        .arg("--data-dir")
         .arg(data_dir)
         .arg("--generator")
-        .arg(generator)
+        .arg(s2v_tests::fixture("generator.pth"))
         .args(["--s3-bucket", "s2v-test", "--s3-prefix", "deployment"])
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ALLOW_HTTP", "true")
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("s2v-server starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Process(child), format!("http://{addr}"))
+        .env("AWS_SECRET_ACCESS_KEY", "test");
+    s2v_tests::service::start_server(command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +64,7 @@ async fn generations_live_in_the_bucket_and_survive_a_restart() {
         .unwrap();
     assert!(made.status().is_success(), "{made:?}");
 
-    let latent: Vec<f32> = (0..2048).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    let latent = s2v_tests::service::latent(5, 2048);
     let (id, images) = {
         let (_server, base) = start_server(dir.path(), &endpoint);
         let body = client
@@ -106,16 +76,13 @@ async fn generations_live_in_the_bucket_and_survive_a_restart() {
             .text()
             .await
             .unwrap();
-        let done = body
-            .split("\n\n")
-            .find(|block| block.contains("event: done"))
+        let mut buffer = body.clone();
+        let events = drain_events(&mut buffer);
+        let (_, done) = events
+            .iter()
+            .find(|(name, _)| name == "done")
             .unwrap_or_else(|| panic!("no done event in {body}"));
-        let data = done
-            .lines()
-            .find_map(|l| l.strip_prefix("data:"))
-            .unwrap()
-            .trim();
-        let id = serde_json::from_str::<Value>(data).unwrap()["id"]
+        let id = serde_json::from_str::<Value>(done).unwrap()["id"]
             .as_str()
             .unwrap()
             .to_string();

@@ -1,24 +1,17 @@
 //! The generation service end to end, on loopback: the real `s2v-server` binary with the reference generator
 //! fixture. (Declared by the s2v-server package, which owns the binary.)
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use s2v_tests::service::{Process, drain_events};
 use serde_json::{Value, json};
 
 struct Server {
-    child: Child,
+    _process: Process,
     base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(data_dir: &Path, extra: &[&str]) -> Server {
@@ -30,36 +23,17 @@ fn start(data_dir: &Path, extra: &[&str]) -> Server {
 
 /// A server with only these arguments besides its address and data directory.
 fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s2v-server"))
-        .args([
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("s2v-server starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_s2v-server"));
+    command.arg("--data-dir").arg(data_dir).args(extra);
+    let (process, base) = s2v_tests::service::start_server(command);
     Server {
-        base: format!("http://{addr}"),
-        child,
+        _process: process,
+        base,
     }
 }
 
 fn latent(seed: u32) -> Vec<f32> {
-    (0..2048)
-        .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0)
-        .collect()
+    s2v_tests::service::latent(seed, 2048)
 }
 
 /// The events of a `text/event-stream` response, with the time each arrived.
@@ -70,19 +44,8 @@ async fn events(response: reqwest::Response) -> Vec<(String, Value, Instant)> {
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut name, mut data) = (String::new(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !name.is_empty() {
-                out.push((name, serde_json::from_str(&data).unwrap(), Instant::now()));
-            }
+        for (name, data) in drain_events(&mut buffer) {
+            out.push((name, serde_json::from_str(&data).unwrap(), Instant::now()));
         }
     }
     out

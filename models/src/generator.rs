@@ -609,6 +609,14 @@ pub const MIN_TRUNCATION: f32 = 0.02;
 #[error("truncation must be a number of at least {MIN_TRUNCATION}, got {0}")]
 pub struct InvalidTruncation(pub f32);
 
+/// Whether `truncation` is one the sampler accepts (none, or a finite number of at least [`MIN_TRUNCATION`]).
+pub fn check_truncation(truncation: Option<f32>) -> Result<(), InvalidTruncation> {
+    match truncation {
+        Some(t) if !(t.is_finite() && t >= MIN_TRUNCATION) => Err(InvalidTruncation(t)),
+        _ => Ok(()),
+    }
+}
+
 /// Draws generator noise: standard normal, or BigGAN's truncation trick (values outside [-t, t] redrawn).
 pub fn sample_noise(
     seed: u64,
@@ -618,11 +626,7 @@ pub fn sample_noise(
 ) -> Result<Vec<f32>, InvalidTruncation> {
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
-    if let Some(t) = truncation
-        && !(t.is_finite() && t >= MIN_TRUNCATION)
-    {
-        return Err(InvalidTruncation(t));
-    }
+    check_truncation(truncation)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     Ok((0..count * dim_z)
         .map(|_| {

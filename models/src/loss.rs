@@ -41,13 +41,10 @@ pub fn nt_xent<B: Backend>(
     // An image is never its own candidate.
     let self_mask: Tensor<B, 2> = Tensor::eye(2 * n, &device).mul_scalar(-1e9);
     let log_probs = log_softmax(similarity + self_mask, 1);
-    // Row i's twin is i + n (and row i + n's is i): a permuted identity.
-    let twins: Vec<f32> = (0..2 * n)
-        .flat_map(|row| (0..2 * n).map(move |col| f32::from(col == (row + n) % (2 * n))))
-        .collect();
-    let twin_mask = Tensor::<B, 2>::from_data(TensorData::new(twins, [2 * n, 2 * n]), &device);
-    (log_probs * twin_mask)
-        .sum()
+    // Row i's twin is i + n (and row i + n's is i): the diagonals of the two off-diagonal blocks.
+    let first_twins = log_probs.clone().slice([0..n, n..2 * n]).slice_diag();
+    let second_twins = log_probs.slice([n..2 * n, 0..n]).slice_diag();
+    (first_twins.sum() + second_twins.sum())
         .neg()
         .div_scalar((2 * n) as f64)
 }

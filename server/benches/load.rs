@@ -9,22 +9,16 @@
 //! generator in one `s2v worker` process behind `nats-server` (build it first: `cargo build --release --bin
 //! s2v`).
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::backend::Flex;
 use futures_util::StreamExt;
 use s2v_models::{Generator, GeneratorConfig, NetworkModule};
+use s2v_tests::service::{Process, latent, start_nats, start_server};
 use serde_json::json;
 
 const REQUESTS_PER_CLIENT: usize = 2;
-
-fn latent(seed: u32, dim: usize) -> Vec<f32> {
-    (0..dim)
-        .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0)
-        .collect()
-}
 
 /// One request of one image: (time to the first image event, time to done).
 async fn one(client: &reqwest::Client, base: &str, seed: u32, dim: usize) -> (Duration, Duration) {
@@ -79,23 +73,26 @@ async fn main() {
     };
     let data = dir.path().join("data");
     let mut command = Command::new(env!("CARGO_BIN_EXE_s2v-server"));
-    command.args([
-        "--addr",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
+    command.arg("--data-dir").arg(&data).args([
+        "--max-batch",
+        "8",
+        "--batch-wait-ms",
+        "10",
+        "--rate-burst",
+        "1000",
     ]);
     // In broker mode the worker process owns the generator; the server only relays.
     let mut helpers = Vec::new();
     if broker {
-        let nats = start_nats(&dir.path().join("jetstream"), &mut helpers);
+        let (nats_process, nats) = start_nats(&dir.path().join("jetstream"));
+        helpers.push(nats_process);
         command.args(["--nats", &nats]);
         let s2v = std::path::Path::new(env!("CARGO_BIN_EXE_s2v-server")).with_file_name("s2v");
         assert!(
             s2v.is_file(),
             "build the worker first: cargo build --release --bin s2v"
         );
-        helpers.push(
+        helpers.push(Process(
             Command::new(s2v)
                 .args(["worker", "--nats", &nats, "--checkpoint"])
                 .arg(checkpoint.as_ref().unwrap())
@@ -104,28 +101,11 @@ async fn main() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
-        );
+        ));
     } else if let Some(checkpoint) = &checkpoint {
-        command.args(["--generator", checkpoint.to_str().unwrap()]);
+        command.arg("--generator").arg(checkpoint);
     }
-    let mut child = command
-        .args([
-            "--max-batch",
-            "8",
-            "--batch-wait-ms",
-            "10",
-            "--rate-burst",
-            "1000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = format!("http://{}", line.trim().trim_start_matches("listening on "));
+    let (_server, base) = start_server(command);
     let client = reqwest::Client::new();
     while client
         .get(format!("{base}/healthz"))
@@ -184,32 +164,6 @@ async fn main() {
             made as f64 / passes.max(1) as f64
         );
     }
-    for mut process in std::iter::once(child).chain(helpers) {
-        let _ = process.kill();
-        let _ = process.wait();
-    }
-}
-
-/// Debian's nats-server with JetStream on a free port; returns its URL.
-fn start_nats(store: &std::path::Path, helpers: &mut Vec<std::process::Child>) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    helpers.push(
-        Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (tests/setup installs it)"),
-    );
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    format!("nats://127.0.0.1:{port}")
 }
 
 /// Forward passes and the images they made so far, from the server's `s2v_batches_total` counters.

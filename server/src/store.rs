@@ -88,7 +88,8 @@ impl Store {
     pub async fn put_image(&self, png: Vec<u8>) -> std::io::Result<String> {
         let hash = hex::encode(Sha256::digest(&png));
         let name = format!("{hash}.png");
-        self.put("images", &name, png).await?;
+        // Content-addressed: an image that exists is already right.
+        self.put("images", &name, png, Existing::Keep).await?;
         Ok(hash)
     }
 
@@ -105,8 +106,13 @@ impl Store {
             return Err(std::io::Error::other("invalid generation id"));
         }
         let name = format!("{}.json", record.id);
-        self.put("generations", &name, serde_json::to_vec_pretty(record)?)
-            .await
+        self.put(
+            "generations",
+            &name,
+            serde_json::to_vec_pretty(record)?,
+            Existing::Replace,
+        )
+        .await
     }
 
     pub async fn generation(&self, id: &str) -> std::io::Result<Option<GenerationRecord>> {
@@ -120,14 +126,18 @@ impl Store {
     }
 
     /// Writes `dir/name` whole (callers have checked that `name` is a plain file name).
-    async fn put(&self, dir: &str, name: &str, bytes: Vec<u8>) -> std::io::Result<()> {
+    async fn put(
+        &self,
+        dir: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        existing: Existing,
+    ) -> std::io::Result<()> {
         match &self.backend {
             Backend::Local(root) => {
                 let path = root.join(dir).join(name);
-                let content_addressed = dir == "images";
                 tokio::task::spawn_blocking(move || {
-                    // Content-addressed images that exist are already right.
-                    if content_addressed && path.exists() {
+                    if existing == Existing::Keep && path.exists() {
                         return Ok(());
                     }
                     write_atomically(&path, &bytes)
@@ -135,6 +145,7 @@ impl Store {
                 .await
                 .map_err(std::io::Error::other)?
             }
+            // One PUT of equal bytes costs what checking for them would.
             Backend::Object { store, prefix } => store
                 .put(&prefix.clone().join(dir).join(name), bytes.into())
                 .await
@@ -165,6 +176,13 @@ impl Store {
             }
         }
     }
+}
+
+/// What a write does to an object that is already there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    Keep,
+    Replace,
 }
 
 /// A new random generation id: 128 bits, hex.

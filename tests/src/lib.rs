@@ -1,5 +1,7 @@
 //! Helpers for the integration tests: where the reference fixtures are, and how to compare with them.
 
+pub mod service;
+
 use std::path::{Path, PathBuf};
 
 use ndarray::ArrayD;

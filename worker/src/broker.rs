@@ -110,6 +110,8 @@ async fn job_stream(
 pub struct BrokerClient {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// The job stream, kept so that reading its depth is one request.
+    stream: stream::Stream,
     capacity: usize,
     in_flight: Arc<AtomicUsize>,
     workers: Arc<Mutex<HashMap<String, (Instant, Announcement)>>>,
@@ -125,7 +127,7 @@ impl BrokerClient {
             .await
             .with_context(|| format!("cannot connect to NATS at {url}"))?;
         let js = jetstream::new(client.clone());
-        job_stream(&js, Some(capacity.max(1))).await?;
+        let stream = job_stream(&js, Some(capacity.max(1))).await?;
         let workers: Arc<Mutex<HashMap<String, (Instant, Announcement)>>> = Default::default();
         let mut heartbeats = client.subscribe(HEARTBEAT_SUBJECT).await?;
         let seen = workers.clone();
@@ -142,6 +144,7 @@ impl BrokerClient {
         Ok(Self {
             client,
             js,
+            stream,
             capacity: capacity.max(1),
             in_flight: Default::default(),
             workers,
@@ -189,8 +192,7 @@ impl BrokerClient {
 
     /// Jobs waiting in the broker for a worker (all front ends').
     pub async fn waiting(&self) -> anyhow::Result<u64> {
-        let stream = self.js.get_stream(STREAM).await?;
-        Ok(stream.get_info().await?.state.messages)
+        Ok(self.stream.get_info().await?.state.messages)
     }
 
     /// Queues a request for the live workers' model; images arrive on the receiver in order of index.

@@ -64,11 +64,14 @@ impl ModelInfo {
                     .and_then(|s| s.to_str())
                     .unwrap_or("generator")
                     .to_string(),
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+                std::borrow::Cow::Owned(
+                    std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
             ),
             None => (
                 s2v_models::default_model::MODEL_ID.to_string(),
-                s2v_models::default_model::GENERATOR.to_vec(),
+                std::borrow::Cow::Borrowed(s2v_models::default_model::GENERATOR),
             ),
         };
         Ok(Self {

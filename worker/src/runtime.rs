@@ -197,14 +197,8 @@ pub fn check_request(request: &GenerationRequest, feature_dim: usize) -> Result<
     if request.count == 0 {
         return Err(SubmitError::Invalid("count must be at least 1".into()));
     }
-    if let Some(t) = request.truncation
-        && !(t.is_finite() && t >= s2v_models::generator::MIN_TRUNCATION)
-    {
-        return Err(SubmitError::Invalid(
-            s2v_models::generator::InvalidTruncation(t).to_string(),
-        ));
-    }
-    Ok(())
+    s2v_models::generator::check_truncation(request.truncation)
+        .map_err(|e| SubmitError::Invalid(e.to_string()))
 }
 
 /// Loads a generator (a checkpoint, or the embedded default model's when `None`) on the chosen device and

@@ -1,0 +1,120 @@
+//! Helpers for the tests and benchmarks that run the service's real processes on loopback: child processes
+//! that die with the test, free ports, `nats-server`, `s2v-server`'s announced address, request latents and
+//! server-sent events.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed when the test ends, however it ends.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `port` of loopback.
+pub fn wait_for_port(port: u16, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Debian's `nats-server` with JetStream, storing in `store`; returns it and its URL.
+pub fn start_nats(store: &Path) -> (Process, String) {
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs (Debian's `nats-server` package; tests/setup installs it)");
+    let process = Process(child);
+    wait_for_port(port, Duration::from_secs(10), "nats-server");
+    (process, format!("nats://127.0.0.1:{port}"))
+}
+
+/// Starts `command` (an `s2v-server` with its arguments) on a free port and returns it and its base URL,
+/// read from the line the server prints once it listens.
+pub fn start_server(mut command: Command) -> (Process, String) {
+    let mut child = command
+        .args(["--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s2v-server starts");
+    let stdout = child.stdout.take().unwrap();
+    let process = Process(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (process, format!("http://{addr}"))
+}
+
+/// A deterministic, non-zero latent of `dim` values.
+pub fn latent(seed: u32, dim: usize) -> Vec<f32> {
+    (0..dim)
+        .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+/// Takes the complete server-sent events off the front of `buffer`: `(event name, data)` of each.
+pub fn drain_events(buffer: &mut String) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let (mut name, mut data) = (String::new(), String::new());
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim());
+            }
+        }
+        if !name.is_empty() {
+            events.push((name, data));
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_taken_whole_and_partial_ones_wait() {
+        let mut buffer =
+            "event: image\ndata: {\"index\":0}\n\n: keep-alive\n\nevent: done\ndata: {}"
+                .to_string();
+        assert_eq!(
+            drain_events(&mut buffer),
+            [("image".to_string(), "{\"index\":0}".to_string())]
+        );
+        buffer.push_str("\n\n");
+        assert_eq!(
+            drain_events(&mut buffer),
+            [("done".to_string(), "{}".to_string())]
+        );
+        assert!(buffer.is_empty());
+    }
+}
