@@ -15,8 +15,11 @@ use s2v_worker::train::{
 
 type B = Autodiff<Flex>;
 
-/// A picture: a coloured disc or square on a transparent background.
+/// A picture: a coloured disc or square on a transparent background, shaded in a coarse checkered pattern of
+/// its own (derived from its colour), so that pictures differ in more than the colour that SimCLR's colour
+/// jitter and greyscale take away.
 fn picture(path: &Path, colour: [u8; 3], square: bool) {
+    let key = u32::from_le_bytes([colour[0], colour[1], colour[2], 1]);
     let mut img = RgbaImage::new(40, 30);
     for (x, y, p) in img.enumerate_pixels_mut() {
         let (dx, dy) = (x as i32 - 20, y as i32 - 15);
@@ -25,8 +28,11 @@ fn picture(path: &Path, colour: [u8; 3], square: bool) {
         } else {
             dx * dx + dy * dy < 100
         };
+        let cell = (x / 5) * 7 + y / 5;
+        let dark = key.wrapping_mul(0x9E37_79B9).rotate_left(cell % 32) & 1 == 1;
+        let shade = |c: u8| if dark { c / 3 } else { c };
         *p = if inside {
-            Rgba([colour[0], colour[1], colour[2], 255])
+            Rgba([shade(colour[0]), shade(colour[1]), shade(colour[2]), 255])
         } else {
             Rgba([0, 0, 0, 0])
         };
@@ -215,6 +221,8 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         recipe: recipe.clone(),
         seed: 7,
         max_steps_per_call: max_steps,
+        deadline: None,
+        stage_seconds: None,
         only: None,
     };
 
@@ -225,6 +233,16 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         .unwrap()
         .unwrap();
     assert_eq!(partial.step, 5);
+    // A call whose time is already up stops before its first step and leaves the checkpoint as it was.
+    let out_of_time = TrainOptions {
+        deadline: Some(std::time::Instant::now()),
+        ..options(&resumed, None)
+    };
+    assert!(!train::<B>(&out_of_time, &device).unwrap());
+    let unchanged = StageProgress::read(&resumed, Stage::ImageEncoder)
+        .unwrap()
+        .unwrap();
+    assert_eq!(unchanged.step, 5);
     assert!(
         StageProgress::read(&resumed, Stage::Generator)
             .unwrap()
@@ -284,6 +302,24 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
             .step,
         recipe.audio_steps
     );
+
+    // A time budget per stage that the first step uses up ends every stage there; the run is finished and
+    // exported, and a later call with the same budget trains no further.
+    let timed = dir.path().join("timed");
+    let budgeted = TrainOptions {
+        stage_seconds: Some([1e-9; 3]),
+        ..options(&timed, None)
+    };
+    for _ in 0..2 {
+        assert!(train::<B>(&budgeted, &device).unwrap());
+        for stage in [Stage::ImageEncoder, Stage::Generator, Stage::AudioEncoder] {
+            let progress = StageProgress::read(&timed, stage).unwrap().unwrap();
+            assert_eq!(progress.step, 1, "{stage:?}");
+        }
+    }
+    for file in [IMAGE_ENCODER_FILE, GENERATOR_FILE, AUDIO_ENCODER_FILE] {
+        assert!(timed.join(file).exists(), "{file} was not exported");
+    }
 }
 
 /// The shipped default model must decode into the default recipe's architecture and run.

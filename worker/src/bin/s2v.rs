@@ -83,12 +83,24 @@ enum Command {
         /// Stop after this many steps of the current stage (a checkpoint is written; run again to go on).
         #[arg(long)]
         max_steps: Option<usize>,
+        /// Stop with a checkpoint after the first step that ends this many seconds after the command started
+        /// (run again to go on).
+        #[arg(long, value_name = "SECONDS")]
+        time_limit: Option<f64>,
+        /// Give each stage at most this many seconds (summed over resumed calls, each call's setup of the
+        /// stage included); a stage that has used them ends at the step it reached. `--steps` stays the
+        /// upper bound.
+        #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"])]
+        stage_seconds: Option<Vec<f64>>,
         /// Train only this stage (after the image encoder, which both others need).
         #[arg(long, value_enum)]
         only: Option<Stage>,
         /// Override the preset's step counts: image encoder, generator, audio encoder.
         #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"])]
         steps: Option<Vec<usize>>,
+        /// Override the preset's batch sizes: image encoder, generator, audio encoder.
+        #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"])]
+        batches: Option<Vec<usize>>,
         /// Override the weight of the generator's L1 term towards the instance's own picture (0: pure IC-GAN).
         #[arg(long)]
         gan_reconstruction: Option<f32>,
@@ -271,15 +283,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             preset,
             seed,
             max_steps,
+            time_limit,
+            stage_seconds,
             only,
             steps,
+            batches,
             gan_reconstruction,
         } => {
+            let deadline = time_limit
+                .map(|seconds| {
+                    let limit = std::time::Duration::try_from_secs_f64(seconds)
+                        .ok()
+                        .and_then(|limit| std::time::Instant::now().checked_add(limit));
+                    anyhow::Context::with_context(limit, || {
+                        format!("--time-limit must be a number of seconds, got {seconds}")
+                    })
+                })
+                .transpose()?;
             let mut recipe = Recipe::preset(preset);
             if let Some(steps) = steps {
                 recipe.image_steps = steps[0];
                 recipe.gan_steps = steps[1];
                 recipe.audio_steps = steps[2];
+            }
+            let stage_seconds = stage_seconds
+                .map(|seconds| {
+                    anyhow::ensure!(
+                        seconds.iter().all(|s| s.is_finite() && *s >= 0.0),
+                        "--stage-seconds must be numbers of seconds, got {seconds:?}"
+                    );
+                    Ok([seconds[0], seconds[1], seconds[2]])
+                })
+                .transpose()?;
+            if let Some(batches) = batches {
+                anyhow::ensure!(
+                    batches.iter().all(|&b| b >= 2),
+                    "--batches must be at least 2 each (the losses contrast the samples of a batch)"
+                );
+                recipe.image_batch = batches[0];
+                recipe.gan_batch = batches[1];
+                recipe.audio_batch = batches[2];
             }
             if let Some(weight) = gan_reconstruction {
                 anyhow::ensure!(
@@ -294,6 +337,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 recipe,
                 seed,
                 max_steps_per_call: max_steps,
+                deadline,
+                stage_seconds,
                 only,
             };
             if dispatch(cli.device, TrainJob(options))? {

@@ -13,7 +13,7 @@ use s2v_models::loss::info_nce_l2;
 use s2v_models::{AudioEncoder, ImageEncoder, NetworkModule};
 use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
 
-use super::data::{PictureBank, SoundBank};
+use super::data::{PictureBank, SoundBank, par_samples};
 use super::{
     Stage, StageLoop, TrainOptions, load_module, load_optimizer, rows_tensor, save_module,
     save_optimizer, scalar, seed_stage,
@@ -82,8 +82,10 @@ pub(super) fn run<B: AutodiffBackend>(
         order.shuffle(&mut rng);
         let chosen = &order[..batch];
         let mut spectrograms = Vec::with_capacity(batch * FREQ_BINS * TIME_FRAMES);
-        for &i in chosen {
-            spectrograms.extend(sounds.augmented_spectrogram(i, &mut rng)?.data);
+        for spectrogram in par_samples(chosen, &mut rng, |i, rng| {
+            sounds.augmented_spectrogram(i, rng)
+        }) {
+            spectrograms.extend(spectrogram?.data);
         }
         let x = Tensor::<B, 4>::from_data(
             TensorData::new(spectrograms, [batch, 1, FREQ_BINS, TIME_FRAMES]),

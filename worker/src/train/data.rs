@@ -12,6 +12,23 @@ use s2v_shared::audio::{
     CLIP_SAMPLES, Spectrogram, clip_unit, fit_to_length, log_spectrogram, waveform_from_bytes,
 };
 
+/// One sample per index, built on all cores. Each sample gets its own random source, seeded from `rng` in
+/// order, so a batch is the same whatever the number of threads.
+pub fn par_samples<T: Send>(
+    indices: &[usize],
+    rng: &mut StdRng,
+    make: impl Fn(usize, &mut StdRng) -> T + Sync,
+) -> Vec<T> {
+    use rand::SeedableRng;
+    use rayon::prelude::*;
+    let seeds: Vec<u64> = indices.iter().map(|_| rng.random()).collect();
+    indices
+        .par_iter()
+        .zip(seeds)
+        .map(|(&index, seed)| make(index, &mut StdRng::seed_from_u64(seed)))
+        .collect()
+}
+
 /// Square RGB pictures at one resolution, channel-major, values in [0, 1].
 pub struct PictureBank {
     pub size: usize,

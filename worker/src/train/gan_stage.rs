@@ -15,7 +15,7 @@ use s2v_models::discriminator::Discriminator;
 use s2v_models::loss::{hinge_discriminator, hinge_generator};
 use s2v_models::{Generator, ImageEncoder, NetworkModule};
 
-use super::data::PictureBank;
+use super::data::{PictureBank, par_samples};
 use super::{
     Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer, rows_tensor,
     save_module, save_optimizer, scalar, seed_stage,
@@ -73,13 +73,10 @@ pub(super) fn run<B: AutodiffBackend>(
         let instances: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pictures.len()))
             .collect();
-        let reals: Vec<Vec<f32>> = instances
-            .iter()
-            .map(|&i| {
-                let options = &neighbours[i];
-                pictures.generator_target(options[rng.random_range(0..options.len())], &mut rng)
-            })
-            .collect();
+        let reals = par_samples(&instances, &mut rng, |i, rng| {
+            let options = &neighbours[i];
+            pictures.generator_target(options[rng.random_range(0..options.len())], rng)
+        });
         let condition = rows_tensor::<B>(
             &instances
                 .iter()

@@ -12,7 +12,7 @@ use s2v_models::loss::nt_xent;
 use s2v_models::projection::ProjectionHead;
 use s2v_models::{ImageEncoder, NetworkModule};
 
-use super::data::PictureBank;
+use super::data::{PictureBank, par_samples};
 use super::{
     Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer, save_module,
     save_optimizer, scalar, seed_stage,
@@ -55,14 +55,8 @@ pub(super) fn run<B: AutodiffBackend>(
         let chosen: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pictures.len()))
             .collect();
-        let first: Vec<Vec<f32>> = chosen
-            .iter()
-            .map(|&i| pictures.simclr_view(i, &mut rng))
-            .collect();
-        let second: Vec<Vec<f32>> = chosen
-            .iter()
-            .map(|&i| pictures.simclr_view(i, &mut rng))
-            .collect();
+        let first = par_samples(&chosen, &mut rng, |i, rng| pictures.simclr_view(i, rng));
+        let second = par_samples(&chosen, &mut rng, |i, rng| pictures.simclr_view(i, rng));
         let views = images_tensor::<B>([first, second].concat(), size, device);
         let projected = model.head.forward(model.encoder.forward(views));
         let halves = projected.chunk(2, 0);

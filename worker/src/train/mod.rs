@@ -114,9 +114,9 @@ impl Recipe {
                     resolution: 64,
                     image_encoder: ImageEncoderConfig {
                         in_channels: 3,
-                        stem_width: 4,
-                        stage_widths: vec![4, 4, 4, 4],
-                        stage_outputs: vec![8, 8, 8, feature_dim],
+                        stem_width: 8,
+                        stage_widths: vec![8, 8, 8, 8],
+                        stage_outputs: vec![16, 16, 16, feature_dim],
                         blocks_per_stage: vec![1, 1, 1, 1],
                         input_size: 64,
                     },
@@ -128,8 +128,8 @@ impl Recipe {
                     discriminator: DiscriminatorConfig::biggan(1, 64, feature_dim),
                     audio_encoder: AudioEncoderConfig {
                         in_channels: 1,
-                        stem_width: 4,
-                        stage_widths: vec![4, 4, 4, 4],
+                        stem_width: 8,
+                        stage_widths: vec![8, 8, 8, 8],
                         blocks_per_stage: vec![1, 1, 1, 1],
                         embedding_dim: feature_dim,
                     },
@@ -141,7 +141,7 @@ impl Recipe {
                     // On here so that the training test covers the term's code path.
                     gan_reconstruction: 1.0,
                     audio_steps: 40,
-                    audio_batch: 4,
+                    audio_batch: 6,
                     checkpoint_every: 8,
                 }
             }
@@ -158,6 +158,14 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) once this many steps of the current stage have run in this call: for tests of
     /// resuming, and for training in slices.
     pub max_steps_per_call: Option<usize>,
+    /// Stop (with a checkpoint) after the first step that ends past this moment: for training on a machine
+    /// lent for a while. The schedule does not depend on the step count, so a later call can end the stage
+    /// where this one stopped (`--steps`) or go on.
+    pub deadline: Option<Instant>,
+    /// Training time of each stage (image encoder, generator, audio encoder) in seconds, summed over resumed
+    /// calls: a stage that has used its time ends at the step it reached, as if that were its step count. For
+    /// a fixed time on a machine whose speed is not known beforehand.
+    pub stage_seconds: Option<[f64; 3]>,
     /// Train only this stage (and the image encoder it depends on); the generator and the audio encoder are
     /// independent, so two processes can train them at once.
     pub only: Option<Stage>,
@@ -282,6 +290,10 @@ struct StageLoop<'a> {
     interval: Vec<(String, f64)>,
     interval_steps: usize,
     steps_this_call: usize,
+    /// `--stage-seconds` for this stage.
+    budget: Option<f64>,
+    /// The stage has used its budget; decided only when a step ends, so that a checkpoint marks the end.
+    out_of_time: bool,
 }
 
 impl<'a> StageLoop<'a> {
@@ -296,7 +308,11 @@ impl<'a> StageLoop<'a> {
         );
         bar.set_prefix(stage.name());
         bar.reset_eta();
+        let budget = options.stage_seconds.map(|seconds| seconds[stage as usize]);
+        let out_of_time = progress.step > 0 && budget.is_some_and(|b| progress.seconds >= b);
         Ok(Self {
+            budget,
+            out_of_time,
             stage,
             options,
             total,
@@ -319,17 +335,24 @@ impl<'a> StageLoop<'a> {
     }
 
     fn finished(&self) -> bool {
-        self.progress.step >= self.total
+        self.progress.step >= self.total || self.out_of_time
+    }
+
+    fn seconds(&self) -> f64 {
+        self.seconds_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Whether this call has run its share: `--max-steps` steps, or past `--time-limit`.
+    fn slice_done(&self) -> bool {
+        self.options
+            .max_steps_per_call
+            .is_some_and(|m| self.steps_this_call >= m)
+            || self.options.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// The next step to run and its random source, or `None` when the stage or this call's slice is done.
     fn next_step(&mut self) -> Option<(usize, StdRng)> {
-        if self.finished()
-            || self
-                .options
-                .max_steps_per_call
-                .is_some_and(|m| self.steps_this_call >= m)
-        {
+        if self.finished() || self.slice_done() {
             return None;
         }
         let step = self.progress.step;
@@ -340,6 +363,7 @@ impl<'a> StageLoop<'a> {
     fn record(&mut self, losses: &[(&str, f64)]) -> bool {
         self.progress.step += 1;
         self.steps_this_call += 1;
+        self.out_of_time |= self.budget.is_some_and(|b| self.seconds() >= b);
         self.interval_steps += 1;
         for (name, value) in losses {
             match self.interval.iter_mut().find(|(n, _)| n == name) {
@@ -350,15 +374,11 @@ impl<'a> StageLoop<'a> {
         let message: Vec<String> = losses.iter().map(|(n, v)| format!("{n} {v:.3}")).collect();
         self.bar.set_message(message.join(", "));
         self.bar.set_position(self.progress.step as u64);
-        let slice_done = self
-            .options
-            .max_steps_per_call
-            .is_some_and(|m| self.steps_this_call >= m);
         self.progress
             .step
             .is_multiple_of(self.options.recipe.checkpoint_every.max(1))
             || self.finished()
-            || slice_done
+            || self.slice_done()
     }
 
     /// Writes the interval's mean losses and the step count (after the caller saved weights and optimiser).
@@ -372,7 +392,7 @@ impl<'a> StageLoop<'a> {
             self.progress.losses.push((self.progress.step, means));
             self.interval_steps = 0;
         }
-        self.progress.seconds = self.seconds_before + self.started.elapsed().as_secs_f64();
+        self.progress.seconds = self.seconds();
         self.progress.write(&self.options.out, self.stage)
     }
 
