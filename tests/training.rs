@@ -115,6 +115,7 @@ fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
         out: out.clone(),
         unpacked: Some(dir.path().join("unpacked")),
         test_every: 3,
+        gcompris: false,
     })
     .unwrap();
     assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
@@ -165,6 +166,164 @@ fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
     assert!(error.contains("held-out item"), "{error}");
 }
 
+/// GCompris's archives in miniature: instruments with drawings, farm animals with photos, and their sounds.
+fn gcompris_tree(root: &Path) {
+    use s2v_worker::dataset::qt_resources::write_resources;
+    let scratch = root.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let tone = |hz: f64| {
+        let path = scratch.join(format!("{hz}.wav"));
+        sound(&path, hz);
+        std::fs::read(path).unwrap()
+    };
+    let drawing = br##"<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">
+        <rect x="5" y="5" width="30" height="10" fill="#202020"/><text x="0" y="10">violin</text></svg>"##;
+    let mut photo = Vec::new();
+    image::DynamicImage::ImageRgba8(RgbaImage::from_pixel(16, 12, Rgba([200, 120, 40, 255])))
+        .write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut photo))
+        .unwrap();
+    let rcc = root.join("usr/share/gcompris-qt/rcc");
+    std::fs::create_dir_all(&rcc).unwrap();
+    let base = "gcompris/src/activities";
+    let (violin, drums, chickens, cow) = (tone(1250.0), tone(80.0), tone(600.0), tone(110.0));
+    std::fs::write(
+        rcc.join("instruments.rcc"),
+        write_resources(&[
+            (
+                &format!("{base}/instruments/resource/violin.ogg"),
+                &violin,
+                true,
+            ),
+            (
+                &format!("{base}/instruments/resource/violin.svg"),
+                drawing,
+                true,
+            ),
+            (
+                &format!("{base}/instruments/resource/background.svg"),
+                drawing,
+                false,
+            ),
+            // A sound without a picture is left out.
+            (
+                &format!("{base}/instruments/resource/drum_kit.ogg"),
+                &drums,
+                false,
+            ),
+            (
+                &format!("{base}/instruments/resource/README"),
+                b"drum_kit.ogg: http://example.org/29534  Creative Commons Sampling Plus 1.0 License.\n\n\
+                  Copyright: 2008 someone\nLicense: GPLv3\nFiles:\nbackground.svg\nviolin.svg\n",
+                false,
+            ),
+        ]),
+    )
+    .unwrap();
+    std::fs::write(
+        rcc.join("explore_farm_animals.rcc"),
+        write_resources(&[
+            (
+                &format!("{base}/explore_farm_animals/resource/animals/chickens.ogg"),
+                &chickens,
+                true,
+            ),
+            (
+                &format!("{base}/explore_farm_animals/resource/animals/chicken.webp"),
+                &photo,
+                false,
+            ),
+            (
+                &format!("{base}/explore_farm_animals/resource/animals/cow.ogg"),
+                &cow,
+                true,
+            ),
+            (
+                &format!("{base}/explore_farm_animals/resource/animals/cow.svg"),
+                drawing,
+                true,
+            ),
+            (
+                &format!("{base}/explore_farm_animals/resource/animals/README"),
+                b"Copyright: Someone\nLicense: CC0-1.0\nSource: https://example.org/x.jpg\nFiles:\n\
+                  chicken.webp\n\nLicense: GPLv3\nFiles:\nchickens.ogg\n",
+                true,
+            ),
+        ]),
+    )
+    .unwrap();
+    let doc = root.join("usr/share/doc/gcompris-qt-data");
+    std::fs::create_dir_all(&doc).unwrap();
+    std::fs::write(doc.join("copyright"), "Files: *\nLicense: GPL-3+\n").unwrap();
+}
+
+#[test]
+fn gcompris_adds_its_instruments_and_farm_animals_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("unpacked");
+    package_tree(&unpacked);
+    gcompris_tree(&unpacked);
+    let out = dir.path().join("data");
+    let summary = build_default(&BuildOptions {
+        out: out.clone(),
+        unpacked: Some(unpacked),
+        test_every: 3,
+        gcompris: true,
+    })
+    .unwrap();
+    assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
+    assert_eq!(summary.pairs_train + summary.pairs_test, 9 + 3);
+
+    let dataset = Dataset::open(&out).unwrap();
+    let item = |name: &str| {
+        dataset
+            .pairs
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{name} is missing"))
+    };
+    let violin = item("gcompris_instruments_violin");
+    assert_eq!(violin.category, "instrument");
+    // Each file's licence from the README beside it, else the package's.
+    assert_eq!(violin.licence, "sound: GPL-3+; picture: GPLv3");
+    assert_eq!(
+        item("gcompris_explore_farm_animals_chicken").licence,
+        "sound: GPLv3; picture: CC0-1.0"
+    );
+    assert!(
+        violin
+            .source
+            .starts_with("gcompris-qt-data:instruments.rcc/")
+    );
+    assert_eq!(
+        item("gcompris_explore_farm_animals_chicken").category,
+        "bird"
+    );
+    assert_eq!(item("gcompris_explore_farm_animals_cow").category, "mammal");
+    // One thing in two packages is one group: both violins are held out, or neither.
+    assert_eq!(violin.split, item("tuxpaint_hobbies_music_violin").split);
+
+    // The drawing is drawn: a dark bar across the middle of a white square.
+    let picture = image::open(dataset.pair_image(violin)).unwrap().to_rgb8();
+    assert_eq!(picture.dimensions(), (128, 128));
+    assert!(
+        picture.get_pixel(64, 64)[0] < 80,
+        "{:?}",
+        picture.get_pixel(64, 64)
+    );
+    assert!(
+        picture.get_pixel(64, 5)[0] > 240,
+        "{:?}",
+        picture.get_pixel(64, 5)
+    );
+    let photo = image::open(dataset.pair_image(item("gcompris_explore_farm_animals_chicken")))
+        .unwrap()
+        .to_rgb8();
+    let centre = photo.get_pixel(64, 64);
+    assert!((i32::from(centre[0]) - 200).abs() < 12, "{centre:?}");
+    let wav = hound::WavReader::open(dataset.pair_audio(violin)).unwrap();
+    assert_eq!(wav.spec().sample_rate, 16_000);
+}
+
 /// Every tensor of two safetensors files is bit-identical (the files' metadata may be ordered differently).
 fn assert_same_tensors(a: &Path, b: &Path) {
     let (bytes_a, bytes_b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
@@ -211,6 +370,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         out: data.clone(),
         unpacked: Some(dir.path().join("unpacked")),
         test_every: 3,
+        gcompris: false,
     })
     .unwrap();
     let recipe = Recipe::preset(Preset::Tiny);

@@ -3,6 +3,8 @@
 //! Tux Paint's stamps pair a picture with a real sound effect for about a hundred items; its other stamps and a
 //! selection of Openclipart's categories form the image-only set. The packages come from `apt-get download`
 //! (the only network access) and are unpacked with `dpkg-deb`; every item records its package's licence.
+//! On request GCompris adds its instruments (drawings) and farm animals (photos) with their sounds, read from
+//! its Qt resource archives.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,10 +14,20 @@ use anyhow::{Context, Result, bail};
 use image::{DynamicImage, GenericImageView, ImageBuffer, Rgb, RgbImage, imageops::FilterType};
 use s2v_shared::audio::{SAMPLE_RATE, decode_audio, resample};
 
+use super::qt_resources::{Resource, read_resources};
 use super::{IMAGE_ONLY_DIR, Item, PAIRS_CSV, Split, write_items};
 
 pub const TUXPAINT_PACKAGE: &str = "tuxpaint-stamps-default";
 pub const OPENCLIPART_PACKAGE: &str = "openclipart-png";
+pub const GCOMPRIS_PACKAGE: &str = "gcompris-qt-data";
+const GCOMPRIS_RCC: &str = "usr/share/gcompris-qt/rcc";
+/// GCompris's archives of pictures with sounds: (archive, category of its items; `None`: birds or mammals).
+const GCOMPRIS_ARCHIVES: [(&str, Option<&str>); 2] = [
+    ("instruments.rcc", Some("instrument")),
+    ("explore_farm_animals.rcc", None),
+];
+/// Farm animals that are birds; the others are mammals.
+const FARM_BIRDS: [&str; 6] = ["chicken", "duck", "owl", "rooster", "goose", "turkey"];
 const TUXPAINT_STAMPS: &str = "usr/share/tuxpaint/stamps";
 const OPENCLIPART_PNG: &str = "usr/share/openclipart/png";
 /// Openclipart's folders whose pictures resemble the paired categories.
@@ -37,6 +49,9 @@ pub struct BuildOptions {
     pub unpacked: Option<PathBuf>,
     /// One held-out item in this many per category (by sound group).
     pub test_every: usize,
+    /// Also pair GCompris's instruments and farm animals with their sounds. The held-out split moves with the
+    /// items, so a model is evaluated on a build made the way its training data was.
+    pub gcompris: bool,
 }
 
 #[derive(Debug, Default)]
@@ -50,7 +65,13 @@ pub struct BuildSummary {
 pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
     let root = match &options.unpacked {
         Some(root) => root.clone(),
-        None => fetch_and_unpack(&options.out)?,
+        None => {
+            let mut packages = vec![TUXPAINT_PACKAGE, OPENCLIPART_PACKAGE];
+            if options.gcompris {
+                packages.push(GCOMPRIS_PACKAGE);
+            }
+            fetch_and_unpack(&options.out, &packages)?
+        }
     };
     let tuxpaint_root = root.join(TUXPAINT_STAMPS);
     if !tuxpaint_root.is_dir() {
@@ -102,6 +123,69 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
             }
         }
     }
+    if options.gcompris {
+        let licence = package_licence(&root, GCOMPRIS_PACKAGE);
+        for (archive, category) in GCOMPRIS_ARCHIVES {
+            let path = root.join(GCOMPRIS_RCC).join(archive);
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!(
+                    "reading {}: is {GCOMPRIS_PACKAGE} unpacked?",
+                    path.display()
+                )
+            })?;
+            let resources =
+                read_resources(&bytes).with_context(|| format!("reading {}", path.display()))?;
+            let licences = resource_licences(&resources);
+            let licence_of = |resource: &Resource| {
+                licences
+                    .get(resource.path.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| licence.clone())
+            };
+            for (stem, sound, picture) in gcompris_pairs(&resources) {
+                let archive_stem = archive.trim_end_matches(".rcc");
+                let name = item_name("gcompris", Path::new(&format!("{archive_stem}/{stem}")));
+                let converted = convert_audio_bytes(
+                    &sound.data,
+                    Some("ogg"),
+                    &audios_dir.join(format!("{name}.wav")),
+                )
+                .and_then(|()| {
+                    save_picture(
+                        &decode_picture(picture)?,
+                        &images_dir.join(format!("{name}.jpg")),
+                    )
+                });
+                match converted {
+                    Ok(()) => pairs.push(Item {
+                        name,
+                        category: category
+                            .unwrap_or(if FARM_BIRDS.contains(&stem.as_str()) {
+                                "bird"
+                            } else {
+                                "mammal"
+                            })
+                            .to_string(),
+                        source: format!(
+                            "{GCOMPRIS_PACKAGE}:{archive}/{}",
+                            sound.path.trim_end_matches(".ogg")
+                        ),
+                        licence: format!(
+                            "sound: {}; picture: {}",
+                            licence_of(sound),
+                            licence_of(picture)
+                        ),
+                        split: Split::Train,
+                    }),
+                    Err(e) => {
+                        summary
+                            .skipped
+                            .push(format!("{}:{}: {e:#}", path.display(), sound.path))
+                    }
+                }
+            }
+        }
+    }
     let openclipart_root = root.join(OPENCLIPART_PNG);
     for folder in OPENCLIPART_FOLDERS {
         let dir = openclipart_root.join(folder);
@@ -138,12 +222,103 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
     Ok(summary)
 }
 
+/// The sounds of a GCompris archive with the picture of the same thing beside them: `<name>.ogg` with
+/// `<name>.webp` (a photo) or else `<name>.svg` (a drawing), also when the sound's name is the plural
+/// (`chickens.ogg` with `chicken.webp`). Sounds without a picture are left out.
+fn gcompris_pairs(resources: &[Resource]) -> Vec<(String, &Resource, &Resource)> {
+    let by_path: BTreeMap<&str, &Resource> =
+        resources.iter().map(|r| (r.path.as_str(), r)).collect();
+    let mut pairs = Vec::new();
+    for sound in resources {
+        let Some(base) = sound.path.strip_suffix(".ogg") else {
+            continue;
+        };
+        let singular = base.strip_suffix('s').unwrap_or(base);
+        let picture = [base, singular].into_iter().find_map(|b| {
+            ["webp", "svg"]
+                .iter()
+                .find_map(|ext| by_path.get(format!("{b}.{ext}").as_str()).copied())
+                .map(|picture| (b, picture))
+        });
+        if let Some((matched, picture)) = picture {
+            let stem = matched.rsplit('/').next().unwrap_or(matched).to_lowercase();
+            pairs.push((stem, sound, picture));
+        }
+    }
+    pairs
+}
+
+/// Each file's licence, from the `README` files beside GCompris's resources: blocks of `License: L` followed
+/// by `Files:` and one file name a line, and lines such as `drum_kit.ogg: <source> <licence>`. Files that no
+/// README names take the package's licence.
+fn resource_licences(resources: &[Resource]) -> BTreeMap<String, String> {
+    let mut licences = BTreeMap::new();
+    for readme in resources.iter().filter(|r| r.path.ends_with("/README")) {
+        let folder = &readme.path[..readme.path.len() - "README".len()];
+        let text = String::from_utf8_lossy(&readme.data);
+        let (mut licence, mut listing) = (None::<String>, false);
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() {
+                (licence, listing) = (None, false);
+            } else if let Some(value) = line.strip_prefix("License:") {
+                licence = Some(value.trim().to_string());
+            } else if line == "Files:" {
+                listing = true;
+            } else if listing && !line.contains(':') {
+                if let Some(licence) = &licence {
+                    licences.insert(format!("{folder}{line}"), licence.clone());
+                }
+            } else if let Some((file, note)) = line.split_once(": ")
+                && !file.contains(' ')
+                && file.contains('.')
+                && note.to_lowercase().contains("licen")
+            {
+                // The note is a source address and then the licence's name.
+                let named = note.split_once(' ').map_or(note, |(_, rest)| rest);
+                licences.insert(format!("{folder}{file}"), named.trim().to_string());
+            }
+        }
+    }
+    licences
+}
+
+/// A picture from an archive: SVG drawn at 256 px on its longest side (text left out), anything else decoded.
+fn decode_picture(picture: &Resource) -> Result<DynamicImage> {
+    if !picture.path.ends_with(".svg") {
+        return Ok(image::load_from_memory(&picture.data)?);
+    }
+    let tree = resvg::usvg::Tree::from_data(&picture.data, &resvg::usvg::Options::default())?;
+    let size = tree.size();
+    let scale = 256.0 / size.width().max(size.height()).max(1.0);
+    let (w, h) = (
+        (size.width() * scale).ceil().max(1.0) as u32,
+        (size.height() * scale).ceil().max(1.0) as u32,
+    );
+    let mut pixmap =
+        resvg::tiny_skia::Pixmap::new(w, h).context("an SVG of no size cannot be drawn")?;
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::from_scale(scale, scale),
+        &mut pixmap.as_mut(),
+    );
+    let rgba: Vec<u8> = pixmap
+        .pixels()
+        .iter()
+        .flat_map(|p| {
+            let c = p.demultiply();
+            [c.red(), c.green(), c.blue(), c.alpha()]
+        })
+        .collect();
+    let buffer = image::RgbaImage::from_raw(w, h, rgba).context("an SVG's pixels")?;
+    Ok(DynamicImage::ImageRgba8(buffer))
+}
+
 /// Downloads the packages into `out/debs` (unless already there) and unpacks them into `out/unpacked`.
-fn fetch_and_unpack(out: &Path) -> Result<PathBuf> {
+fn fetch_and_unpack(out: &Path, packages: &[&str]) -> Result<PathBuf> {
     let debs = out.join("debs");
     let unpacked = out.join("unpacked");
     std::fs::create_dir_all(&debs)?;
-    for package in [TUXPAINT_PACKAGE, OPENCLIPART_PACKAGE] {
+    for &package in packages {
         let existing = || -> Result<Option<PathBuf>> {
             Ok(std::fs::read_dir(&debs)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -297,8 +472,11 @@ fn hold_out(pairs: &mut [Item], every: usize) {
 /// Decodes any supported audio, brings it to 16 kHz mono and writes 16-bit PCM WAV.
 fn convert_audio(source: &Path, target: &Path) -> Result<()> {
     let bytes = std::fs::read(source)?;
-    let hint = source.extension().and_then(|e| e.to_str());
-    let decoded = decode_audio(&bytes, hint)?;
+    convert_audio_bytes(&bytes, source.extension().and_then(|e| e.to_str()), target)
+}
+
+fn convert_audio_bytes(bytes: &[u8], hint: Option<&str>, target: &Path) -> Result<()> {
+    let decoded = decode_audio(bytes, hint)?;
     let samples = resample(&decoded.samples, decoded.sample_rate, SAMPLE_RATE)?;
     let spec = hound::WavSpec {
         channels: 1,
@@ -321,8 +499,11 @@ fn convert_image(source: &Path, target: &Path) -> Result<()> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(2 << 30);
     reader.limits(limits);
-    let picture = reader.decode()?;
-    square_on_white(&picture, STORED_SIZE).save_with_format(target, image::ImageFormat::Jpeg)?;
+    save_picture(&reader.decode()?, target)
+}
+
+fn save_picture(picture: &DynamicImage, target: &Path) -> Result<()> {
+    square_on_white(picture, STORED_SIZE).save_with_format(target, image::ImageFormat::Jpeg)?;
     Ok(())
 }
 
@@ -343,6 +524,32 @@ pub fn square_on_white(picture: &DynamicImage, size: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn licences_come_from_the_readmes_beside_the_resources() {
+        let readme = Resource {
+            path: "a/resource/README".into(),
+            data: b"drum_kit.ogg: http://www.freesound.org/x?id=29534  Creative Commons Sampling Plus 1.0 \
+                    License.\nall other ogg files are released under the GPL\n\nCopyright: 2020 T. G.\n\
+                    License: CC-BY-SA 4.0\nFiles:\ncat.svg\ndog.svg\n\nCopyright: B. C.\nLicense: GPLv3\n\
+                    Files:\ncat.ogg\n"
+                .to_vec(),
+        };
+        let licences = resource_licences(&[readme]);
+        let get = |file: &str| {
+            licences
+                .get(&format!("a/resource/{file}"))
+                .map(String::as_str)
+        };
+        assert_eq!(
+            get("drum_kit.ogg"),
+            Some("Creative Commons Sampling Plus 1.0 License.")
+        );
+        assert_eq!(get("cat.svg"), Some("CC-BY-SA 4.0"));
+        assert_eq!(get("dog.svg"), Some("CC-BY-SA 4.0"));
+        assert_eq!(get("cat.ogg"), Some("GPLv3"));
+        assert_eq!(get("dog.ogg"), None);
+    }
 
     #[test]
     fn categories_follow_both_packages_folders() {

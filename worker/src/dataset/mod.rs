@@ -3,6 +3,7 @@
 //! name, category, source, licence and split. Data prepared from VGGSound or VEGAS this way trains the same code.
 
 pub mod build;
+pub mod qt_resources;
 
 use std::path::{Path, PathBuf};
 
