@@ -12,6 +12,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use image::{DynamicImage, GenericImageView, ImageBuffer, Rgb, RgbImage, imageops::FilterType};
+use rayon::prelude::*;
 use s2v_shared::audio::{SAMPLE_RATE, decode_audio, resample};
 
 use super::qt_resources::{Resource, read_resources};
@@ -94,33 +95,42 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
 
     let mut pairs = Vec::new();
     let mut image_only = Vec::new();
+    let mut stamps = Vec::new();
     for png in find_files(&tuxpaint_root, "png")? {
         let relative = png.strip_prefix(&tuxpaint_root)?.with_extension("");
         // Letters, digits and faces: glyphs with spoken names, not scenes with sounds.
-        if relative.starts_with("symbols") {
-            continue;
+        if !relative.starts_with("symbols") {
+            stamps.push((png, relative));
         }
-        let name = item_name("tuxpaint", &relative);
-        let item = Item {
-            name: name.clone(),
-            category: category_of(&relative),
-            source: format!("{TUXPAINT_PACKAGE}:{}", relative.display()),
-            licence: tuxpaint_licence.clone(),
-            split: Split::Train,
-        };
-        let sound = png.with_extension("ogg");
-        if sound.exists() {
-            let converted = convert_audio(&sound, &audios_dir.join(format!("{name}.wav")))
-                .and_then(|()| convert_image(&png, &images_dir.join(format!("{name}.jpg"))));
-            match converted {
-                Ok(()) => pairs.push(item),
-                Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
-            }
-        } else {
-            match convert_image(&png, &image_only_dir.join(format!("{name}.jpg"))) {
-                Ok(()) => image_only.push(item),
-                Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
-            }
+    }
+    // Decoding and resizing the pictures is most of the build: all cores, the items kept in file order.
+    let converted: Vec<_> = stamps
+        .par_iter()
+        .map(|(png, relative)| {
+            let name = item_name("tuxpaint", relative);
+            let sound = png.with_extension("ogg");
+            let paired = sound.exists();
+            let result = if paired {
+                convert_audio(&sound, &audios_dir.join(format!("{name}.wav")))
+                    .and_then(|()| convert_image(png, &images_dir.join(format!("{name}.jpg"))))
+            } else {
+                convert_image(png, &image_only_dir.join(format!("{name}.jpg")))
+            };
+            let item = Item {
+                name,
+                category: category_of(relative),
+                source: format!("{TUXPAINT_PACKAGE}:{}", relative.display()),
+                licence: tuxpaint_licence.clone(),
+                split: Split::Train,
+            };
+            (png, paired, item, result)
+        })
+        .collect();
+    for (png, paired, item, result) in converted {
+        match result {
+            Ok(()) if paired => pairs.push(item),
+            Ok(()) => image_only.push(item),
+            Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
         }
     }
     if options.gcompris {
@@ -187,24 +197,32 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
         }
     }
     let openclipart_root = root.join(OPENCLIPART_PNG);
+    let mut clipart = Vec::new();
     for folder in OPENCLIPART_FOLDERS {
         let dir = openclipart_root.join(folder);
-        if !dir.is_dir() {
-            continue;
+        if dir.is_dir() {
+            clipart.extend(find_files(&dir, "png")?);
         }
-        for png in find_files(&dir, "png")? {
+    }
+    let converted: Vec<_> = clipart
+        .par_iter()
+        .map(|png| -> Result<Item> {
             let relative = png.strip_prefix(&openclipart_root)?.with_extension("");
             let name = item_name("openclipart", &relative);
-            match convert_image(&png, &image_only_dir.join(format!("{name}.jpg"))) {
-                Ok(()) => image_only.push(Item {
-                    name,
-                    category: category_of(&relative),
-                    source: format!("{OPENCLIPART_PACKAGE}:{}", relative.display()),
-                    licence: openclipart_licence.clone(),
-                    split: Split::Train,
-                }),
-                Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
-            }
+            convert_image(png, &image_only_dir.join(format!("{name}.jpg")))?;
+            Ok(Item {
+                name,
+                category: category_of(&relative),
+                source: format!("{OPENCLIPART_PACKAGE}:{}", relative.display()),
+                licence: openclipart_licence.clone(),
+                split: Split::Train,
+            })
+        })
+        .collect();
+    for (png, result) in clipart.iter().zip(converted) {
+        match result {
+            Ok(item) => image_only.push(item),
+            Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
         }
     }
     if pairs.is_empty() {
