@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use s2v_tests::service::{Process, drain_events, latent, start_nats};
+use s2v_tests::service::{
+    Process, get_json, get_status, get_text, latent, read_events, start_nats,
+};
 use serde_json::{Value, json};
 
 fn s2v_binary() -> PathBuf {
@@ -61,36 +63,21 @@ async fn run_generation(
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        for (name, data) in drain_events(&mut buffer) {
-            if name == "image" {
-                let _ = first.send(());
-            }
-            out.push((name, serde_json::from_str(&data).unwrap()));
+    read_events(response, |name, _| {
+        if name == "image" {
+            let _ = first.send(());
         }
-    }
-    out
-}
-
-async fn status(client: &reqwest::Client, url: String) -> u16 {
-    client.get(url).send().await.unwrap().status().as_u16()
+    })
+    .await
+    .into_iter()
+    .map(|(name, data, _)| (name, data))
+    .collect()
 }
 
 async fn wait_for_workers(client: &reqwest::Client, base: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = get_text(client, base, "/metrics").await;
         if metrics.contains(&format!("s2v_workers {count}")) {
             return;
         }
@@ -205,7 +192,7 @@ async fn a_killed_workers_jobs_are_redelivered_and_none_is_lost() {
     let client = reqwest::Client::new();
 
     // No worker yet: the service says so instead of queueing jobs nobody takes.
-    assert_eq!(status(&client, format!("{base}/healthz")).await, 503);
+    assert_eq!(get_status(&client, &base, "/healthz").await, 503);
     let response = client
         .post(format!("{base}/api/generate"))
         .json(&json!({"latent": latent(0, 2048), "count": 1}))
@@ -223,14 +210,7 @@ async fn a_killed_workers_jobs_are_redelivered_and_none_is_lost() {
         &["--max-batch", "2"],
     );
     wait_for_workers(&client, &base, 2).await;
-    let openapi: Value = client
-        .get(format!("{base}/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi = get_json(&client, &base, "/api/openapi.json").await;
     assert!(openapi.to_string().contains("2048"));
 
     // Eight generations of four images at once; the doomed worker is killed as soon as the first image
@@ -276,21 +256,14 @@ async fn a_killed_workers_jobs_are_redelivered_and_none_is_lost() {
             assert_eq!(data["index"], i);
         }
         let id = events[4].1["id"].as_str().unwrap().to_string();
-        let record: Value = client
-            .get(format!("{base}/api/generations/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let record = get_json(&client, &base, &format!("/api/generations/{id}")).await;
         assert_eq!(record["model"]["id"], "generator");
         records.push(record);
     }
     for record in &records {
         for hash in record["images"].as_array().unwrap() {
-            let url = format!("{base}/img/{}.png", hash.as_str().unwrap());
-            assert_eq!(status(&client, url).await, 200);
+            let path = format!("/img/{}.png", hash.as_str().unwrap());
+            assert_eq!(get_status(&client, &base, &path).await, 200);
         }
     }
     // Different seeds, different pictures: no redelivered job was answered with another job's images.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use s2v_tests::service::{Process, drain_events, free_port, wait_for_port};
-use serde_json::{Value, json};
+use s2v_tests::service::{Process, free_port, get_json, read_events, wait_for_port};
+use serde_json::json;
 
 /// `$S2V_MOTO_SERVER`, else the virtual environment `tests/setup` makes, else `moto_server` on the PATH.
 fn moto_server() -> PathBuf {
@@ -67,33 +67,19 @@ async fn generations_live_in_the_bucket_and_survive_a_restart() {
     let latent = s2v_tests::service::latent(5, 2048);
     let (id, images) = {
         let (_server, base) = start_server(dir.path(), &endpoint);
-        let body = client
+        let response = client
             .post(format!("{base}/api/generate"))
             .json(&json!({"latent": latent, "count": 2, "seed": 5}))
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
             .unwrap();
-        let mut buffer = body.clone();
-        let events = drain_events(&mut buffer);
-        let (_, done) = events
+        let events = read_events(response, |_, _| ()).await;
+        let (_, done, _) = events
             .iter()
-            .find(|(name, _)| name == "done")
-            .unwrap_or_else(|| panic!("no done event in {body}"));
-        let id = serde_json::from_str::<Value>(done).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let record: Value = client
-            .get(format!("{base}/api/generations/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .find(|(name, _, _)| name == "done")
+            .unwrap_or_else(|| panic!("no done event in {events:?}"));
+        let id = done["id"].as_str().unwrap().to_string();
+        let record = get_json(&client, &base, &format!("/api/generations/{id}")).await;
         let images: Vec<String> = record["images"]
             .as_array()
             .unwrap()

@@ -5,8 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use futures_util::StreamExt;
-use s2v_tests::service::{Process, drain_events};
+use s2v_tests::service::{Process, get_json, get_status, get_text, read_events};
 use serde_json::{Value, json};
 
 struct Server {
@@ -39,37 +38,7 @@ fn latent(seed: u32) -> Vec<f32> {
 /// The events of a `text/event-stream` response, with the time each arrived.
 async fn events(response: reqwest::Response) -> Vec<(String, Value, Instant)> {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        for (name, data) in drain_events(&mut buffer) {
-            out.push((name, serde_json::from_str(&data).unwrap(), Instant::now()));
-        }
-    }
-    out
-}
-
-async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> Value {
-    client
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn get_status(client: &reqwest::Client, base: &str, path: &str) -> u16 {
-    client
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    read_events(response, |_, _| ()).await
 }
 
 async fn generate(client: &reqwest::Client, base: &str, body: Value) -> reqwest::Response {
@@ -340,14 +309,7 @@ async fn a_full_queue_answers_429_and_batches_form_under_load() {
         "served {served}, refused {refused}"
     );
 
-    let metrics = client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &server.base, "/metrics").await;
     let count = |size: usize| -> f64 {
         metrics
             .lines()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use burn::backend::Flex;
 use futures_util::StreamExt;
 use s2v_models::{Generator, GeneratorConfig, NetworkModule};
-use s2v_tests::service::{Process, latent, start_nats, start_server};
+use s2v_tests::service::{Process, get_text, latent, start_nats, start_server};
 use serde_json::json;
 
 const REQUESTS_PER_CLIENT: usize = 2;
@@ -168,14 +168,7 @@ async fn main() {
 
 /// Forward passes and the images they made so far, from the server's `s2v_batches_total` counters.
 async fn batch_totals(client: &reqwest::Client, base: &str) -> (u64, u64) {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(client, base, "/metrics").await;
     text.lines()
         .filter_map(|line| line.strip_prefix("s2v_batches_total{size=\""))
         .filter_map(|rest| {

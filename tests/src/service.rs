@@ -97,6 +97,62 @@ pub fn drain_events(buffer: &mut String) -> Vec<(String, String)> {
     events
 }
 
+/// `GET base + path`, its body as JSON.
+pub async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `GET base + path`, its body as text.
+pub async fn get_text(client: &reqwest::Client, base: &str, path: &str) -> String {
+    client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `GET base + path`, its status.
+pub async fn get_status(client: &reqwest::Client, base: &str, path: &str) -> u16 {
+    client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The server-sent events of a response as `(name, JSON data, when it arrived)`, read to the stream's end;
+/// `each` sees every event as it arrives.
+pub async fn read_events(
+    response: reqwest::Response,
+    mut each: impl FnMut(&str, &serde_json::Value),
+) -> Vec<(String, serde_json::Value, Instant)> {
+    use futures_util::StreamExt;
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        for (name, data) in drain_events(&mut buffer) {
+            let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+            each(&name, &data);
+            out.push((name, data, Instant::now()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,12 +85,12 @@ enum Command {
         max_steps: Option<usize>,
         /// Stop with a checkpoint after the first step that ends this many seconds after the command started
         /// (run again to go on).
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
         time_limit: Option<f64>,
         /// Give each stage at most this many seconds (summed over resumed calls, each call's setup of the
         /// stage included); a stage that has used them ends at the step it reached. `--steps` stays the
         /// upper bound.
-        #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"])]
+        #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"], value_parser = parse_seconds)]
         stage_seconds: Option<Vec<f64>>,
         /// Train only this stage (after the image encoder, which both others need).
         #[arg(long, value_enum)]
@@ -99,7 +99,7 @@ enum Command {
         #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"])]
         steps: Option<Vec<usize>>,
         /// Override the preset's batch sizes: image encoder, generator, audio encoder.
-        #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"])]
+        #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"], value_parser = parse_batch)]
         batches: Option<Vec<usize>>,
         /// Override the weight of the generator's L1 term towards the instance's own picture (0: pure IC-GAN).
         #[arg(long)]
@@ -294,36 +294,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             batches,
             gan_reconstruction,
         } => {
-            let deadline = time_limit
-                .map(|seconds| {
-                    let limit = std::time::Duration::try_from_secs_f64(seconds)
-                        .ok()
-                        .and_then(|limit| std::time::Instant::now().checked_add(limit));
-                    anyhow::Context::with_context(limit, || {
-                        format!("--time-limit must be a number of seconds, got {seconds}")
-                    })
-                })
-                .transpose()?;
+            let deadline = time_limit.map(|seconds| {
+                std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds)
+            });
             let mut recipe = Recipe::preset(preset);
             if let Some(steps) = steps {
                 recipe.image_steps = steps[0];
                 recipe.gan_steps = steps[1];
                 recipe.audio_steps = steps[2];
             }
-            let stage_seconds = stage_seconds
-                .map(|seconds| {
-                    anyhow::ensure!(
-                        seconds.iter().all(|s| s.is_finite() && *s >= 0.0),
-                        "--stage-seconds must be numbers of seconds, got {seconds:?}"
-                    );
-                    Ok([seconds[0], seconds[1], seconds[2]])
-                })
-                .transpose()?;
+            let stage_seconds = stage_seconds.map(|s| [s[0], s[1], s[2]]);
             if let Some(batches) = batches {
-                anyhow::ensure!(
-                    batches.iter().all(|&b| b >= 2),
-                    "--batches must be at least 2 each (the losses contrast the samples of a batch)"
-                );
                 recipe.image_batch = batches[0];
                 recipe.gan_batch = batches[1];
                 recipe.audio_batch = batches[2];
@@ -440,6 +421,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Seconds for `--time-limit` and `--stage-seconds`: at least 0 and at most ten years, so that adding them
+/// to the clock cannot overflow.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    const TEN_YEARS: f64 = 10.0 * 365.25 * 24.0 * 3600.0;
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.0..=TEN_YEARS).contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "expected seconds from 0 to {TEN_YEARS}, got {text:?}"
+        )),
+    }
+}
+
+/// A batch size for `--batches`: at least 2, as the losses contrast the samples of a batch.
+fn parse_batch(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(batch) if batch >= 2 => Ok(batch),
+        _ => Err(format!(
+            "expected a batch of at least 2 (the losses contrast its samples), got {text:?}"
+        )),
+    }
 }
 
 fn default_worker_name() -> String {
