@@ -214,6 +214,22 @@ fn bad_inputs_give_clear_errors() {
         "missing.wav",
     );
 
+    // A given image encoder leaves stage (a) nothing to train.
+    fails(
+        &[
+            "train",
+            "--data",
+            s(&path("data")),
+            "--out",
+            s(&path("run")),
+            "--image-encoder",
+            s(&path("encoder.safetensors")),
+            "--only",
+            "image-encoder",
+        ],
+        "nothing to do",
+    );
+
     // A checkpoint of another network names the tensor it lacks.
     fails(
         &[

@@ -104,6 +104,10 @@ enum Command {
         /// Override the weight of the generator's L1 term towards the instance's own picture (0: pure IC-GAN).
         #[arg(long)]
         gan_reconstruction: Option<f32>,
+        /// Use this trained image encoder, frozen, instead of training one (stage a); it must match the
+        /// preset's resolution and feature width.
+        #[arg(long, value_name = "FILE")]
+        image_encoder: Option<PathBuf>,
     },
     /// Judges a model on a data set's held-out pairs; writes report.json and pictures to --out.
     Eval {
@@ -293,7 +297,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             steps,
             batches,
             gan_reconstruction,
+            image_encoder,
         } => {
+            anyhow::ensure!(
+                !(image_encoder.is_some() && only == Some(Stage::ImageEncoder)),
+                "--image-encoder replaces the image encoder's training, so --only image-encoder has nothing to do"
+            );
             let deadline = time_limit.map(|seconds| {
                 std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds)
             });
@@ -325,6 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 deadline,
                 stage_seconds,
                 only,
+                image_encoder,
             };
             if dispatch(cli.device, TrainJob(options))? {
                 eprintln!("all three networks are trained: {}", out.display());

@@ -1,8 +1,9 @@
 //! Stage (b): IC-GAN's generator `G(z, f)` and discriminator `D(x, f)` on pictures only. An instance's
 //! feature `f` (from the frozen image encoder) conditions both; the real images shown to `D` for it are drawn
 //! from the instance's nearest neighbours in feature space, so `G` learns the neighbourhood's distribution.
-//! Hinge loss, spectral norm in `D`, Adam with beta1 = 0, as BigGAN trains; optionally an L1 term towards the
-//! instance's own picture (`Recipe::gan_reconstruction`).
+//! Hinge loss, spectral norm in `D`, Adam with beta1 = 0, as BigGAN trains; a moving average of `G`'s weights
+//! is what the stage exports (BigGAN's `G_ema`), and DiffAugment guards `D` against memorising a small data set.
+//! Optionally an L1 term towards the instance's own picture (`Recipe::gan_reconstruction`).
 
 use anyhow::Result;
 use burn::module::AutodiffModule;
@@ -16,6 +17,8 @@ use s2v_models::loss::{hinge_discriminator, hinge_generator};
 use s2v_models::{Generator, ImageEncoder, NetworkModule};
 
 use super::data::{PictureBank, par_samples};
+use super::diff_augment::DiffAugment;
+use super::ema;
 use super::{
     Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer, rows_tensor,
     save_module, save_optimizer, scalar, seed_stage,
@@ -59,17 +62,34 @@ pub(super) fn run<B: AutodiffBackend>(
         dir.join("discriminator"),
         dir.join("generator-optimizer"),
         dir.join("discriminator-optimizer"),
+        dir.join("generator-average"),
     ];
+    let averaging = recipe.gan_ema_decay > 0.0;
+    let mut average = averaging.then(|| generator.valid());
     if stage.resuming() {
         generator = load_module(generator, &paths[0].with_extension("mpk"), device)?;
         discriminator = load_module(discriminator, &paths[1].with_extension("mpk"), device)?;
         g_optimizer = load_optimizer(g_optimizer, &paths[2].with_extension("mpk"), device)?;
         d_optimizer = load_optimizer(d_optimizer, &paths[3].with_extension("mpk"), device)?;
+        if averaging {
+            average = Some(load_module(
+                generator.valid(),
+                &paths[4].with_extension("mpk"),
+                device,
+            )?);
+        }
     }
     let batch = recipe.gan_batch.max(2);
     let dim_z = recipe.generator.dim_z();
     let resolution = recipe.resolution;
-    while let Some((_, mut rng)) = stage.next_step() {
+    let augment = |images: Tensor<B, 4>, rng: &mut rand::rngs::StdRng| {
+        if recipe.gan_diff_augment {
+            DiffAugment::draw(batch, resolution, rng).apply(images)
+        } else {
+            images
+        }
+    };
+    while let Some((step, mut rng)) = stage.next_step() {
         let instances: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pictures.len()))
             .collect();
@@ -97,8 +117,8 @@ pub(super) fn run<B: AutodiffBackend>(
             .detach();
         let real = images_tensor::<B>(reals, resolution, device);
         let d_loss = hinge_discriminator(
-            discriminator.forward(real, condition.clone()),
-            discriminator.forward(fake, condition.clone()),
+            discriminator.forward(augment(real, &mut rng), condition.clone()),
+            discriminator.forward(augment(fake, &mut rng), condition.clone()),
         );
         let d_value = scalar(&d_loss);
         let grads = GradientsParams::from_grads(d_loss.backward(), &discriminator);
@@ -106,7 +126,8 @@ pub(super) fn run<B: AutodiffBackend>(
 
         // Generator step through the updated discriminator, plus the reconstruction term.
         let fake = generator.forward(noise(&mut rng), condition.clone());
-        let adversarial = hinge_generator(discriminator.forward(fake.clone(), condition));
+        let adversarial =
+            hinge_generator(discriminator.forward(augment(fake.clone(), &mut rng), condition));
         let g_value = scalar(&adversarial);
         let (g_loss, l1_value) = if recipe.gan_reconstruction > 0.0 {
             let own = images_tensor::<B>(
@@ -128,18 +149,30 @@ pub(super) fn run<B: AutodiffBackend>(
         };
         let grads = GradientsParams::from_grads(g_loss.backward(), &generator);
         generator = g_optimizer.step(GENERATOR_RATE, generator, grads);
+        if let Some(previous) = average.take() {
+            // Until `gan_ema_start` the average follows the generator, as BigGAN's `ema_start`.
+            let decay = if step < recipe.gan_ema_start {
+                0.0
+            } else {
+                recipe.gan_ema_decay
+            };
+            average = Some(ema::blend(previous, &generator.valid(), decay)?);
+        }
 
         if stage.record(&[("d-hinge", d_value), ("g-hinge", g_value), ("l1", l1_value)]) {
             save_module(&generator, &paths[0])?;
             save_module(&discriminator, &paths[1])?;
             save_optimizer(&g_optimizer, &paths[2])?;
             save_optimizer(&d_optimizer, &paths[3])?;
+            if let Some(average) = &average {
+                save_module(average, &paths[4])?;
+            }
             stage.commit()?;
         }
     }
     let done = stage.finished();
     stage.finish();
-    Ok(done.then(|| generator.valid()))
+    Ok(done.then(|| average.unwrap_or_else(|| generator.valid())))
 }
 
 /// For each (L2-normalised) feature, the indices of its `k` nearest by cosine similarity, itself included.
