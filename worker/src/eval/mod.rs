@@ -1,7 +1,7 @@
 //! `s2v eval`: how well a model's pictures of held-out sounds show the sound's category.
 //!
-//! A classifier trained on the training pictures alone judges (i) images generated from held-out sounds,
-//! (ii) the retrieval baseline (the training picture nearest to the audio feature) and (iii) the held-out items'
+//! A classifier trained on the training pictures alone judges (i) images generated from held-out sounds (and,
+//! to judge the generator alone, from the held-out pictures' image features), (ii) the retrieval baseline (the training picture nearest to the audio feature) and (iii) the held-out items'
 //! real pictures (the upper bound). Beside R@1/R@5 it measures the modality gap between audio and visual
 //! features (Sound2Vision Sec. 4.4), and draws a grid per category, the volume and mixing controls, and a 2-D
 //! plot of the features.
@@ -70,6 +70,9 @@ pub struct Report {
     pub samples_per_sound: usize,
     pub chance: Recall,
     pub generated: Recall,
+    /// Images generated from the held-out pictures' own image features: the generator judged apart from the
+    /// audio encoder.
+    pub generated_from_pictures: Recall,
     pub retrieval_baseline: Recall,
     pub real_pictures: Recall,
     pub geometry: Geometry,
@@ -224,6 +227,21 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
         &generated_classes,
     );
 
+    // (i b) generated from the held-out pictures' image features: what the generator makes of `f_V`'s
+    // features, which bounds what it can make of sounds aligned to them.
+    let mut from_pictures = Vec::new();
+    let mut from_pictures_classes = Vec::new();
+    for (i, feature) in test_visual.iter().enumerate() {
+        for image in generate(feature, samples, options.seed + i as u64)? {
+            from_pictures.push(image);
+            from_pictures_classes.push(test_classes[i]);
+        }
+    }
+    let from_pictures_recall = recall(
+        &classify(&judge, &from_pictures, size, device)?,
+        &from_pictures_classes,
+    );
+
     // (ii) retrieval: the training picture whose feature is nearest to the audio feature.
     let library = PictureBank::load(training.iter().map(|(p, _)| p.as_path()), size)?;
     let library_visual = normalised(&visual_of(&library)?);
@@ -359,6 +377,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
         samples_per_sound: samples,
         chance,
         generated: generated_recall,
+        generated_from_pictures: from_pictures_recall,
         retrieval_baseline: retrieval_recall,
         real_pictures: real_recall,
         geometry,
