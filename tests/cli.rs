@@ -229,6 +229,18 @@ fn bad_inputs_give_clear_errors() {
         ],
         "nothing to do",
     );
+    fails(
+        &[
+            "train",
+            "--data",
+            s(&path("data")),
+            "--out",
+            s(&path("run")),
+            "--gan-reconstruction",
+            "NaN",
+        ],
+        "at least 0",
+    );
 
     // A checkpoint of another network names the tensor it lacks.
     fails(

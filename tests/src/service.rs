@@ -97,39 +97,24 @@ pub fn drain_events(buffer: &mut String) -> Vec<(String, String)> {
     events
 }
 
+/// `GET base + path`.
+async fn get(client: &reqwest::Client, base: &str, path: &str) -> reqwest::Response {
+    client.get(format!("{base}{path}")).send().await.unwrap()
+}
+
 /// `GET base + path`, its body as JSON.
 pub async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
-    client
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get(client, base, path).await.json().await.unwrap()
 }
 
 /// `GET base + path`, its body as text.
 pub async fn get_text(client: &reqwest::Client, base: &str, path: &str) -> String {
-    client
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get(client, base, path).await.text().await.unwrap()
 }
 
 /// `GET base + path`, its status.
 pub async fn get_status(client: &reqwest::Client, base: &str, path: &str) -> u16 {
-    client
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    get(client, base, path).await.status().as_u16()
 }
 
 /// The server-sent events of a response as `(name, JSON data, when it arrived)`, read to the stream's end;

@@ -102,7 +102,7 @@ enum Command {
         #[arg(long, num_args = 3, value_names = ["IMAGE", "GAN", "AUDIO"], value_parser = parse_batch)]
         batches: Option<Vec<usize>>,
         /// Override the weight of the generator's L1 term towards the instance's own picture (0: pure IC-GAN).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_weight)]
         gan_reconstruction: Option<f32>,
         /// Use this trained image encoder, frozen, instead of training one (stage a); it must match the
         /// preset's resolution and feature width.
@@ -319,10 +319,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 recipe.audio_batch = batches[2];
             }
             if let Some(weight) = gan_reconstruction {
-                anyhow::ensure!(
-                    weight.is_finite() && weight >= 0.0,
-                    "--gan-reconstruction must be a number of at least 0, got {weight}"
-                );
                 recipe.gan_reconstruction = weight;
             }
             let options = TrainOptions {
@@ -442,6 +438,14 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
         _ => Err(format!(
             "expected seconds from 0 to {TEN_YEARS}, got {text:?}"
         )),
+    }
+}
+
+/// A loss weight for `--gan-reconstruction`: a finite number of at least 0.
+fn parse_weight(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(weight) if weight.is_finite() && weight >= 0.0 => Ok(weight),
+        _ => Err(format!("expected a number of at least 0, got {text:?}")),
     }
 }
 

@@ -212,16 +212,22 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let test_audio = audio_of(&test_sounds.waveforms)?;
     let test_visual = visual_of(&test_pictures)?;
 
-    // (i) generated pictures of held-out sounds.
+    // Images generated from each feature row, with the row's category for each image.
     let samples = options.samples.max(1);
-    let mut generated = Vec::new();
-    let mut generated_classes = Vec::new();
-    for (i, feature) in test_audio.iter().enumerate() {
-        for image in generate(feature, samples, options.seed + i as u64)? {
-            generated.push(image);
-            generated_classes.push(test_classes[i]);
+    let generate_all = |features: &[Vec<f32>]| -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+        let mut images = Vec::new();
+        let mut classes = Vec::new();
+        for (i, feature) in features.iter().enumerate() {
+            for image in generate(feature, samples, options.seed + i as u64)? {
+                images.push(image);
+                classes.push(test_classes[i]);
+            }
         }
-    }
+        Ok((images, classes))
+    };
+
+    // (i) generated pictures of held-out sounds.
+    let (generated, generated_classes) = generate_all(&test_audio)?;
     let generated_recall = recall(
         &classify(&judge, &generated, size, device)?,
         &generated_classes,
@@ -229,14 +235,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
 
     // (i b) generated from the held-out pictures' image features: what the generator makes of `f_V`'s
     // features, which bounds what it can make of sounds aligned to them.
-    let mut from_pictures = Vec::new();
-    let mut from_pictures_classes = Vec::new();
-    for (i, feature) in test_visual.iter().enumerate() {
-        for image in generate(feature, samples, options.seed + i as u64)? {
-            from_pictures.push(image);
-            from_pictures_classes.push(test_classes[i]);
-        }
-    }
+    let (from_pictures, from_pictures_classes) = generate_all(&test_visual)?;
     let from_pictures_recall = recall(
         &classify(&judge, &from_pictures, size, device)?,
         &from_pictures_classes,

@@ -269,6 +269,12 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> 
         options.out.join("recipe.json"),
         serde_json::to_string_pretty(&options.recipe)?,
     )?;
+    // A given encoder is checked before thousands of pictures are read.
+    let frozen = options
+        .image_encoder
+        .as_deref()
+        .map(|path| frozen_image_encoder::<B::InnerBackend>(path, &options.recipe, device))
+        .transpose()?;
     let training_pictures = dataset.training_images();
     let pictures = data::PictureBank::load(
         training_pictures.iter().map(|(p, _)| p.as_path()),
@@ -279,8 +285,8 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> 
         pictures.len(),
         dataset.pairs_in(crate::dataset::Split::Train).count()
     );
-    let image_encoder = match &options.image_encoder {
-        Some(path) => frozen_image_encoder::<B::InnerBackend>(path, &options.recipe, device)?,
+    let image_encoder = match frozen {
+        Some(encoder) => encoder,
         None => match image_stage::run::<B>(options, &pictures, device)? {
             Some(encoder) => encoder,
             None => return Ok(false),
