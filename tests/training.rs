@@ -8,6 +8,7 @@ use image::{Rgba, RgbaImage};
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
 use s2v_worker::dataset::build::{BuildOptions, build_default};
 use s2v_worker::dataset::{Dataset, Split};
+use s2v_worker::eval::{EvalOptions, evaluate};
 use s2v_worker::train::{
     AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe, Stage, StageProgress,
     TrainOptions, train,
@@ -521,6 +522,71 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     for file in [IMAGE_ENCODER_FILE, GENERATOR_FILE, AUDIO_ENCODER_FILE] {
         assert!(timed.join(file).exists(), "{file} was not exported");
     }
+
+    evaluation_judges_every_held_out_sound(&data, &straight, &dir.path().join("eval"));
+}
+
+/// `s2v eval` end to end on a trained toy model: every held-out sound is judged in every row of the report,
+/// the figures are drawn at the sizes their contents need, and a second run (which reuses the classifier it
+/// saved) gives the same report.
+fn evaluation_judges_every_held_out_sound(data: &Path, model: &Path, out: &Path) {
+    let options = EvalOptions {
+        data: data.to_path_buf(),
+        model: Some(model.to_path_buf()),
+        out: out.to_path_buf(),
+        seed: 3,
+        samples: 2,
+        classifier_steps: 8,
+    };
+    let report = evaluate::<B>(&options, &Default::default()).unwrap();
+
+    let dataset = Dataset::open(data).unwrap();
+    let held_out: Vec<_> = dataset.pairs_in(Split::Test).collect();
+    let categories = dataset.categories();
+    assert_eq!(report.categories, categories);
+    assert_eq!(report.held_out_sounds, held_out.len());
+    assert_eq!(report.chance.r1, 1.0 / categories.len() as f64);
+    for (row, judged) in [
+        (&report.generated, 2 * held_out.len()),
+        (&report.generated_from_pictures, 2 * held_out.len()),
+        (&report.retrieval_baseline, held_out.len()),
+        (&report.real_pictures, held_out.len()),
+    ] {
+        assert_eq!(row.judged, judged, "{row:?}");
+        assert!((0.0..=1.0).contains(&row.r1) && row.r1 <= row.r5, "{row:?}");
+    }
+    assert_eq!(
+        report.geometry.pairs,
+        dataset.pairs_in(Split::Train).count() + held_out.len()
+    );
+    assert!(report.geometry.gap.is_finite() && report.geometry.paired_cosine.is_finite());
+    let gains: Vec<f64> = report.volume.iter().map(|v| v.0).collect();
+    assert_eq!(gains, [0.1, 0.3, 1.0, 3.0]);
+    let mixable = (0..held_out.len())
+        .flat_map(|i| (i + 1..held_out.len()).map(move |j| (i, j)))
+        .filter(|&(i, j)| held_out[i].category != held_out[j].category)
+        .count();
+    assert_eq!(report.mixed_pairs, mixable.min(12));
+
+    // The grid has a row per category with a held-out sound: gutter 4, tiles of 64 px drawn at twice the size.
+    let rows = categories
+        .iter()
+        .filter(|c| held_out.iter().any(|i| &i.category == *c))
+        .count() as u32;
+    let grid = image::open(out.join("grid.png")).unwrap();
+    assert_eq!(grid.height(), 4 + rows * (128 + 4));
+    for figure in ["volume.png", "mixing.png", "features.png"] {
+        image::open(out.join(figure)).unwrap_or_else(|e| panic!("{figure}: {e}"));
+    }
+    let written = std::fs::read_to_string(out.join("report.json")).unwrap();
+    assert_eq!(written, serde_json::to_string_pretty(&report).unwrap());
+
+    assert!(out.join("classifier.mpk").exists());
+    let again = evaluate::<B>(&options, &Default::default()).unwrap();
+    assert_eq!(
+        serde_json::to_string(&again).unwrap(),
+        serde_json::to_string(&report).unwrap()
+    );
 }
 
 /// The shipped default model must decode into the default recipe's architecture and run.
