@@ -333,7 +333,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 image_encoder,
             };
             if dispatch(cli.device, TrainJob(options))? {
-                eprintln!("all three networks are trained: {}", out.display());
+                match only {
+                    Some(stage) => eprintln!("{} is trained: {}", stage.name(), out.display()),
+                    None => eprintln!("all three networks are trained: {}", out.display()),
+                }
             } else {
                 eprintln!(
                     "stopped with a checkpoint in {}; run again to go on",

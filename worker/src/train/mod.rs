@@ -202,7 +202,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Stage::ImageEncoder => "image-encoder",
             Stage::Generator => "generator",
@@ -454,6 +454,24 @@ impl<'a> StageLoop<'a> {
             self.interval_steps = 0;
         }
         self.progress.seconds = self.seconds();
+        // Without a terminal (a log file, a remote job) the bar draws nothing: a line per checkpoint keeps a
+        // record of the run.
+        if self.bar.is_hidden() {
+            let per_step = (self.steps_this_call > 0)
+                .then(|| self.started.elapsed().as_secs_f64() / self.steps_this_call as f64);
+            let losses = self.progress.losses.last().map_or(&[][..], |(_, l)| l);
+            eprintln!(
+                "{}",
+                checkpoint_line(
+                    self.stage,
+                    self.progress.step,
+                    self.total,
+                    losses,
+                    self.progress.seconds,
+                    per_step
+                )
+            );
+        }
         self.progress.write(&self.options.out, self.stage)
     }
 
@@ -470,6 +488,27 @@ impl<'a> StageLoop<'a> {
             );
         }
     }
+}
+
+/// One checkpoint of a stage as a line of text: step, the interval's mean losses, time.
+fn checkpoint_line(
+    stage: Stage,
+    step: usize,
+    total: usize,
+    losses: &[(String, f64)],
+    seconds: f64,
+    seconds_per_step: Option<f64>,
+) -> String {
+    let losses: Vec<String> = losses
+        .iter()
+        .map(|(n, v)| format!(", {n} {v:.4}"))
+        .collect();
+    let rate = seconds_per_step.map_or(String::new(), |s| format!(", {s:.2} s per step"));
+    format!(
+        "{}: checkpoint at step {step}/{total}{} ({seconds:.0} s in all{rate})",
+        stage.name(),
+        losses.concat()
+    )
 }
 
 /// Saves a module's weights (with their parameter ids, which the optimiser state refers to).
@@ -536,5 +575,26 @@ impl crate::device::OnBackend for TrainJob {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<bool> {
         train::<burn::backend::Autodiff<B>>(&self.0, &device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_line_names_the_stage_step_losses_and_time() {
+        let losses = [
+            ("d-hinge".to_string(), 1.23456),
+            ("g-hinge".to_string(), 0.5),
+        ];
+        assert_eq!(
+            checkpoint_line(Stage::Generator, 150, 1300, &losses, 270.4, Some(1.8)),
+            "generator: checkpoint at step 150/1300, d-hinge 1.2346, g-hinge 0.5000 (270 s in all, 1.80 s per step)"
+        );
+        assert_eq!(
+            checkpoint_line(Stage::AudioEncoder, 3, 3, &[], 12.0, None),
+            "audio-encoder: checkpoint at step 3/3 (12 s in all)"
+        );
     }
 }
