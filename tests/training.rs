@@ -117,6 +117,7 @@ fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
         unpacked: Some(dir.path().join("unpacked")),
         test_every: 3,
         gcompris: false,
+        soundfont: false,
     })
     .unwrap();
     assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
@@ -165,6 +166,192 @@ fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
     s2v_worker::dataset::write_items(&out.join("image_only/items.csv"), &leaked).unwrap();
     let error = Dataset::open(&out).unwrap_err().to_string();
     assert!(error.contains("held-out item"), "{error}");
+}
+
+/// A SoundFont of two presets, a violin (0:40) and the percussion set (128:0), both playing one looped 400 Hz
+/// sine whose original pitch is key 67.
+fn sound_font(path: &Path) {
+    fn chunk(id: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut bytes = id.to_vec();
+        bytes.extend((body.len() as u32).to_le_bytes());
+        bytes.extend(body);
+        bytes
+    }
+    fn list(kind: &[u8; 4], chunks: &[Vec<u8>]) -> Vec<u8> {
+        let mut body = kind.to_vec();
+        for c in chunks {
+            body.extend(c);
+        }
+        chunk(b"LIST", &body)
+    }
+    fn name(text: &str) -> Vec<u8> {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.resize(20, 0);
+        bytes
+    }
+    let u16s =
+        |values: &[u16]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let u32s =
+        |values: &[u32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    const LENGTH: u32 = 8_000;
+    let mut samples: Vec<u8> = (0..LENGTH)
+        .flat_map(|i| {
+            let v = (2.0 * std::f64::consts::PI * 400.0 * f64::from(i) / 16_000.0).sin();
+            ((v * 20_000.0) as i16).to_le_bytes()
+        })
+        .collect();
+    samples.extend([0u8; 2 * 46]);
+    let preset = |title: &str, program: u16, bank: u16, bag: u16| {
+        [name(title), u16s(&[program, bank, bag]), u32s(&[0, 0, 0])].concat()
+    };
+    let phdr = [
+        preset("Violin", 40, 0, 0),
+        preset("Drums", 0, 128, 1),
+        preset("EOP", 0, 0, 2),
+    ]
+    .concat();
+    const INSTRUMENT: u16 = 41;
+    const SAMPLE_MODES: u16 = 54;
+    const SAMPLE_ID: u16 = 53;
+    let pdta = list(
+        b"pdta",
+        &[
+            chunk(b"phdr", &phdr),
+            chunk(b"pbag", &u16s(&[0, 0, 1, 0, 2, 0])),
+            chunk(b"pmod", &[0; 10]),
+            chunk(b"pgen", &u16s(&[INSTRUMENT, 0, INSTRUMENT, 0, 0, 0])),
+            chunk(
+                b"inst",
+                &[name("Sine"), u16s(&[0]), name("EOI"), u16s(&[1])].concat(),
+            ),
+            chunk(b"ibag", &u16s(&[0, 0, 2, 0])),
+            chunk(b"imod", &[0; 10]),
+            chunk(b"igen", &u16s(&[SAMPLE_MODES, 1, SAMPLE_ID, 0, 0, 0])),
+            chunk(
+                b"shdr",
+                &[
+                    name("Sine"),
+                    u32s(&[0, LENGTH, 0, LENGTH, 16_000]),
+                    vec![67, 0],
+                    u16s(&[0, 1]),
+                    name("EOS"),
+                    vec![0; 26],
+                ]
+                .concat(),
+            ),
+        ],
+    );
+    let info = list(
+        b"INFO",
+        &[
+            chunk(b"ifil", &u16s(&[2, 1])),
+            chunk(b"isng", b"EMU8000\0"),
+            chunk(b"INAM", b"test\0\0"),
+        ],
+    );
+    let sdta = list(b"sdta", &[chunk(b"smpl", &samples)]);
+    let riff = chunk(b"RIFF", &[b"sfbk".to_vec(), info, sdta, pdta].concat());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, riff).unwrap();
+}
+
+#[test]
+fn the_soundfont_plays_the_instruments_that_instrument_pictures_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("unpacked");
+    package_tree(&unpacked);
+    let music = unpacked.join("usr/share/openclipart/png/recreation/music");
+    for (i, name) in [
+        "violin_ganson",
+        "maracas_ganson",
+        "trumpet_ganson",
+        "treble_clef_01",
+    ]
+    .iter()
+    .enumerate()
+    {
+        picture(
+            &music.join(format!("{name}.png")),
+            [60 * i as u8, 90, 200],
+            i % 2 == 0,
+        );
+    }
+    sound_font(&unpacked.join("usr/share/sounds/sf2/FluidR3_GM.sf2"));
+    let doc = unpacked.join("usr/share/doc/fluid-soundfont-gm");
+    std::fs::create_dir_all(&doc).unwrap();
+    std::fs::write(
+        doc.join("copyright"),
+        "License:\n\n \"I hereby release Fluid under the MIT license, as described in COPYING.\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("data");
+    let summary = build_default(&BuildOptions {
+        out: out.clone(),
+        unpacked: Some(unpacked),
+        test_every: 3,
+        gcompris: false,
+        soundfont: true,
+    })
+    .unwrap();
+    // The SoundFont has no trumpet: that picture stays without a sound, and the build says why.
+    assert_eq!(summary.skipped.len(), 1, "{:?}", summary.skipped);
+    assert!(
+        summary.skipped[0].contains("trumpet_ganson") && summary.skipped[0].contains("0:56"),
+        "{:?}",
+        summary.skipped
+    );
+
+    let dataset = Dataset::open(&out).unwrap();
+    let pair = |name: &str| dataset.pairs.iter().find(|i| i.name == name);
+    let violin = pair("openclipart_recreation_music_violin_ganson").expect("the violin is paired");
+    assert_eq!(violin.category, "instrument");
+    assert_eq!(
+        violin.licence,
+        "picture: unknown: no copyright file; sound: MIT (fluid-soundfont-gm: Violin)".replace(
+            "no copyright file",
+            &format!(
+                "no {}",
+                dir.path()
+                    .join("unpacked/usr/share/doc/openclipart-png/copyright")
+                    .display()
+            )
+        )
+    );
+    // One thing, one group: the clip-art violin is held out exactly when Tux Paint's is.
+    let stamp = pair("tuxpaint_hobbies_music_violin").unwrap();
+    assert_eq!(violin.split, stamp.split);
+    assert!(pair("openclipart_recreation_music_maracas_ganson").is_some());
+    for stays in ["trumpet_ganson", "treble_clef_01"] {
+        let name = format!("openclipart_recreation_music_{stays}");
+        assert!(pair(&name).is_none());
+        assert!(dataset.image_only.iter().any(|i| i.name == name));
+    }
+    // The picture moved from the image-only set to the pairs.
+    assert!(dataset.pair_image(violin).exists());
+    assert!(
+        !out.join("image_only/images")
+            .join(format!("{}.jpg", violin.name))
+            .exists()
+    );
+
+    // Four notes of half a second, the chord for three notes' time, one second of ring; the first note is the
+    // violin's root, key 67: the sample's own 400 Hz.
+    let wav = hound::WavReader::open(dataset.pair_audio(violin)).unwrap();
+    assert_eq!((wav.spec().sample_rate, wav.spec().channels), (16_000, 1));
+    let samples: Vec<f64> = wav
+        .into_samples::<i16>()
+        .map(|s| f64::from(s.unwrap()) / f64::from(i16::MAX))
+        .collect();
+    assert_eq!(samples.len(), 72_000);
+    let peak = samples.iter().fold(0f64, |m, s| m.max(s.abs()));
+    assert!((peak - 0.5).abs() < 0.01, "peak {peak}");
+    let first_note = &samples[800..6_400];
+    let crossings = first_note
+        .windows(2)
+        .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+        .count() as f64;
+    let hz = crossings / 2.0 / (first_note.len() as f64 / 16_000.0);
+    assert!((hz - 400.0).abs() < 20.0, "the first note is at {hz} Hz");
 }
 
 /// GCompris's archives in miniature: instruments with drawings, farm animals with photos, and their sounds.
@@ -269,6 +456,7 @@ fn gcompris_adds_its_instruments_and_farm_animals_on_request() {
         unpacked: Some(unpacked),
         test_every: 3,
         gcompris: true,
+        soundfont: false,
     })
     .unwrap();
     assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
@@ -372,6 +560,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         unpacked: Some(dir.path().join("unpacked")),
         test_every: 3,
         gcompris: false,
+        soundfont: false,
     })
     .unwrap();
     let recipe = Recipe::preset(Preset::Tiny);

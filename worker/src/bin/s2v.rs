@@ -157,6 +157,10 @@ enum DataCommand {
         /// held-out split changes with the items: the shipped model was trained on a build without them.
         #[arg(long)]
         with_gcompris: bool,
+        /// Also give the instrument pictures without a sound a phrase of their instrument, played from
+        /// `fluid-soundfont-gm` (they move from the image-only set to the pairs; the held-out split changes).
+        #[arg(long)]
+        with_soundfont: bool,
         /// Use packages already unpacked here (a tree with usr/share/...) instead of downloading them.
         #[arg(long)]
         unpacked: Option<PathBuf>,
@@ -369,6 +373,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(DataCommand::BuildDefault {
             out,
             with_gcompris,
+            with_soundfont,
             unpacked,
             test_every,
         }) => {
@@ -377,6 +382,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 unpacked,
                 test_every,
                 gcompris: with_gcompris,
+                soundfont: with_soundfont,
             })?;
             for skipped in &summary.skipped {
                 eprintln!("skipped {skipped}");

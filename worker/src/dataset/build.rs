@@ -4,7 +4,8 @@
 //! selection of Openclipart's categories form the image-only set. The packages come from `apt-get download`
 //! (the only network access) and are unpacked with `dpkg-deb`; every item records its package's licence.
 //! On request GCompris adds its instruments (drawings) and farm animals (photos) with their sounds, read from
-//! its Qt resource archives.
+//! its Qt resource archives, and `fluid-soundfont-gm` gives the instrument pictures without a sound a few
+//! notes of their instrument.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use rayon::prelude::*;
 use s2v_shared::audio::{SAMPLE_RATE, decode_audio, resample};
 
 use super::qt_resources::{Resource, read_resources};
+use super::soundfont::{SOUNDFONT_FILE, SOUNDFONT_PACKAGE, instrument_of, load_sound_font, play};
 use super::{IMAGE_ONLY_DIR, Item, PAIRS_CSV, Split, write_items};
 
 pub const TUXPAINT_PACKAGE: &str = "tuxpaint-stamps-default";
@@ -53,6 +55,9 @@ pub struct BuildOptions {
     /// Also pair GCompris's instruments and farm animals with their sounds. The held-out split moves with the
     /// items, so a model is evaluated on a build made the way its training data was.
     pub gcompris: bool,
+    /// Also give the instrument pictures without a sound a phrase of their instrument from
+    /// `fluid-soundfont-gm`, which moves them from the image-only set to the pairs (the split moves too).
+    pub soundfont: bool,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +75,9 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
             let mut packages = vec![TUXPAINT_PACKAGE, OPENCLIPART_PACKAGE];
             if options.gcompris {
                 packages.push(GCOMPRIS_PACKAGE);
+            }
+            if options.soundfont {
+                packages.push(SOUNDFONT_PACKAGE);
             }
             fetch_and_unpack(&options.out, &packages)?
         }
@@ -225,6 +233,15 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
             Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
         }
     }
+    if options.soundfont {
+        play_instruments(
+            &root,
+            &options.out,
+            &mut pairs,
+            &mut image_only,
+            &mut summary,
+        )?;
+    }
     if pairs.is_empty() {
         bail!("no picture with a sound under {}", tuxpaint_root.display());
     }
@@ -238,6 +255,60 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
         &image_only,
     )?;
     Ok(summary)
+}
+
+/// Gives every image-only instrument picture whose file name names an instrument a phrase of that instrument
+/// from the SoundFont, and moves it to the pairs.
+fn play_instruments(
+    root: &Path,
+    out: &Path,
+    pairs: &mut Vec<Item>,
+    image_only: &mut Vec<Item>,
+    summary: &mut BuildSummary,
+) -> Result<()> {
+    let path = root.join(SOUNDFONT_FILE);
+    let font = load_sound_font(&path)
+        .with_context(|| format!("is {SOUNDFONT_PACKAGE} unpacked under {}?", root.display()))?;
+    let licence = package_licence(root, SOUNDFONT_PACKAGE);
+    let mut kept = Vec::new();
+    for mut item in image_only.drain(..) {
+        let stem = item.source.rsplit(['/', ':']).next().unwrap_or_default();
+        let instrument = match instrument_of(stem) {
+            Some(instrument) if item.category == "instrument" => instrument,
+            _ => {
+                kept.push(item);
+                continue;
+            }
+        };
+        let played = play(&font, instrument).and_then(|samples| {
+            write_wav(
+                &samples,
+                &out.join("audios").join(format!("{}.wav", item.name)),
+            )?;
+            let from = out
+                .join(IMAGE_ONLY_DIR)
+                .join("images")
+                .join(format!("{}.jpg", item.name));
+            let to = out.join("images").join(format!("{}.jpg", item.name));
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("moving {} to {}", from.display(), to.display()))
+        });
+        match played {
+            Ok(()) => {
+                item.licence = format!(
+                    "picture: {}; sound: {licence} ({SOUNDFONT_PACKAGE}: {})",
+                    item.licence, instrument.name
+                );
+                pairs.push(item);
+            }
+            Err(e) => {
+                summary.skipped.push(format!("{}: {e:#}", item.source));
+                kept.push(item);
+            }
+        }
+    }
+    *image_only = kept;
+    Ok(())
 }
 
 /// The sounds of a GCompris archive with the picture of the same thing beside them: `<name>.ogg` with
@@ -374,16 +445,35 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// The licence of a package's main files, from its machine-readable `copyright`.
+/// The licence of a package's main files, from its `copyright`: the first `License:` field, or, in a file
+/// that is not machine-readable, the licence its text releases the files under ("under the MIT license"), or
+/// a public-domain dedication (Openclipart's).
 fn package_licence(root: &Path, package: &str) -> String {
     let path = root.join("usr/share/doc").join(package).join("copyright");
-    std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("License:").map(|l| l.trim().to_string()))
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return format!("unknown: no {}", path.display());
+    };
+    licence_in(&text).unwrap_or_else(|| format!("unknown: see {}", path.display()))
+}
+
+fn licence_in(copyright: &str) -> Option<String> {
+    let field = copyright
+        .lines()
+        .find_map(|l| l.strip_prefix("License:").map(str::trim))
+        .filter(|l| !l.is_empty());
+    field.map(str::to_string).or_else(|| {
+        let words: Vec<&str> = copyright.split_whitespace().collect();
+        let released = words.windows(4).find_map(|w| {
+            (w[0] == "under" && w[1] == "the" && w[3].to_lowercase().starts_with("license"))
+                .then(|| w[2].to_string())
+        });
+        released.or_else(|| {
+            copyright
+                .to_lowercase()
+                .contains("public domain dedication")
+                .then(|| "public domain".to_string())
         })
-        .unwrap_or_else(|| format!("unknown: no {}", path.display()))
+    })
 }
 
 fn find_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
@@ -495,7 +585,14 @@ fn convert_audio(source: &Path, target: &Path) -> Result<()> {
 
 fn convert_audio_bytes(bytes: &[u8], hint: Option<&str>, target: &Path) -> Result<()> {
     let decoded = decode_audio(bytes, hint)?;
-    let samples = resample(&decoded.samples, decoded.sample_rate, SAMPLE_RATE)?;
+    write_wav(
+        &resample(&decoded.samples, decoded.sample_rate, SAMPLE_RATE)?,
+        target,
+    )
+}
+
+/// 16 kHz mono samples as 16-bit PCM WAV.
+fn write_wav(samples: &[f64], target: &Path) -> Result<()> {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: SAMPLE_RATE,
@@ -503,7 +600,7 @@ fn convert_audio_bytes(bytes: &[u8], hint: Option<&str>, target: &Path) -> Resul
         sample_format: hound::SampleFormat::Int,
     };
     let mut writer = hound::WavWriter::create(target, spec)?;
-    for s in samples {
+    for &s in samples {
         writer.write_sample((s.clamp(-1.0, 1.0) * f64::from(i16::MAX)).round() as i16)?;
     }
     writer.finalize()?;
@@ -567,6 +664,21 @@ mod tests {
         assert_eq!(get("dog.svg"), Some("CC-BY-SA 4.0"));
         assert_eq!(get("cat.ogg"), Some("GPLv3"));
         assert_eq!(get("dog.ogg"), None);
+    }
+
+    #[test]
+    fn licences_are_read_from_machine_readable_and_plain_copyright_files() {
+        assert_eq!(
+            licence_in("Format: ...\nFiles: *\nLicense: GPL-2\n").as_deref(),
+            Some("GPL-2")
+        );
+        // fluid-soundfont-gm: an empty field, then the text.
+        let fluid = "License:\n\n From README:\n  \"I hereby release Fluid under the MIT license, as\n described in COPYING.\"\n  samples found in the public domain";
+        assert_eq!(licence_in(fluid).as_deref(), Some("MIT"));
+        // openclipart-png.
+        let clipart = "Copyright:\n\n creative commons Public Domain Dedication\n";
+        assert_eq!(licence_in(clipart).as_deref(), Some("public domain"));
+        assert_eq!(licence_in("Copyright: someone\n"), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod qt_resources;
+pub mod soundfont;
 
 use std::path::{Path, PathBuf};
 
