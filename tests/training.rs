@@ -107,19 +107,23 @@ fn package_tree(root: &Path) {
     std::fs::write(doc.join("copyright"), "Files: *\nLicense: GPL-2\n").unwrap();
 }
 
+/// A build from a local package tree (no download), one item group in three held out, no optional package.
+fn local_build(out: &Path, unpacked: &Path) -> BuildOptions {
+    BuildOptions {
+        out: out.to_path_buf(),
+        unpacked: Some(unpacked.to_path_buf()),
+        test_every: 3,
+        gcompris: false,
+        soundfont: false,
+    }
+}
+
 #[test]
 fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
     let dir = tempfile::tempdir().unwrap();
     package_tree(&dir.path().join("unpacked"));
     let out = dir.path().join("data");
-    let summary = build_default(&BuildOptions {
-        out: out.clone(),
-        unpacked: Some(dir.path().join("unpacked")),
-        test_every: 3,
-        gcompris: false,
-        soundfont: false,
-    })
-    .unwrap();
+    let summary = build_default(&local_build(&out, &dir.path().join("unpacked"))).unwrap();
     assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
     assert_eq!(summary.pairs_train + summary.pairs_test, 9);
     assert_eq!(summary.pairs_test, 3, "one item in three per category");
@@ -286,11 +290,8 @@ fn the_soundfont_plays_the_instruments_that_instrument_pictures_show() {
     .unwrap();
     let out = dir.path().join("data");
     let summary = build_default(&BuildOptions {
-        out: out.clone(),
-        unpacked: Some(unpacked),
-        test_every: 3,
-        gcompris: false,
         soundfont: true,
+        ..local_build(&out, &unpacked)
     })
     .unwrap();
     // The SoundFont has no trumpet: that picture stays without a sound, and the build says why.
@@ -305,16 +306,14 @@ fn the_soundfont_plays_the_instruments_that_instrument_pictures_show() {
     let pair = |name: &str| dataset.pairs.iter().find(|i| i.name == name);
     let violin = pair("openclipart_recreation_music_violin_ganson").expect("the violin is paired");
     assert_eq!(violin.category, "instrument");
+    let no_copyright = dir
+        .path()
+        .join("unpacked/usr/share/doc/openclipart-png/copyright");
     assert_eq!(
         violin.licence,
-        "picture: unknown: no copyright file; sound: MIT (fluid-soundfont-gm: Violin)".replace(
-            "no copyright file",
-            &format!(
-                "no {}",
-                dir.path()
-                    .join("unpacked/usr/share/doc/openclipart-png/copyright")
-                    .display()
-            )
+        format!(
+            "picture: unknown: no {}; sound: MIT (fluid-soundfont-gm: Violin)",
+            no_copyright.display()
         )
     );
     // One thing, one group: the clip-art violin is held out exactly when Tux Paint's is.
@@ -452,11 +451,8 @@ fn gcompris_adds_its_instruments_and_farm_animals_on_request() {
     gcompris_tree(&unpacked);
     let out = dir.path().join("data");
     let summary = build_default(&BuildOptions {
-        out: out.clone(),
-        unpacked: Some(unpacked),
-        test_every: 3,
         gcompris: true,
-        soundfont: false,
+        ..local_build(&out, &unpacked)
     })
     .unwrap();
     assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
@@ -555,14 +551,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     let dir = tempfile::tempdir().unwrap();
     package_tree(&dir.path().join("unpacked"));
     let data = dir.path().join("data");
-    build_default(&BuildOptions {
-        out: data.clone(),
-        unpacked: Some(dir.path().join("unpacked")),
-        test_every: 3,
-        gcompris: false,
-        soundfont: false,
-    })
-    .unwrap();
+    build_default(&local_build(&data, &dir.path().join("unpacked"))).unwrap();
     let recipe = Recipe::preset(Preset::Tiny);
     let device = Default::default();
     let options = |out: &Path, max_steps: Option<usize>| TrainOptions {

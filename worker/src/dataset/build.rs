@@ -272,13 +272,14 @@ fn play_instruments(
     let licence = package_licence(root, SOUNDFONT_PACKAGE);
     let mut kept = Vec::new();
     for mut item in image_only.drain(..) {
-        let stem = item.source.rsplit(['/', ':']).next().unwrap_or_default();
-        let instrument = match instrument_of(stem) {
-            Some(instrument) if item.category == "instrument" => instrument,
-            _ => {
-                kept.push(item);
-                continue;
-            }
+        let instrument = if item.category == "instrument" {
+            instrument_of(source_file(&item))
+        } else {
+            None
+        };
+        let Some(instrument) = instrument else {
+            kept.push(item);
+            continue;
         };
         let played = play(&font, instrument).and_then(|samples| {
             write_wav(
@@ -539,15 +540,21 @@ pub fn category_of(relative: &Path) -> String {
 /// Items that are variants of one thing (`pig`, `pig_golden2`; `scissors_small_open`, `..._closed`) share a
 /// group, and a group is held out whole: no picture or sound of a test item reaches training.
 fn group_of(item: &Item) -> String {
-    let source_path = item
-        .source
-        .split_once(':')
-        .map_or(item.name.as_str(), |(_, path)| path);
-    let file = source_path.rsplit('/').next().unwrap_or(source_path);
+    let file = source_file(item);
     let first = file.split(['_', '-']).next().unwrap_or(file);
     first
         .trim_end_matches(|c: char| c.is_ascii_digit())
         .to_string()
+}
+
+/// The file an item came from, without folder or extension: `violin_ganson` for
+/// `openclipart-png:recreation/music/violin_ganson` (the item's name when its source names no file).
+fn source_file(item: &Item) -> &str {
+    let source_path = item
+        .source
+        .split_once(':')
+        .map_or(item.name.as_str(), |(_, path)| path);
+    source_path.rsplit('/').next().unwrap_or(source_path)
 }
 
 /// Marks one group in `every` of each category (those with at least three groups) as held out.

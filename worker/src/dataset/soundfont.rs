@@ -39,19 +39,15 @@ const fn percussion(name: &'static str, keys: &'static [u8]) -> Instrument {
     }
 }
 
-const HAND_DRUMS: &[u8] = &[60, 61, 63, 64, 60, 63];
+const ELECTRIC_BASS: Instrument = melodic("Electric Bass (finger)", 33, 36);
+const TRUMPET: Instrument = melodic("Trumpet", 56, 60);
+const HAND_DRUMS: Instrument = percussion("Hand drums (bongos, congas)", &[60, 61, 63, 64, 60, 63]);
 
 /// The words of a picture's file name that name an instrument (all of them must appear), first match wins:
 /// a bass guitar before a guitar. Roots put each instrument in its usual range.
 const INSTRUMENTS: &[(&[&str], Instrument)] = &[
-    (
-        &["bass", "guitar"],
-        melodic("Electric Bass (finger)", 33, 36),
-    ),
-    (
-        &["electric", "bass"],
-        melodic("Electric Bass (finger)", 33, 36),
-    ),
+    (&["bass", "guitar"], ELECTRIC_BASS),
+    (&["electric", "bass"], ELECTRIC_BASS),
     (
         &["electric", "guitar"],
         melodic("Electric Guitar (clean)", 27, 52),
@@ -62,8 +58,8 @@ const INSTRUMENTS: &[(&[&str], Instrument)] = &[
     (&["violin"], melodic("Violin", 40, 67)),
     (&["cello"], melodic("Cello", 42, 48)),
     (&["harp"], melodic("Orchestral Harp", 46, 60)),
-    (&["trumpet"], melodic("Trumpet", 56, 60)),
-    (&["tpt"], melodic("Trumpet", 56, 60)),
+    (&["trumpet"], TRUMPET),
+    (&["tpt"], TRUMPET),
     (&["trombone"], melodic("Trombone", 57, 48)),
     (&["horn"], melodic("French Horn", 60, 53)),
     (&["saxophone"], melodic("Alto Sax", 65, 56)),
@@ -73,22 +69,10 @@ const INSTRUMENTS: &[(&[&str], Instrument)] = &[
         &["drums"],
         percussion("Standard drum kit", &[36, 42, 38, 42, 36, 36, 38, 46]),
     ),
-    (
-        &["africandrum"],
-        percussion("Hand drums (bongos, congas)", HAND_DRUMS),
-    ),
-    (
-        &["djambf"],
-        percussion("Hand drums (bongos, congas)", HAND_DRUMS),
-    ),
-    (
-        &["derbouk"],
-        percussion("Hand drums (bongos, congas)", HAND_DRUMS),
-    ),
-    (
-        &["drum"],
-        percussion("Hand drums (bongos, congas)", HAND_DRUMS),
-    ),
+    (&["africandrum"], HAND_DRUMS),
+    (&["djambf"], HAND_DRUMS),
+    (&["derbouk"], HAND_DRUMS),
+    (&["drum"], HAND_DRUMS),
     (&["maracas"], percussion("Maracas", &[70])),
 ];
 

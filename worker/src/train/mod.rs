@@ -462,8 +462,9 @@ impl<'a> StageLoop<'a> {
             let losses = self.progress.losses.last().map_or(&[][..], |(_, l)| l);
             eprintln!(
                 "{}",
-                checkpoint_line(
+                progress_line(
                     self.stage,
+                    "checkpoint at step",
                     self.progress.step,
                     self.total,
                     losses,
@@ -478,21 +479,26 @@ impl<'a> StageLoop<'a> {
     fn finish(self) {
         self.bar.finish();
         if let Some((step, losses)) = self.progress.losses.last() {
-            let text: Vec<String> = losses.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
             eprintln!(
-                "{}: step {step}/{}, {} ({:.0} s in all)",
-                self.stage.name(),
-                self.total,
-                text.join(", "),
-                self.progress.seconds
+                "{}",
+                progress_line(
+                    self.stage,
+                    "step",
+                    *step,
+                    self.total,
+                    losses,
+                    self.progress.seconds,
+                    None
+                )
             );
         }
     }
 }
 
-/// One checkpoint of a stage as a line of text: step, the interval's mean losses, time.
-fn checkpoint_line(
+/// A stage's progress as a line of text: `what` and the step, the last interval's mean losses, time.
+fn progress_line(
     stage: Stage,
+    what: &str,
     step: usize,
     total: usize,
     losses: &[(String, f64)],
@@ -505,7 +511,7 @@ fn checkpoint_line(
         .collect();
     let rate = seconds_per_step.map_or(String::new(), |s| format!(", {s:.2} s per step"));
     format!(
-        "{}: checkpoint at step {step}/{total}{} ({seconds:.0} s in all{rate})",
+        "{}: {what} {step}/{total}{} ({seconds:.0} s in all{rate})",
         stage.name(),
         losses.concat()
     )
@@ -589,11 +595,27 @@ mod tests {
             ("g-hinge".to_string(), 0.5),
         ];
         assert_eq!(
-            checkpoint_line(Stage::Generator, 150, 1300, &losses, 270.4, Some(1.8)),
+            progress_line(
+                Stage::Generator,
+                "checkpoint at step",
+                150,
+                1300,
+                &losses,
+                270.4,
+                Some(1.8)
+            ),
             "generator: checkpoint at step 150/1300, d-hinge 1.2346, g-hinge 0.5000 (270 s in all, 1.80 s per step)"
         );
         assert_eq!(
-            checkpoint_line(Stage::AudioEncoder, 3, 3, &[], 12.0, None),
+            progress_line(
+                Stage::AudioEncoder,
+                "checkpoint at step",
+                3,
+                3,
+                &[],
+                12.0,
+                None
+            ),
             "audio-encoder: checkpoint at step 3/3 (12 s in all)"
         );
     }
