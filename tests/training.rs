@@ -7,7 +7,7 @@ use burn::backend::{Autodiff, Flex};
 use image::{Rgba, RgbaImage};
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
 use s2v_worker::dataset::build::{BuildOptions, build_default};
-use s2v_worker::dataset::{Dataset, Split};
+use s2v_worker::dataset::{Dataset, PAIRS_CSV, Split, write_items};
 use s2v_worker::eval::{EvalOptions, evaluate};
 use s2v_worker::train::{
     AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe, Stage, StageProgress,
@@ -115,6 +115,7 @@ fn local_build(out: &Path, unpacked: &Path) -> BuildOptions {
         test_every: 3,
         gcompris: false,
         soundfont: false,
+        split_from: None,
     }
 }
 
@@ -507,6 +508,76 @@ fn gcompris_adds_its_instruments_and_farm_animals_on_request() {
     assert!((i32::from(centre[0]) - 200).abs() < 12, "{centre:?}");
     let wav = hound::WavReader::open(dataset.pair_audio(violin)).unwrap();
     assert_eq!(wav.spec().sample_rate, 16_000);
+}
+
+#[test]
+fn a_build_can_keep_an_earlier_builds_held_out_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("unpacked");
+    package_tree(&unpacked);
+    gcompris_tree(&unpacked);
+    let earlier = dir.path().join("earlier");
+    build_default(&local_build(&earlier, &unpacked)).unwrap();
+    // A split chosen by hand is kept as well as a drawn one: this one also holds out the violin, which
+    // GCompris has too.
+    let violin_stamp = "tuxpaint_hobbies_music_violin";
+    let mut items = Dataset::open(&earlier).unwrap().pairs;
+    items
+        .iter_mut()
+        .find(|i| i.name == violin_stamp)
+        .unwrap()
+        .split = Split::Test;
+    write_items(&earlier.join(PAIRS_CSV), &items).unwrap();
+    let earlier = Dataset::open(&earlier).unwrap();
+    let held_out = |dataset: &Dataset| {
+        let mut sources: Vec<String> = dataset
+            .pairs_in(Split::Test)
+            .map(|i| i.source.clone())
+            .collect();
+        sources.sort();
+        sources
+    };
+
+    // With GCompris, a drawn split would move; the kept one does not.
+    let out = dir.path().join("data");
+    let summary = build_default(&BuildOptions {
+        gcompris: true,
+        split_from: Some(earlier.root.clone()),
+        ..local_build(&out, &unpacked)
+    })
+    .unwrap();
+    let dataset = Dataset::open(&out).unwrap();
+    assert_eq!(held_out(&dataset), held_out(&earlier));
+    // GCompris's violin is the held-out violin's group: left out with its files, and said so.
+    let violin = "gcompris_instruments_violin";
+    assert!(dataset.pairs.iter().all(|i| i.name != violin));
+    assert!(!out.join("audios").join(format!("{violin}.wav")).exists());
+    assert!(!out.join("images").join(format!("{violin}.jpg")).exists());
+    assert_eq!(summary.skipped.len(), 1, "{:?}", summary.skipped);
+    assert!(summary.skipped[0].contains(violin) && summary.skipped[0].contains("`violin`"));
+    // The farm animals are new things: training pairs.
+    for name in [
+        "gcompris_explore_farm_animals_chicken",
+        "gcompris_explore_farm_animals_cow",
+    ] {
+        let item = dataset.pairs.iter().find(|i| i.name == name).unwrap();
+        assert_eq!(item.split, Split::Train, "{name}");
+    }
+    assert_eq!(summary.pairs_test, held_out(&earlier).len());
+    assert_eq!(
+        summary.pairs_train,
+        earlier.pairs_in(Split::Train).count() + 2
+    );
+
+    // A build that lacks one of the earlier held-out items cannot keep its split.
+    let stamp = unpacked.join("usr/share/tuxpaint/stamps/hobbies/music/violin.ogg");
+    std::fs::remove_file(&stamp).unwrap();
+    let error = build_default(&BuildOptions {
+        split_from: Some(earlier.root.clone()),
+        ..local_build(&dir.path().join("again"), &unpacked)
+    })
+    .unwrap_err();
+    assert!(format!("{error:#}").contains(violin_stamp), "{error:#}");
 }
 
 /// Every tensor of two safetensors files is bit-identical (the files' metadata may be ordered differently).

@@ -12,6 +12,7 @@ pub mod generator;
 pub mod image_encoder;
 pub mod layers;
 pub mod loss;
+pub mod norm;
 pub mod preprocess;
 pub mod projection;
 mod resnet;

@@ -9,6 +9,7 @@ use burn::tensor::module::max_pool2d;
 
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 use crate::layers;
+use crate::norm::batch_norm;
 
 pub(crate) const BN_EPS: f64 = 1e-5;
 
@@ -67,7 +68,7 @@ impl<B: Backend> Stem<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = relu(self.bn.forward(self.conv.forward(x)));
+        let x = relu(batch_norm(&self.bn, self.conv.forward(x)));
         max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false)
     }
 }
@@ -110,7 +111,7 @@ impl<B: Backend> Downsample<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.bn.forward(self.conv.forward(x))
+        batch_norm(&self.bn, self.conv.forward(x))
     }
 }
 
@@ -176,8 +177,8 @@ impl<B: Backend> BasicBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(batch_norm(&self.bn1, self.conv1.forward(x.clone())));
+        let out = batch_norm(&self.bn2, self.conv2.forward(out));
         let identity = match &self.downsample {
             Some(d) => d.forward(x),
             None => x,
@@ -270,9 +271,9 @@ impl<B: Backend> Bottleneck<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = relu(batch_norm(&self.bn1, self.conv1.forward(x.clone())));
+        let out = relu(batch_norm(&self.bn2, self.conv2.forward(out)));
+        let out = batch_norm(&self.bn3, self.conv3.forward(out));
         let identity = match &self.downsample {
             Some(d) => d.forward(x),
             None => x,

@@ -8,18 +8,26 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use burn::backend::Flex;
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use s2v_models::{AudioEncoder, AudioEncoderConfig, Generator, GeneratorConfig, NetworkModule};
+use s2v_models::loss::info_nce_l2;
+use s2v_models::{
+    AudioEncoder, AudioEncoderConfig, Generator, GeneratorConfig, ImageEncoder, NetworkModule,
+};
 use s2v_shared::audio::{CLIP_SAMPLES, log_spectrogram};
+use s2v_worker::train::{Preset, Recipe};
 
 type B = Flex;
-const STAGES: [&str; 4] = [
+type Ad = Autodiff<Flex>;
+const STAGES: [&str; 7] = [
     "spectrogram",
     "audio-encoder",
     "generator-batch-1",
     "generator-batch-8",
+    "default-audio-encoder-training-step-batch-16",
+    "default-image-encoder-training-step-batch-48",
+    "default-generator-training-step-batch-16",
 ];
 const RUNS: usize = 5;
 
@@ -78,6 +86,60 @@ fn run_stage(stage: &str) -> Duration {
             let f = Tensor::<B, 2>::random([n, 2048], Distribution::Uniform(0.0, 1.0), &device);
             time_runs(|| {
                 generator.forward(z.clone(), f.clone()).into_data();
+            })
+        }
+        // One optimiser-free training step (forward, loss, backward) of the default model's networks: what
+        // `s2v train` repeats on the CPU. Batch norm uses the batch's statistics here.
+        "default-audio-encoder-training-step-batch-16" => {
+            let recipe = Recipe::preset(Preset::Default);
+            let encoder = AudioEncoder::<Ad>::init(&recipe.audio_encoder, &device).unwrap();
+            let input = Tensor::<Ad, 4>::random(
+                [16, 1, 257, 1004],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let visual = Tensor::<Ad, 2>::random(
+                [16, recipe.audio_encoder.embedding_dim],
+                Distribution::Uniform(0.0, 1.0),
+                &device,
+            );
+            time_runs(|| {
+                let loss = info_nce_l2(encoder.forward(input.clone()), visual.clone());
+                let _ = loss.backward();
+            })
+        }
+        "default-image-encoder-training-step-batch-48" => {
+            let recipe = Recipe::preset(Preset::Default);
+            let encoder = ImageEncoder::<Ad>::init(&recipe.image_encoder, &device).unwrap();
+            let size = recipe.resolution;
+            let input = Tensor::<Ad, 4>::random(
+                [48, 3, size, size],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            time_runs(|| {
+                let _ = encoder
+                    .forward(input.clone())
+                    .powi_scalar(2)
+                    .mean()
+                    .backward();
+            })
+        }
+        "default-generator-training-step-batch-16" => {
+            let recipe = Recipe::preset(Preset::Default);
+            let generator = Generator::<Ad>::init(&recipe.generator, &device).unwrap();
+            let z = Tensor::<Ad, 2>::random(
+                [16, recipe.generator.dim_z()],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let f = Tensor::<Ad, 2>::random(
+                [16, recipe.generator.feature_dim],
+                Distribution::Uniform(0.0, 1.0),
+                &device,
+            );
+            time_runs(|| {
+                let _ = generator.forward(z.clone(), f.clone()).mean().backward();
             })
         }
         other => panic!("unknown stage {other}"),

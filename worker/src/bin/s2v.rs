@@ -165,8 +165,13 @@ enum DataCommand {
         #[arg(long)]
         unpacked: Option<PathBuf>,
         /// Hold out one item group in this many per category.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, conflicts_with = "split_from")]
         test_every: usize,
+        /// Keep the held-out split of an earlier build in this folder: the same sounds are held out, and new
+        /// pairs of their groups are left out, so extra data (`--with-gcompris`, `--with-soundfont`) only adds
+        /// training pairs and a model trained on the earlier build can be judged on this one.
+        #[arg(long)]
+        split_from: Option<PathBuf>,
     },
 }
 
@@ -376,6 +381,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             with_soundfont,
             unpacked,
             test_every,
+            split_from,
         }) => {
             let summary = build_default(&BuildOptions {
                 out: out.clone(),
@@ -383,6 +389,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 test_every,
                 gcompris: with_gcompris,
                 soundfont: with_soundfont,
+                split_from,
             })?;
             for skipped in &summary.skipped {
                 eprintln!("skipped {skipped}");

@@ -18,7 +18,7 @@ use s2v_shared::audio::{SAMPLE_RATE, decode_audio, resample};
 
 use super::qt_resources::{Resource, read_resources};
 use super::soundfont::{SOUNDFONT_FILE, SOUNDFONT_PACKAGE, instrument_of, load_sound_font, play};
-use super::{IMAGE_ONLY_DIR, Item, PAIRS_CSV, Split, write_items};
+use super::{IMAGE_ONLY_DIR, Item, PAIRS_CSV, Split, read_items, write_items};
 
 pub const TUXPAINT_PACKAGE: &str = "tuxpaint-stamps-default";
 pub const OPENCLIPART_PACKAGE: &str = "openclipart-png";
@@ -58,6 +58,10 @@ pub struct BuildOptions {
     /// Also give the instrument pictures without a sound a phrase of their instrument from
     /// `fluid-soundfont-gm`, which moves them from the image-only set to the pairs (the split moves too).
     pub soundfont: bool,
+    /// Keep the held-out split of an earlier build (a folder with its `items.csv`) instead of drawing one:
+    /// exactly its held-out items are held out, and a new pair of one of their groups is left out. Extra data
+    /// then only adds training pairs, and a model trained on the earlier build is judged on the same sounds.
+    pub split_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -245,7 +249,12 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
     if pairs.is_empty() {
         bail!("no picture with a sound under {}", tuxpaint_root.display());
     }
-    hold_out(&mut pairs, options.test_every.max(2));
+    match &options.split_from {
+        Some(earlier) => {
+            keep_split(&mut pairs, earlier, &options.out, &mut summary)?;
+        }
+        None => hold_out(&mut pairs, options.test_every.max(2)),
+    }
     summary.pairs_train = pairs.iter().filter(|i| i.split == Split::Train).count();
     summary.pairs_test = pairs.len() - summary.pairs_train;
     summary.image_only = image_only.len();
@@ -582,6 +591,65 @@ fn hold_out(pairs: &mut [Item], every: usize) {
             item.split = Split::Test;
         }
     }
+}
+
+/// Holds out exactly the items held out in the build at `earlier` (matched by source), and drops the other
+/// pairs of their groups (with their files), which would otherwise put a held-out thing into training.
+fn keep_split(
+    pairs: &mut Vec<Item>,
+    earlier: &Path,
+    out: &Path,
+    summary: &mut BuildSummary,
+) -> Result<()> {
+    let earlier_items = read_items(&earlier.join(PAIRS_CSV))
+        .with_context(|| format!("reading the split to keep from {}", earlier.display()))?;
+    let held_out: Vec<&Item> = earlier_items
+        .iter()
+        .filter(|i| i.split == Split::Test)
+        .collect();
+    if held_out.is_empty() {
+        bail!(
+            "{} holds no item out: there is no split to keep",
+            earlier.display()
+        );
+    }
+    for item in &held_out {
+        if !pairs.iter().any(|p| p.source == item.source) {
+            bail!(
+                "{}'s held-out item {} ({}) is not in this build: was it made from other packages?",
+                earlier.display(),
+                item.name,
+                item.source
+            );
+        }
+    }
+    let held_groups: Vec<String> = held_out.iter().map(|i| group_of(i)).collect();
+    let mut kept = Vec::with_capacity(pairs.len());
+    for mut item in pairs.drain(..) {
+        let group = group_of(&item);
+        if held_out.iter().any(|i| i.source == item.source) {
+            item.split = Split::Test;
+        } else if held_groups.contains(&group) {
+            for file in [
+                out.join("images").join(format!("{}.jpg", item.name)),
+                out.join("audios").join(format!("{}.wav", item.name)),
+            ] {
+                std::fs::remove_file(&file)
+                    .with_context(|| format!("removing {}", file.display()))?;
+            }
+            summary.skipped.push(format!(
+                "{}: its group `{group}` is held out in {}",
+                item.name,
+                earlier.display()
+            ));
+            continue;
+        } else {
+            item.split = Split::Train;
+        }
+        kept.push(item);
+    }
+    *pairs = kept;
+    Ok(())
 }
 
 /// Decodes any supported audio, brings it to 16 kHz mono and writes 16-bit PCM WAV.

@@ -1,0 +1,135 @@
+//! Batch norm over `[N, C, H, W]`, computed in the shapes the CPU backend has fast paths for.
+//!
+//! burn's `BatchNorm::forward` and a plain `x - mean.reshape([1, C, 1, 1])` broadcast a per-channel vector over
+//! the batch *and* the pixels. burn-flex's SIMD broadcast kernels cover a vector shared by every row, or one
+//! scalar per contiguous row; `[1, C, 1, 1]` against `[N, C, H, W]` is neither, so every such product (and its
+//! gradient) fell back to a scalar strided iterator, as did the `swap_dims(0, 1)` copy used for the statistics.
+//! That was most of a training step on the CPU. Here per-channel vectors are first repeated to `[N, C, 1, 1]`
+//! (N x C values, cheap), which is "one scalar per row of H x W", and statistics are reduced over the
+//! contiguous last axis first. Same arithmetic, same results up to rounding, on every backend.
+
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+
+/// Per-channel mean and biased variance of `x` over batch and pixels: `[C]` each.
+pub fn channel_statistics<B: Backend>(x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let [n, c, h, w] = x.dims();
+    let count = (n * h * w) as f64;
+    let rows = x.clone().reshape([n, c, h * w]);
+    let mean = rows.clone().sum_dim(2).sum_dim(0).div_scalar(count);
+    let centred = rows - mean.clone().repeat_dim(0, n);
+    let var = centred.square().sum_dim(2).sum_dim(0).div_scalar(count);
+    (mean.reshape([c]), var.reshape([c]))
+}
+
+/// A per-channel vector `[C]` shaped `[N, C, 1, 1]` for broadcasting over an `[N, C, H, W]` tensor.
+pub fn per_channel<B: Backend>(values: Tensor<B, 1>, batch: usize) -> Tensor<B, 4> {
+    let [c] = values.dims();
+    values.reshape([1, c, 1, 1]).repeat_dim(0, batch)
+}
+
+/// `bn.forward(x)` for `[N, C, H, W]`: batch statistics under autodiff (folding them into the running ones with
+/// `bn.momentum`, as burn's `BatchNorm` does), the running statistics otherwise.
+pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let n = x.dims()[0];
+    let (mean, var) = if B::ad_enabled(&x.device()) {
+        let (mean, var) = channel_statistics(&x);
+        let blend = |stored: Tensor<B, 1>, batch: &Tensor<B, 1>| {
+            stored.mul_scalar(1.0 - bn.momentum) + batch.clone().detach().mul_scalar(bn.momentum)
+        };
+        bn.running_mean
+            .update(blend(bn.running_mean.value_sync(), &mean).detach());
+        bn.running_var
+            .update(blend(bn.running_var.value_sync(), &var).detach());
+        (mean, var)
+    } else {
+        (bn.running_mean.value(), bn.running_var.value())
+    };
+    // y = (x - mean) / sqrt(var + eps) * gamma + beta, as x * scale + shift: two passes over x, not four.
+    let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
+    let shift = bn.beta.val() - mean * scale.clone();
+    x * per_channel(scale, n) + per_channel(shift, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type Ad = Autodiff<Flex>;
+    type Forward<'a> = &'a dyn Fn(&BatchNorm<Ad>, Tensor<Ad, 4>) -> Tensor<Ad, 4>;
+
+    /// A batch norm with arbitrary parameters and statistics, fresh each call: clones of one module would share
+    /// its running statistics.
+    fn arbitrary_bn<B: Backend>(channels: usize, device: &B::Device) -> BatchNorm<B> {
+        let vector = |offset: f32| {
+            let values = (0..channels)
+                .map(|i| offset + 0.3 * i as f32)
+                .collect::<Vec<_>>();
+            Tensor::<B, 1>::from_floats(values.as_slice(), device)
+        };
+        let mut bn = BatchNormConfig::new(channels).init::<B>(device);
+        bn.gamma = burn::module::Param::from_tensor(vector(0.6));
+        bn.beta = burn::module::Param::from_tensor(vector(-0.5));
+        bn.running_mean = burn::module::RunningState::new(vector(-0.2));
+        bn.running_var = burn::module::RunningState::new(vector(0.7));
+        bn
+    }
+
+    /// Training: output, input gradient, parameter gradients and updated running statistics all match
+    /// burn's own `BatchNorm`.
+    #[test]
+    fn training_matches_burns_batch_norm() {
+        let device = Default::default();
+        let x = Tensor::<Ad, 4>::random([3, 5, 4, 6], Distribution::Normal(0.5, 2.0), &device);
+        let weights = Tensor::<Ad, 4>::random([3, 5, 4, 6], Distribution::Default, &device);
+
+        let run = |forward: Forward| {
+            let bn = arbitrary_bn::<Ad>(5, &device);
+            let x = x.clone().detach().require_grad();
+            let y = forward(&bn, x.clone());
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            (
+                y.inner(),
+                x.grad(&grads).unwrap(),
+                bn.gamma.grad(&grads).unwrap(),
+                bn.beta.grad(&grads).unwrap(),
+                bn.valid(),
+            )
+        };
+        let (y, dx, dgamma, dbeta, after) = run(&|bn, x| batch_norm(bn, x));
+        let (y_ref, dx_ref, dgamma_ref, dbeta_ref, after_ref) = run(&|bn, x| bn.forward(x));
+
+        let tolerance = Tolerance::<f32>::absolute(1e-5);
+        y.into_data()
+            .assert_approx_eq(&y_ref.into_data(), tolerance);
+        dx.into_data()
+            .assert_approx_eq(&dx_ref.into_data(), tolerance);
+        dgamma
+            .into_data()
+            .assert_approx_eq(&dgamma_ref.into_data(), tolerance);
+        dbeta
+            .into_data()
+            .assert_approx_eq(&dbeta_ref.into_data(), tolerance);
+        for (ours, theirs) in [
+            (after.running_mean.value(), after_ref.running_mean.value()),
+            (after.running_var.value(), after_ref.running_var.value()),
+        ] {
+            ours.into_data()
+                .assert_approx_eq(&theirs.into_data(), tolerance);
+        }
+    }
+
+    #[test]
+    fn inference_uses_the_running_statistics() {
+        let device = Default::default();
+        let bn = arbitrary_bn::<Flex>(4, &device);
+        let x = Tensor::<Flex, 4>::random([2, 4, 3, 5], Distribution::Normal(0.0, 3.0), &device);
+        batch_norm(&bn, x.clone())
+            .into_data()
+            .assert_approx_eq(&bn.forward(x).into_data(), Tolerance::<f32>::absolute(1e-5));
+    }
+}
