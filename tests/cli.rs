@@ -416,6 +416,33 @@ fn bad_inputs_give_clear_errors() {
         ],
         "truncation",
     );
+    // A kept split and a drawn one exclude each other; a split is kept only from a build that has one.
+    fails(
+        &[
+            "data",
+            "build-default",
+            "--out",
+            s(&out),
+            "--split-from",
+            s(dir.path()),
+            "--test-every",
+            "3",
+        ],
+        "cannot be used with",
+    );
+    fails(
+        &[
+            "data",
+            "build-default",
+            "--out",
+            s(&path("data")),
+            "--unpacked",
+            s(dir.path()),
+            "--split-from",
+            s(&path("no_build")),
+        ],
+        "items.csv",
+    );
 }
 
 #[test]

@@ -73,6 +73,12 @@ pub struct BuildSummary {
 }
 
 pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
+    // Read before the long build, so that a wrong folder fails at once.
+    let kept_split = options
+        .split_from
+        .as_deref()
+        .map(|earlier| held_out_items(earlier).map(|items| (earlier, items)))
+        .transpose()?;
     let root = match &options.unpacked {
         Some(root) => root.clone(),
         None => {
@@ -249,9 +255,9 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
     if pairs.is_empty() {
         bail!("no picture with a sound under {}", tuxpaint_root.display());
     }
-    match &options.split_from {
-        Some(earlier) => {
-            keep_split(&mut pairs, earlier, &options.out, &mut summary)?;
+    match kept_split {
+        Some((earlier, held_out)) => {
+            keep_split(&mut pairs, &held_out, earlier, &options.out, &mut summary)?
         }
         None => hold_out(&mut pairs, options.test_every.max(2)),
     }
@@ -593,18 +599,12 @@ fn hold_out(pairs: &mut [Item], every: usize) {
     }
 }
 
-/// Holds out exactly the items held out in the build at `earlier` (matched by source), and drops the other
-/// pairs of their groups (with their files), which would otherwise put a held-out thing into training.
-fn keep_split(
-    pairs: &mut Vec<Item>,
-    earlier: &Path,
-    out: &Path,
-    summary: &mut BuildSummary,
-) -> Result<()> {
-    let earlier_items = read_items(&earlier.join(PAIRS_CSV))
+/// The held-out items of the build at `earlier`.
+fn held_out_items(earlier: &Path) -> Result<Vec<Item>> {
+    let items = read_items(&earlier.join(PAIRS_CSV))
         .with_context(|| format!("reading the split to keep from {}", earlier.display()))?;
-    let held_out: Vec<&Item> = earlier_items
-        .iter()
+    let held_out: Vec<Item> = items
+        .into_iter()
         .filter(|i| i.split == Split::Test)
         .collect();
     if held_out.is_empty() {
@@ -613,7 +613,20 @@ fn keep_split(
             earlier.display()
         );
     }
-    for item in &held_out {
+    Ok(held_out)
+}
+
+/// Holds out exactly `held_out`, the items held out in the build at `earlier` (matched by source), and drops
+/// the other pairs of their groups (with their files), which would otherwise put a held-out thing into
+/// training.
+fn keep_split(
+    pairs: &mut Vec<Item>,
+    held_out: &[Item],
+    earlier: &Path,
+    out: &Path,
+    summary: &mut BuildSummary,
+) -> Result<()> {
+    for item in held_out {
         if !pairs.iter().any(|p| p.source == item.source) {
             bail!(
                 "{}'s held-out item {} ({}) is not in this build: was it made from other packages?",
@@ -623,7 +636,7 @@ fn keep_split(
             );
         }
     }
-    let held_groups: Vec<String> = held_out.iter().map(|i| group_of(i)).collect();
+    let held_groups: Vec<String> = held_out.iter().map(group_of).collect();
     let mut kept = Vec::with_capacity(pairs.len());
     for mut item in pairs.drain(..) {
         let group = group_of(&item);
