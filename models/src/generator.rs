@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::NetworkModule;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 use crate::layers::{self, conv_from_tensors, linear_from_torch, spectral_normalized_values};
-use crate::norm::{batch_norm, channel_statistics, per_channel};
+use crate::norm::{batch_norm, channel_statistics, fold_statistics, per_channel};
 
 const BN_EPS: f64 = 1e-5;
 /// IC-GAN trains its generators with `SN_eps = 1e-6`.
@@ -222,13 +222,8 @@ impl<B: Backend> ConditionalBatchNorm<B> {
     fn batch_statistics(&self, x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>) {
         const MOMENTUM: f64 = 0.1;
         let (mean, var) = channel_statistics(x);
-        let blend = |stored: Tensor<B, 1>, batch: &Tensor<B, 1>| {
-            stored.mul_scalar(1.0 - MOMENTUM) + batch.clone().detach().mul_scalar(MOMENTUM)
-        };
-        self.stored_mean
-            .update(blend(self.stored_mean.value_sync(), &mean).detach());
-        self.stored_var
-            .update(blend(self.stored_var.value_sync(), &var).detach());
+        fold_statistics(&self.stored_mean, &mean, MOMENTUM);
+        fold_statistics(&self.stored_var, &var, MOMENTUM);
         (mean, var)
     }
 }

@@ -8,6 +8,7 @@
 //! (N x C values, cheap), which is "one scalar per row of H x W", and statistics are reduced over the
 //! contiguous last axis first. Same arithmetic, same results up to rounding, on every backend.
 
+use burn::module::RunningState;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 
@@ -28,19 +29,26 @@ pub fn per_channel<B: Backend>(values: Tensor<B, 1>, batch: usize) -> Tensor<B, 
     values.reshape([1, c, 1, 1]).repeat_dim(0, batch)
 }
 
+/// `stored <- (1 - momentum) * stored + momentum * batch`, outside the autodiff graph (PyTorch's running
+/// statistics).
+pub fn fold_statistics<B: Backend>(
+    stored: &RunningState<Tensor<B, 1>>,
+    batch: &Tensor<B, 1>,
+    momentum: f64,
+) {
+    let folded = stored.value_sync().mul_scalar(1.0 - momentum)
+        + batch.clone().detach().mul_scalar(momentum);
+    stored.update(folded.detach());
+}
+
 /// `bn.forward(x)` for `[N, C, H, W]`: batch statistics under autodiff (folding them into the running ones with
 /// `bn.momentum`, as burn's `BatchNorm` does), the running statistics otherwise.
 pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let n = x.dims()[0];
     let (mean, var) = if B::ad_enabled(&x.device()) {
         let (mean, var) = channel_statistics(&x);
-        let blend = |stored: Tensor<B, 1>, batch: &Tensor<B, 1>| {
-            stored.mul_scalar(1.0 - bn.momentum) + batch.clone().detach().mul_scalar(bn.momentum)
-        };
-        bn.running_mean
-            .update(blend(bn.running_mean.value_sync(), &mean).detach());
-        bn.running_var
-            .update(blend(bn.running_var.value_sync(), &var).detach());
+        fold_statistics(&bn.running_mean, &mean, bn.momentum);
+        fold_statistics(&bn.running_var, &var, bn.momentum);
         (mean, var)
     } else {
         (bn.running_mean.value(), bn.running_var.value())
