@@ -18,7 +18,10 @@ use s2v_shared::audio::{SAMPLE_RATE, decode_audio, resample};
 
 use super::qt_resources::{Resource, read_resources};
 use super::soundfont::{SOUNDFONT_FILE, SOUNDFONT_PACKAGE, instrument_of, load_sound_font, play};
-use super::{IMAGE_ONLY_DIR, Item, PAIRS_CSV, Split, read_items, write_items};
+use super::{
+    AUDIOS_DIR, IMAGE_ONLY_DIR, IMAGES_DIR, Item, PAIRS_CSV, Split, image_only_image_path,
+    pair_audio_path, pair_image_path, read_items, write_items,
+};
 
 pub const TUXPAINT_PACKAGE: &str = "tuxpaint-stamps-default";
 pub const OPENCLIPART_PACKAGE: &str = "openclipart-png";
@@ -104,11 +107,13 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
     let openclipart_licence = package_licence(&root, OPENCLIPART_PACKAGE);
 
     let mut summary = BuildSummary::default();
-    let images_dir = options.out.join("images");
-    let audios_dir = options.out.join("audios");
-    let image_only_dir = options.out.join(IMAGE_ONLY_DIR).join("images");
-    for dir in [&images_dir, &audios_dir, &image_only_dir] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let out = options.out.as_path();
+    for dir in [
+        out.join(IMAGES_DIR),
+        out.join(AUDIOS_DIR),
+        out.join(IMAGE_ONLY_DIR).join(IMAGES_DIR),
+    ] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
 
     let mut pairs = Vec::new();
@@ -129,10 +134,10 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
             let sound = png.with_extension("ogg");
             let paired = sound.exists();
             let result = if paired {
-                convert_audio(&sound, &audios_dir.join(format!("{name}.wav")))
-                    .and_then(|()| convert_image(png, &images_dir.join(format!("{name}.jpg"))))
+                convert_audio(&sound, &pair_audio_path(out, &name))
+                    .and_then(|()| convert_image(png, &pair_image_path(out, &name)))
             } else {
-                convert_image(png, &image_only_dir.join(format!("{name}.jpg")))
+                convert_image(png, &image_only_image_path(out, &name))
             };
             let item = Item {
                 name,
@@ -173,17 +178,11 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
             for (stem, sound, picture) in gcompris_pairs(&resources) {
                 let archive_stem = archive.trim_end_matches(".rcc");
                 let name = item_name("gcompris", Path::new(&format!("{archive_stem}/{stem}")));
-                let converted = convert_audio_bytes(
-                    &sound.data,
-                    Some("ogg"),
-                    &audios_dir.join(format!("{name}.wav")),
-                )
-                .and_then(|()| {
-                    save_picture(
-                        &decode_picture(picture)?,
-                        &images_dir.join(format!("{name}.jpg")),
-                    )
-                });
+                let converted =
+                    convert_audio_bytes(&sound.data, Some("ogg"), &pair_audio_path(out, &name))
+                        .and_then(|()| {
+                            save_picture(&decode_picture(picture)?, &pair_image_path(out, &name))
+                        });
                 match converted {
                     Ok(()) => pairs.push(Item {
                         name,
@@ -227,7 +226,7 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
         .map(|png| -> Result<Item> {
             let relative = png.strip_prefix(&openclipart_root)?.with_extension("");
             let name = item_name("openclipart", &relative);
-            convert_image(png, &image_only_dir.join(format!("{name}.jpg")))?;
+            convert_image(png, &image_only_image_path(out, &name))?;
             Ok(Item {
                 name,
                 category: category_of(&relative),
@@ -244,31 +243,20 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
         }
     }
     if options.soundfont {
-        play_instruments(
-            &root,
-            &options.out,
-            &mut pairs,
-            &mut image_only,
-            &mut summary,
-        )?;
+        play_instruments(&root, out, &mut pairs, &mut image_only, &mut summary)?;
     }
     if pairs.is_empty() {
         bail!("no picture with a sound under {}", tuxpaint_root.display());
     }
     match kept_split {
-        Some((earlier, held_out)) => {
-            keep_split(&mut pairs, &held_out, earlier, &options.out, &mut summary)?
-        }
+        Some((earlier, held_out)) => keep_split(&mut pairs, &held_out, earlier, out, &mut summary)?,
         None => hold_out(&mut pairs, options.test_every.max(2)),
     }
     summary.pairs_train = pairs.iter().filter(|i| i.split == Split::Train).count();
     summary.pairs_test = pairs.len() - summary.pairs_train;
     summary.image_only = image_only.len();
-    write_items(&options.out.join(PAIRS_CSV), &pairs)?;
-    write_items(
-        &options.out.join(IMAGE_ONLY_DIR).join(PAIRS_CSV),
-        &image_only,
-    )?;
+    write_items(&out.join(PAIRS_CSV), &pairs)?;
+    write_items(&out.join(IMAGE_ONLY_DIR).join(PAIRS_CSV), &image_only)?;
     Ok(summary)
 }
 
@@ -297,15 +285,9 @@ fn play_instruments(
             continue;
         };
         let played = play(&font, instrument).and_then(|samples| {
-            write_wav(
-                &samples,
-                &out.join("audios").join(format!("{}.wav", item.name)),
-            )?;
-            let from = out
-                .join(IMAGE_ONLY_DIR)
-                .join("images")
-                .join(format!("{}.jpg", item.name));
-            let to = out.join("images").join(format!("{}.jpg", item.name));
+            write_wav(&samples, &pair_audio_path(out, &item.name))?;
+            let from = image_only_image_path(out, &item.name);
+            let to = pair_image_path(out, &item.name);
             std::fs::rename(&from, &to)
                 .with_context(|| format!("moving {} to {}", from.display(), to.display()))
         });
@@ -644,8 +626,8 @@ fn keep_split(
             item.split = Split::Test;
         } else if held_groups.contains(&group) {
             for file in [
-                out.join("images").join(format!("{}.jpg", item.name)),
-                out.join("audios").join(format!("{}.wav", item.name)),
+                pair_image_path(out, &item.name),
+                pair_audio_path(out, &item.name),
             ] {
                 std::fs::remove_file(&file)
                     .with_context(|| format!("removing {}", file.display()))?;

@@ -13,6 +13,25 @@ use serde::{Deserialize, Serialize};
 
 pub const PAIRS_CSV: &str = "items.csv";
 pub const IMAGE_ONLY_DIR: &str = "image_only";
+pub const IMAGES_DIR: &str = "images";
+pub const AUDIOS_DIR: &str = "audios";
+
+/// A paired item's picture under a data set's `root`.
+pub fn pair_image_path(root: &Path, name: &str) -> PathBuf {
+    root.join(IMAGES_DIR).join(format!("{name}.jpg"))
+}
+
+/// A paired item's sound under a data set's `root`.
+pub fn pair_audio_path(root: &Path, name: &str) -> PathBuf {
+    root.join(AUDIOS_DIR).join(format!("{name}.wav"))
+}
+
+/// An image-only item's picture under a data set's `root`.
+pub fn image_only_image_path(root: &Path, name: &str) -> PathBuf {
+    root.join(IMAGE_ONLY_DIR)
+        .join(IMAGES_DIR)
+        .join(format!("{name}.jpg"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,18 +77,15 @@ impl Dataset {
     }
 
     pub fn pair_image(&self, item: &Item) -> PathBuf {
-        self.root.join("images").join(format!("{}.jpg", item.name))
+        pair_image_path(&self.root, &item.name)
     }
 
     pub fn pair_audio(&self, item: &Item) -> PathBuf {
-        self.root.join("audios").join(format!("{}.wav", item.name))
+        pair_audio_path(&self.root, &item.name)
     }
 
     pub fn image_only_image(&self, item: &Item) -> PathBuf {
-        self.root
-            .join(IMAGE_ONLY_DIR)
-            .join("images")
-            .join(format!("{}.jpg", item.name))
+        image_only_image_path(&self.root, &item.name)
     }
 
     pub fn pairs_in(&self, split: Split) -> impl Iterator<Item = &Item> {
