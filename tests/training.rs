@@ -798,6 +798,7 @@ fn evaluation_judges_every_held_out_sound(data: &Path, model: &Path, out: &Path)
     for (row, judged) in [
         (&report.generated, 2 * held_out.len()),
         (&report.generated_from_pictures, 2 * held_out.len()),
+        (&report.generated_across_gap, 2 * held_out.len()),
         (&report.retrieval_baseline, held_out.len()),
         (&report.real_pictures, held_out.len()),
     ] {
