@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A child process killed when the test ends, however it ends.
@@ -56,17 +57,38 @@ pub fn start_server(mut command: Command) -> (Process, String) {
     let mut child = command
         .args(["--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("s2v-server starts");
     let stdout = child.stdout.take().unwrap();
-    let process = Process(child);
+    // The server's log is drained all along (a full pipe would stall it) and shown if it fails to start.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let log = Arc::new(Mutex::new(String::new()));
+    let drain = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                if log.len() < 64 * 1024 {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        })
+    };
+    let mut process = Process(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let Some(addr) = line.trim().strip_prefix("listening on ") else {
+        // Killing is a no-op for a server that has exited, and keeps a live one from hanging the test.
+        let _ = process.0.kill();
+        let exited = process.0.wait().ok();
+        let _ = drain.join();
+        panic!(
+            "s2v-server printed {line:?} instead of its address and exited ({exited:?}); it logged:\n{}",
+            log.lock().unwrap()
+        );
+    };
     (process, format!("http://{addr}"))
 }
 

@@ -71,8 +71,29 @@ pub struct Announcement {
     pub batch_sizes: Vec<u64>,
 }
 
-/// Creates the job stream, or updates its capacity.
+/// How long a server or worker waits for JetStream at start: a NATS server accepts connections before its
+/// JetStream is ready, and the two are often started together.
+const JETSTREAM_START_WAIT: Duration = Duration::from_secs(10);
+
+/// Creates the job stream, or updates its capacity, retrying while JetStream starts.
 async fn job_stream(
+    js: &jetstream::Context,
+    capacity: Option<usize>,
+) -> anyhow::Result<stream::Stream> {
+    let started = Instant::now();
+    loop {
+        match try_job_stream(js, capacity).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if started.elapsed() < JETSTREAM_START_WAIT => {
+                tracing::info!("JetStream not ready yet ({e:#}); retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn try_job_stream(
     js: &jetstream::Context,
     capacity: Option<usize>,
 ) -> anyhow::Result<stream::Stream> {
