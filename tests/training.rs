@@ -1,7 +1,7 @@
 //! The default model's pipeline at toy size: the data set builder on a small local package tree (no network),
 //! then all three training stages, their checkpoints, and resuming.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 use image::{Rgba, RgbaImage};
@@ -444,12 +444,18 @@ fn gcompris_tree(root: &Path) {
     std::fs::write(doc.join("copyright"), "Files: *\nLicense: GPL-3+\n").unwrap();
 }
 
+/// The miniature packages and GCompris's archives, unpacked under `dir`.
+fn packages_with_gcompris(dir: &Path) -> PathBuf {
+    let unpacked = dir.join("unpacked");
+    package_tree(&unpacked);
+    gcompris_tree(&unpacked);
+    unpacked
+}
+
 #[test]
 fn gcompris_adds_its_instruments_and_farm_animals_on_request() {
     let dir = tempfile::tempdir().unwrap();
-    let unpacked = dir.path().join("unpacked");
-    package_tree(&unpacked);
-    gcompris_tree(&unpacked);
+    let unpacked = packages_with_gcompris(dir.path());
     let out = dir.path().join("data");
     let summary = build_default(&BuildOptions {
         gcompris: true,
@@ -513,9 +519,7 @@ fn gcompris_adds_its_instruments_and_farm_animals_on_request() {
 #[test]
 fn a_build_can_keep_an_earlier_builds_held_out_split() {
     let dir = tempfile::tempdir().unwrap();
-    let unpacked = dir.path().join("unpacked");
-    package_tree(&unpacked);
-    gcompris_tree(&unpacked);
+    let unpacked = packages_with_gcompris(dir.path());
     let earlier = dir.path().join("earlier");
     build_default(&local_build(&earlier, &unpacked)).unwrap();
     // A split chosen by hand is kept as well as a drawn one: this one also holds out the violin, which

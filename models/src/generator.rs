@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::NetworkModule;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 use crate::layers::{self, conv_from_tensors, linear_from_torch, spectral_normalized_values};
-use crate::norm::{batch_norm, channel_statistics, fold_statistics, per_channel};
+use crate::norm::{batch_norm, normalising_statistics, per_channel};
 
 const BN_EPS: f64 = 1e-5;
 /// IC-GAN trains its generators with `SN_eps = 1e-6`.
@@ -204,27 +204,15 @@ impl<B: Backend> ConditionalBatchNorm<B> {
             .add_scalar(1.0)
             .reshape([n, c, 1, 1]);
         let bias = self.bias.forward(y).reshape([n, c, 1, 1]);
-        let (mean, var) = if B::ad_enabled(&x.device()) {
-            self.batch_statistics(&x)
-        } else {
-            (self.stored_mean.value(), self.stored_var.value())
-        };
+        // Training mode normalises with the batch's statistics and folds them into the stored ones with
+        // PyTorch's momentum of 0.1.
+        let (mean, var) = normalising_statistics(&x, &self.stored_mean, &self.stored_var, 0.1);
         // ((x - mean) / std) * gain + bias as x * scale + shift, with per-sample scale and shift `[N, C, 1, 1]`:
         // two passes over x (see `norm`).
         let inv_std = var.add_scalar(self.epsilon).sqrt().recip();
         let scale = per_channel(inv_std, n) * gain;
         let shift = bias - per_channel(mean, n) * scale.clone();
         x * scale + shift
-    }
-
-    /// Training mode (under autodiff, as burn's `BatchNorm` decides): normalise with the batch's statistics
-    /// and fold them into the stored ones with PyTorch's momentum of 0.1.
-    fn batch_statistics(&self, x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>) {
-        const MOMENTUM: f64 = 0.1;
-        let (mean, var) = channel_statistics(x);
-        fold_statistics(&self.stored_mean, &mean, MOMENTUM);
-        fold_statistics(&self.stored_var, &var, MOMENTUM);
-        (mean, var)
     }
 }
 

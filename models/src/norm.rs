@@ -13,7 +13,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 
 /// Per-channel mean and biased variance of `x` over batch and pixels: `[C]` each.
-pub fn channel_statistics<B: Backend>(x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+fn channel_statistics<B: Backend>(x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let [n, c, h, w] = x.dims();
     let count = (n * h * w) as f64;
     let rows = x.clone().reshape([n, c, h * w]);
@@ -31,7 +31,7 @@ pub fn per_channel<B: Backend>(values: Tensor<B, 1>, batch: usize) -> Tensor<B, 
 
 /// `stored <- (1 - momentum) * stored + momentum * batch`, outside the autodiff graph (PyTorch's running
 /// statistics).
-pub fn fold_statistics<B: Backend>(
+fn fold_statistics<B: Backend>(
     stored: &RunningState<Tensor<B, 1>>,
     batch: &Tensor<B, 1>,
     momentum: f64,
@@ -41,18 +41,28 @@ pub fn fold_statistics<B: Backend>(
     stored.update(folded.detach());
 }
 
-/// `bn.forward(x)` for `[N, C, H, W]`: batch statistics under autodiff (folding them into the running ones with
-/// `bn.momentum`, as burn's `BatchNorm` does), the running statistics otherwise.
-pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let n = x.dims()[0];
-    let (mean, var) = if B::ad_enabled(&x.device()) {
-        let (mean, var) = channel_statistics(&x);
-        fold_statistics(&bn.running_mean, &mean, bn.momentum);
-        fold_statistics(&bn.running_var, &var, bn.momentum);
+/// The statistics a batch norm normalises `x` with, as burn's `BatchNorm` decides: under autodiff the batch's
+/// (folded into the running ones with `momentum`), otherwise the running ones.
+pub fn normalising_statistics<B: Backend>(
+    x: &Tensor<B, 4>,
+    running_mean: &RunningState<Tensor<B, 1>>,
+    running_var: &RunningState<Tensor<B, 1>>,
+    momentum: f64,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    if B::ad_enabled(&x.device()) {
+        let (mean, var) = channel_statistics(x);
+        fold_statistics(running_mean, &mean, momentum);
+        fold_statistics(running_var, &var, momentum);
         (mean, var)
     } else {
-        (bn.running_mean.value(), bn.running_var.value())
-    };
+        (running_mean.value(), running_var.value())
+    }
+}
+
+/// `bn.forward(x)` for `[N, C, H, W]`.
+pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let n = x.dims()[0];
+    let (mean, var) = normalising_statistics(&x, &bn.running_mean, &bn.running_var, bn.momentum);
     // y = (x - mean) / sqrt(var + eps) * gamma + beta, as x * scale + shift: two passes over x, not four.
     let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
     let shift = bn.beta.val() - mean * scale.clone();

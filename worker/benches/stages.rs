@@ -93,16 +93,8 @@ fn run_stage(stage: &str) -> Duration {
         "default-audio-encoder-training-step-batch-16" => {
             let recipe = Recipe::preset(Preset::Default);
             let encoder = AudioEncoder::<Ad>::init(&recipe.audio_encoder, &device).unwrap();
-            let input = Tensor::<Ad, 4>::random(
-                [16, 1, 257, 1004],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-            let visual = Tensor::<Ad, 2>::random(
-                [16, recipe.audio_encoder.embedding_dim],
-                Distribution::Uniform(0.0, 1.0),
-                &device,
-            );
+            let input = normal([16, 1, 257, 1004]);
+            let visual = uniform([16, recipe.audio_encoder.embedding_dim]);
             time_runs(|| {
                 let loss = info_nce_l2(encoder.forward(input.clone()), visual.clone());
                 let _ = loss.backward();
@@ -112,11 +104,7 @@ fn run_stage(stage: &str) -> Duration {
             let recipe = Recipe::preset(Preset::Default);
             let encoder = ImageEncoder::<Ad>::init(&recipe.image_encoder, &device).unwrap();
             let size = recipe.resolution;
-            let input = Tensor::<Ad, 4>::random(
-                [48, 3, size, size],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
+            let input = normal([48, 3, size, size]);
             time_runs(|| {
                 let _ = encoder
                     .forward(input.clone())
@@ -128,22 +116,24 @@ fn run_stage(stage: &str) -> Duration {
         "default-generator-training-step-batch-16" => {
             let recipe = Recipe::preset(Preset::Default);
             let generator = Generator::<Ad>::init(&recipe.generator, &device).unwrap();
-            let z = Tensor::<Ad, 2>::random(
-                [16, recipe.generator.dim_z()],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-            let f = Tensor::<Ad, 2>::random(
-                [16, recipe.generator.feature_dim],
-                Distribution::Uniform(0.0, 1.0),
-                &device,
-            );
+            let z = normal([16, recipe.generator.dim_z()]);
+            let f = uniform([16, recipe.generator.feature_dim]);
             time_runs(|| {
                 let _ = generator.forward(z.clone(), f.clone()).mean().backward();
             })
         }
         other => panic!("unknown stage {other}"),
     }
+}
+
+/// Random inputs of a training step on the CPU: standard normal (spectrograms, pictures, noise) and uniform
+/// in [0, 1) (features).
+fn normal<const D: usize>(shape: [usize; D]) -> Tensor<Ad, D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+}
+
+fn uniform<const D: usize>(shape: [usize; D]) -> Tensor<Ad, D> {
+    Tensor::random(shape, Distribution::Uniform(0.0, 1.0), &Default::default())
 }
 
 fn main() {

@@ -7,7 +7,7 @@
 //! its Qt resource archives, and `fluid-soundfont-gm` gives the instrument pictures without a sound a few
 //! notes of their instrument.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -608,8 +608,9 @@ fn keep_split(
     out: &Path,
     summary: &mut BuildSummary,
 ) -> Result<()> {
+    let sources: HashSet<&str> = pairs.iter().map(|p| p.source.as_str()).collect();
     for item in held_out {
-        if !pairs.iter().any(|p| p.source == item.source) {
+        if !sources.contains(item.source.as_str()) {
             bail!(
                 "{}'s held-out item {} ({}) is not in this build: was it made from other packages?",
                 earlier.display(),
@@ -618,11 +619,12 @@ fn keep_split(
             );
         }
     }
-    let held_groups: Vec<String> = held_out.iter().map(group_of).collect();
+    let held_sources: HashSet<&str> = held_out.iter().map(|i| i.source.as_str()).collect();
+    let held_groups: HashSet<String> = held_out.iter().map(group_of).collect();
     let mut kept = Vec::with_capacity(pairs.len());
     for mut item in pairs.drain(..) {
         let group = group_of(&item);
-        if held_out.iter().any(|i| i.source == item.source) {
+        if held_sources.contains(item.source.as_str()) {
             item.split = Split::Test;
         } else if held_groups.contains(&group) {
             for file in [

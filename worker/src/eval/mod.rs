@@ -215,6 +215,8 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
 
     let test_audio = audio_of(&test_sounds.waveforms)?;
     let test_visual = visual_of(&test_pictures)?;
+    // L2-normalised copies for the gap, retrieval and geometry (the generator normalises its input itself).
+    let test_audio_unit = normalised(&test_audio);
     let train_audio = normalised(&audio_of(&train_sounds.waveforms)?);
     let train_visual = normalised(&visual_of(&train_pictures)?);
 
@@ -249,7 +251,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
 
     // (i c) generated from the held-out sounds moved across the gap measured on the training pairs only.
     let gap = mean_difference(&train_visual, &train_audio);
-    let across_gap: Vec<Vec<f32>> = normalised(&test_audio)
+    let across_gap: Vec<Vec<f32>> = test_audio_unit
         .iter()
         .map(|a| a.iter().zip(&gap).map(|(x, g)| x + g).collect())
         .collect();
@@ -259,7 +261,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     // (ii) retrieval: the training picture whose feature is nearest to the audio feature.
     let library = PictureBank::load(training.iter().map(|(p, _)| p.as_path()), size)?;
     let library_visual = normalised(&visual_of(&library)?);
-    let retrieved: Vec<Vec<f32>> = normalised(&test_audio)
+    let retrieved: Vec<Vec<f32>> = test_audio_unit
         .iter()
         .map(|a| {
             let best = (0..library_visual.len())
@@ -289,8 +291,8 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     };
 
     // Geometry over every pair, held-out and training.
-    let all_audio = normalised(&[test_audio.clone(), train_audio].concat());
-    let all_visual = normalised(&[test_visual.clone(), train_visual].concat());
+    let all_audio = [test_audio_unit, train_audio].concat();
+    let all_visual = [normalised(&test_visual), train_visual].concat();
     let geometry = geometry(&all_audio, &all_visual);
     plots::scatter_pairs(&all_audio, &all_visual, 640).save(options.out.join("features.png"))?;
 
