@@ -241,6 +241,31 @@ fn bad_inputs_give_clear_errors() {
         ],
         "at least 0",
     );
+    fails(
+        &[
+            "train",
+            "--data",
+            s(&path("data")),
+            "--out",
+            s(&path("run")),
+            "--gan-rates",
+            "1e-4",
+            "0",
+        ],
+        "learning rate above 0",
+    );
+    fails(
+        &[
+            "train",
+            "--data",
+            s(&path("data")),
+            "--out",
+            s(&path("run")),
+            "--gan-augment",
+            "cutout",
+        ],
+        "color-translation-cutout",
+    );
 
     // A checkpoint of another network names the tensor it lacks.
     fails(

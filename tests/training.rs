@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 use image::{Rgba, RgbaImage};
+use s2v_models::discriminator::DiscriminatorConfig;
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
 use s2v_worker::dataset::build::{BuildOptions, build_default};
 use s2v_worker::dataset::{Dataset, PAIRS_CSV, Split, write_items};
@@ -639,6 +640,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         stage_seconds: None,
         only: None,
         image_encoder: None,
+        fresh_discriminator: false,
     };
 
     // Interrupted after 5 steps, then every 15, in the middle of every stage and off its checkpoint interval.
@@ -745,6 +747,41 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         &frozen.join(IMAGE_ENCODER_FILE),
         &straight.join(IMAGE_ENCODER_FILE),
     );
+    // A generator run can go on with a wider discriminator, started anew; without saying so, the narrower
+    // checkpoint is refused, naming the tensor.
+    let widened = dir.path().join("widened");
+    let first_half = TrainOptions {
+        max_steps_per_call: Some(recipe.gan_steps / 2),
+        out: widened.clone(),
+        ..given.clone()
+    };
+    assert!(!train::<B>(&first_half, &device).unwrap());
+    let mut wider_discriminator = recipe.clone();
+    wider_discriminator.discriminator =
+        DiscriminatorConfig::biggan(2, recipe.resolution, recipe.generator.feature_dim);
+    let unannounced = TrainOptions {
+        recipe: wider_discriminator.clone(),
+        max_steps_per_call: None,
+        ..first_half.clone()
+    };
+    let error = format!("{:#}", train::<B>(&unannounced, &device).unwrap_err());
+    assert!(
+        error.contains("discriminator.mpk") && error.contains("--fresh-discriminator"),
+        "{error}"
+    );
+    let announced = TrainOptions {
+        fresh_discriminator: true,
+        ..unannounced
+    };
+    assert!(train::<B>(&announced, &device).unwrap());
+    assert_eq!(
+        StageProgress::read(&widened, Stage::Generator)
+            .unwrap()
+            .unwrap()
+            .step,
+        recipe.gan_steps
+    );
+
     // One whose features do not fit the recipe is refused with both widths named.
     let mut wider = recipe.clone();
     wider.generator.feature_dim += 1;

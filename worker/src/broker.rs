@@ -75,7 +75,8 @@ pub struct Announcement {
 /// JetStream is ready, and the two are often started together.
 const JETSTREAM_START_WAIT: Duration = Duration::from_secs(10);
 
-/// Creates the job stream, or updates its capacity, retrying while JetStream starts.
+/// Creates the job stream, or updates its capacity, retrying while JetStream starts. Any other error (a stream
+/// of that name with a configuration that cannot be changed, say) fails at once.
 async fn job_stream(
     js: &jetstream::Context,
     capacity: Option<usize>,
@@ -84,12 +85,32 @@ async fn job_stream(
     loop {
         match try_job_stream(js, capacity).await {
             Ok(stream) => return Ok(stream),
-            Err(e) if started.elapsed() < JETSTREAM_START_WAIT => {
+            Err(e) if jetstream_not_ready(&e) && started.elapsed() < JETSTREAM_START_WAIT => {
                 tracing::info!("JetStream not ready yet ({e:#}); retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Whether creating the stream failed because JetStream is not (yet) answering, rather than refusing it.
+fn jetstream_not_ready(error: &anyhow::Error) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
+    let Some(error) = error.downcast_ref::<async_nats::jetstream::context::CreateStreamError>()
+    else {
+        return false;
+    };
+    match error.kind() {
+        Kind::JetStreamUnavailable | Kind::TimedOut => true,
+        Kind::JetStream(api) => [
+            ErrorCode::JETSTREAM_NOT_ENABLED,
+            ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
+            ErrorCode::CLUSTER_NOT_AVAILABLE,
+        ]
+        .contains(&api.error_code()),
+        _ => false,
     }
 }
 
@@ -617,6 +638,36 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_unanswering_jetstream_is_waited_for() {
+        use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind as Kind};
+        let api = |err_code: u64| {
+            let error: async_nats::jetstream::Error = serde_json::from_value(
+                serde_json::json!({"code": 503, "err_code": err_code, "description": "x"}),
+            )
+            .unwrap();
+            Kind::JetStream(error)
+        };
+        let judged = |kind: Kind| {
+            jetstream_not_ready(
+                &anyhow::Error::new(CreateStreamError::new(kind))
+                    .context("cannot create the job stream"),
+            )
+        };
+        assert!(judged(Kind::JetStreamUnavailable));
+        assert!(judged(Kind::TimedOut));
+        assert!(judged(api(10039)), "JetStream not enabled for the account");
+        assert!(judged(api(10008)), "JetStream temporarily unavailable");
+        assert!(
+            !judged(api(10058)),
+            "a stream of that name with another configuration"
+        );
+        assert!(!judged(Kind::InvalidStreamName));
+        assert!(!jetstream_not_ready(&anyhow::anyhow!(
+            "cannot open the job stream"
+        )));
+    }
 
     fn message(headers: &[(&str, &str)], payload: Vec<u8>) -> async_nats::Message {
         let mut map = async_nats::HeaderMap::new();

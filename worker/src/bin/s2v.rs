@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
+use s2v_models::discriminator::DiscriminatorConfig;
 use s2v_worker::arrays::Array;
 use s2v_worker::broker::{WorkerOptions, serve_jobs};
 use s2v_worker::commands::{
@@ -16,7 +17,7 @@ use s2v_worker::dataset::build::{BuildOptions, build_default};
 use s2v_worker::device::{DeviceKind, dispatch};
 use s2v_worker::eval::{EvalJob, EvalOptions};
 use s2v_worker::runtime::{RuntimeConfig, StartRuntime};
-use s2v_worker::train::{Preset, Recipe, Stage, TrainJob, TrainOptions};
+use s2v_worker::train::{AugmentPolicy, Preset, Recipe, Stage, TrainJob, TrainOptions};
 
 #[derive(Parser)]
 #[command(
@@ -104,6 +105,19 @@ enum Command {
         /// Override the weight of the generator's L1 term towards the instance's own picture (0: pure IC-GAN).
         #[arg(long, value_parser = parse_weight)]
         gan_reconstruction: Option<f32>,
+        /// Override Adam's learning rates of the generator and its discriminator.
+        #[arg(long, num_args = 2, value_names = ["G", "D"], value_parser = parse_rate)]
+        gan_rates: Option<Vec<f64>>,
+        /// Override which DiffAugment transforms the discriminator's images get.
+        #[arg(long, value_enum)]
+        gan_augment: Option<AugmentPolicy>,
+        /// Override the discriminator's width: BigGAN's channel multiplier `D_ch` (the preset has 8).
+        #[arg(long, value_name = "CH", value_parser = clap::value_parser!(u16).range(1..=256))]
+        discriminator_ch: Option<u16>,
+        /// On resuming the generator stage, start a new discriminator instead of loading the checkpoint's
+        /// (needed after changing --discriminator-ch).
+        #[arg(long)]
+        fresh_discriminator: bool,
         /// Use this trained image encoder, frozen, instead of training one (stage a); it must match the
         /// preset's resolution and feature width.
         #[arg(long, value_name = "FILE")]
@@ -306,6 +320,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             steps,
             batches,
             gan_reconstruction,
+            gan_rates,
+            gan_augment,
+            discriminator_ch,
+            fresh_discriminator,
             image_encoder,
         } => {
             anyhow::ensure!(
@@ -330,6 +348,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(weight) = gan_reconstruction {
                 recipe.gan_reconstruction = weight;
             }
+            if let Some(rates) = gan_rates {
+                recipe.gan_generator_rate = rates[0];
+                recipe.gan_discriminator_rate = rates[1];
+            }
+            if let Some(policy) = gan_augment {
+                recipe.gan_augment = policy;
+            }
+            if let Some(ch) = discriminator_ch {
+                recipe.discriminator = DiscriminatorConfig::biggan(
+                    ch.into(),
+                    recipe.resolution,
+                    recipe.generator.feature_dim,
+                );
+            }
             let options = TrainOptions {
                 data,
                 out: out.clone(),
@@ -340,6 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 stage_seconds,
                 only,
                 image_encoder,
+                fresh_discriminator,
             };
             if dispatch(cli.device, TrainJob(options))? {
                 match only {
@@ -462,6 +495,14 @@ fn parse_weight(text: &str) -> Result<f32, String> {
     match text.parse::<f32>() {
         Ok(weight) if weight.is_finite() && weight >= 0.0 => Ok(weight),
         _ => Err(format!("expected a number of at least 0, got {text:?}")),
+    }
+}
+
+/// A learning rate for `--gan-rates`: a finite number above 0.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("expected a learning rate above 0, got {text:?}")),
     }
 }
 

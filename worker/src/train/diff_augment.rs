@@ -3,16 +3,30 @@
 //! translation and cutout made of differentiable tensor operations. With a few thousand pictures the
 //! discriminator otherwise memorises them within a few hundred steps, and its verdicts stop teaching the
 //! generator; because the operations are differentiable, the generator is still trained through them.
-//! Policy `color,translation,cutout` with the paper's ratios (1/8 shift, cutout of half the side).
+//! The paper's ratios (1/8 shift, cutout of half the side); the policy picks which of the three apply.
 
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 use rand::Rng;
 use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+/// Which of DiffAugment's transforms the discriminator's images get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugmentPolicy {
+    /// None: the discriminator sees the images as they are.
+    Off,
+    /// Translation only, as IC-GAN's configuration for COCO-Stuff (its small data set) has it.
+    Translation,
+    /// DiffAugment's `color,translation,cutout`, its policy for the smallest data sets.
+    ColorTranslationCutout,
+}
 
 /// One draw of augmentations for a batch: each image gets its own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiffAugment {
+    policy: AugmentPolicy,
     size: usize,
     /// Added to every pixel, in [-0.5, 0.5).
     brightness: Vec<f32>,
@@ -27,8 +41,9 @@ pub struct DiffAugment {
 }
 
 impl DiffAugment {
-    /// Draws augmentations for `batch` images of `size` x `size` pixels.
-    pub fn draw(batch: usize, size: usize, rng: &mut StdRng) -> Self {
+    /// Draws augmentations for `batch` images of `size` x `size` pixels. Every transform is drawn whatever
+    /// the policy, so that the random stream after a draw does not depend on it.
+    pub fn draw(policy: AugmentPolicy, batch: usize, size: usize, rng: &mut StdRng) -> Self {
         let shift = Self::shift_limit(size) as i64;
         let half_cut = (Self::cutout_side(size) / 2) as i64;
         let mut per_image = |low: f32, high: f32| -> Vec<f32> {
@@ -55,6 +70,7 @@ impl DiffAugment {
             })
             .collect();
         Self {
+            policy,
             size,
             brightness,
             saturation,
@@ -82,16 +98,23 @@ impl DiffAugment {
             self.size,
             images.dims()
         );
+        if self.policy == AugmentPolicy::Off {
+            return images;
+        }
         let device = images.device();
         let per_image = |values: &[f32]| {
             Tensor::<B, 1>::from_data(TensorData::new(values.to_vec(), [n]), &device)
                 .reshape([n, 1, 1, 1])
         };
-        let mut x = images + per_image(&self.brightness);
-        let grey = x.clone().mean_dim(1);
-        x = (x - grey.clone()) * per_image(&self.saturation) + grey;
-        let mean = x.clone().mean_dim(1).mean_dim(2).mean_dim(3);
-        x = (x - mean.clone()) * per_image(&self.contrast) + mean;
+        let full = self.policy == AugmentPolicy::ColorTranslationCutout;
+        let mut x = images;
+        if full {
+            x = x + per_image(&self.brightness);
+            let grey = x.clone().mean_dim(1);
+            x = (x - grey.clone()) * per_image(&self.saturation) + grey;
+            let mean = x.clone().mean_dim(1).mean_dim(2).mean_dim(3);
+            x = (x - mean.clone()) * per_image(&self.contrast) + mean;
+        }
 
         let shift = Self::shift_limit(self.size);
         let padded = x.pad((shift, shift, shift, shift), PadMode::Constant(0.0));
@@ -108,7 +131,9 @@ impl DiffAugment {
             })
             .collect();
         x = Tensor::cat(shifted, 0);
-
+        if !full {
+            return x;
+        }
         x * Tensor::<B, 4>::from_data(
             TensorData::new(self.cutout_mask(), [n, 1, height, width]),
             &device,
@@ -147,7 +172,12 @@ mod tests {
     #[test]
     fn translation_moves_the_picture_and_fills_the_border_with_zero() {
         let mut rng = StdRng::seed_from_u64(1);
-        let mut draw = identity_colours(DiffAugment::draw(1, 8, &mut rng));
+        let mut draw = identity_colours(DiffAugment::draw(
+            AugmentPolicy::ColorTranslationCutout,
+            1,
+            8,
+            &mut rng,
+        ));
         draw.translation = vec![(1, -1)];
         draw.cutout = vec![(-100, -100)];
         let values: Vec<f32> = (0..64).map(|v| v as f32 / 64.0).collect();
@@ -172,7 +202,12 @@ mod tests {
     #[test]
     fn cutout_zeroes_a_square_of_half_the_side_clipped_by_the_border() {
         let mut rng = StdRng::seed_from_u64(2);
-        let mut draw = identity_colours(DiffAugment::draw(2, 8, &mut rng));
+        let mut draw = identity_colours(DiffAugment::draw(
+            AugmentPolicy::ColorTranslationCutout,
+            2,
+            8,
+            &mut rng,
+        ));
         draw.translation = vec![(0, 0); 2];
         draw.cutout = vec![(2, 3), (-2, 6)];
         let image = Tensor::<Flex, 4>::ones([2, 3, 8, 8], &Default::default());
@@ -193,7 +228,7 @@ mod tests {
     fn colour_changes_follow_the_draw_and_gradients_flow() {
         type B = Autodiff<Flex>;
         let mut rng = StdRng::seed_from_u64(3);
-        let mut draw = DiffAugment::draw(1, 8, &mut rng);
+        let mut draw = DiffAugment::draw(AugmentPolicy::ColorTranslationCutout, 1, 8, &mut rng);
         draw.translation = vec![(0, 0)];
         draw.cutout = vec![(-100, -100)];
         draw.brightness = vec![0.25];
@@ -223,9 +258,59 @@ mod tests {
     }
 
     #[test]
+    fn translation_policy_only_moves_and_off_leaves_the_images() {
+        let values: Vec<f32> = (0..128).map(|v| v as f32 / 128.0 - 0.5).collect();
+        let image = || {
+            Tensor::<Flex, 4>::from_data(
+                TensorData::new(values.clone(), [2, 1, 8, 8]),
+                &Default::default(),
+            )
+        };
+        let draw = |policy| {
+            let mut rng = StdRng::seed_from_u64(5);
+            let mut draw = DiffAugment::draw(policy, 2, 8, &mut rng);
+            draw.translation = vec![(0, 0), (0, 1)];
+            draw.cutout = vec![(0, 0); 2];
+            draw
+        };
+        let out: Vec<f32> = draw(AugmentPolicy::Translation)
+            .apply(image())
+            .into_data()
+            .to_vec()
+            .unwrap();
+        // No colour change and no cutout: the first image is unchanged, the second moved a column right.
+        assert_eq!(out[..64], values[..64]);
+        for r in 0..8 {
+            for c in 0..8 {
+                let expected = if c < 1 {
+                    0.0
+                } else {
+                    values[64 + r * 8 + c - 1]
+                };
+                assert_eq!(out[64 + r * 8 + c], expected, "({r}, {c})");
+            }
+        }
+        let untouched: Vec<f32> = draw(AugmentPolicy::Off)
+            .apply(image())
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(untouched, values);
+        let full: Vec<f32> = draw(AugmentPolicy::ColorTranslationCutout)
+            .apply(image())
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(
+            (0..4).all(|r| (0..4).all(|c| full[r * 8 + c] == 0.0)),
+            "the full policy cuts out a 4 x 4 square"
+        );
+    }
+
+    #[test]
     fn draws_stay_in_their_ranges() {
         let mut rng = StdRng::seed_from_u64(4);
-        let draw = DiffAugment::draw(500, 64, &mut rng);
+        let draw = DiffAugment::draw(AugmentPolicy::ColorTranslationCutout, 500, 64, &mut rng);
         assert!(draw.brightness.iter().all(|v| (-0.5..0.5).contains(v)));
         assert!(draw.saturation.iter().all(|v| (0.0..2.0).contains(v)));
         assert!(draw.contrast.iter().all(|v| (0.5..1.5).contains(v)));

@@ -25,9 +25,6 @@ use super::{
 };
 use crate::commands::encode_rows;
 
-const GENERATOR_RATE: f64 = 2e-4;
-const DISCRIMINATOR_RATE: f64 = 2e-4;
-
 pub(super) fn run<B: AutodiffBackend>(
     options: &TrainOptions,
     pictures: &PictureBank,
@@ -68,9 +65,11 @@ pub(super) fn run<B: AutodiffBackend>(
     let mut average = averaging.then(|| generator.valid());
     if stage.resuming() {
         generator = load_module(generator, &paths[0].with_extension("mpk"), device)?;
-        discriminator = load_module(discriminator, &paths[1].with_extension("mpk"), device)?;
         g_optimizer = load_optimizer(g_optimizer, &paths[2].with_extension("mpk"), device)?;
-        d_optimizer = load_optimizer(d_optimizer, &paths[3].with_extension("mpk"), device)?;
+        if !options.fresh_discriminator {
+            discriminator = load_module(discriminator, &paths[1].with_extension("mpk"), device)?;
+            d_optimizer = load_optimizer(d_optimizer, &paths[3].with_extension("mpk"), device)?;
+        }
         if averaging {
             average = Some(load_module(
                 generator.valid(),
@@ -83,11 +82,7 @@ pub(super) fn run<B: AutodiffBackend>(
     let dim_z = recipe.generator.dim_z();
     let resolution = recipe.resolution;
     let augment = |images: Tensor<B, 4>, rng: &mut rand::rngs::StdRng| {
-        if recipe.gan_diff_augment {
-            DiffAugment::draw(batch, resolution, rng).apply(images)
-        } else {
-            images
-        }
+        DiffAugment::draw(recipe.gan_augment, batch, resolution, rng).apply(images)
     };
     while let Some((step, mut rng)) = stage.next_step() {
         let instances: Vec<usize> = (0..batch)
@@ -122,7 +117,7 @@ pub(super) fn run<B: AutodiffBackend>(
         );
         let d_value = scalar(&d_loss);
         let grads = GradientsParams::from_grads(d_loss.backward(), &discriminator);
-        discriminator = d_optimizer.step(DISCRIMINATOR_RATE, discriminator, grads);
+        discriminator = d_optimizer.step(recipe.gan_discriminator_rate, discriminator, grads);
 
         // Generator step through the updated discriminator, plus the reconstruction term.
         let fake = generator.forward(noise(&mut rng), condition.clone());
@@ -148,7 +143,7 @@ pub(super) fn run<B: AutodiffBackend>(
             (adversarial, 0.0)
         };
         let grads = GradientsParams::from_grads(g_loss.backward(), &generator);
-        generator = g_optimizer.step(GENERATOR_RATE, generator, grads);
+        generator = g_optimizer.step(recipe.gan_generator_rate, generator, grads);
         if let Some(previous) = average.take() {
             // Until `gan_ema_start` the average follows the generator, as BigGAN's `ema_start`.
             let decay = if step < recipe.gan_ema_start {

@@ -10,6 +10,7 @@
 mod audio_stage;
 pub mod data;
 mod diff_augment;
+pub use diff_augment::AugmentPolicy;
 mod ema;
 mod gan_stage;
 mod image_stage;
@@ -64,12 +65,21 @@ pub struct Recipe {
     /// Steps during which the average just follows the generator (BigGAN's `ema_start`).
     #[serde(default)]
     pub gan_ema_start: usize,
-    /// DiffAugment (colour, translation, cutout) on every image the discriminator sees.
-    #[serde(default)]
-    pub gan_diff_augment: bool,
+    /// The DiffAugment transforms every image the discriminator sees gets.
+    pub gan_augment: AugmentPolicy,
+    /// Adam's learning rates of the generator and the discriminator.
+    #[serde(default = "default_gan_rate")]
+    pub gan_generator_rate: f64,
+    #[serde(default = "default_gan_rate")]
+    pub gan_discriminator_rate: f64,
     pub audio_steps: usize,
     pub audio_batch: usize,
     pub checkpoint_every: usize,
+}
+
+/// The rate every generator run before the rates were a recipe's own used, for both networks.
+fn default_gan_rate() -> f64 {
+    2e-4
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -118,7 +128,9 @@ impl Recipe {
                     // BigGAN uses 0.9999 over 10^5 steps; a schedule of thousands needs a shorter memory.
                     gan_ema_decay: 0.995,
                     gan_ema_start: 200,
-                    gan_diff_augment: true,
+                    gan_augment: AugmentPolicy::ColorTranslationCutout,
+                    gan_generator_rate: 2e-4,
+                    gan_discriminator_rate: 2e-4,
                     audio_steps: 120,
                     audio_batch: 32,
                     checkpoint_every: 50,
@@ -158,7 +170,9 @@ impl Recipe {
                     gan_reconstruction: 1.0,
                     gan_ema_decay: 0.5,
                     gan_ema_start: 4,
-                    gan_diff_augment: true,
+                    gan_augment: AugmentPolicy::ColorTranslationCutout,
+                    gan_generator_rate: 2e-4,
+                    gan_discriminator_rate: 2e-4,
                     audio_steps: 40,
                     audio_batch: 6,
                     checkpoint_every: 8,
@@ -192,6 +206,9 @@ pub struct TrainOptions {
     /// paper's `f_V` is a frozen pretrained network too. It must read pictures at the recipe's resolution and
     /// give features of the width the generator and the audio encoder take.
     pub image_encoder: Option<PathBuf>,
+    /// When the generator stage resumes, start its discriminator (and that optimiser) anew instead of loading
+    /// them: to change the discriminator's width during a run, or to replace one that stopped teaching.
+    pub fresh_discriminator: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -525,10 +542,49 @@ fn save_module<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<()> 
         .with_context(|| format!("saving {}", path.display()))
 }
 
+/// Loads a checkpoint into `module`, which must have the recipe's architecture: burn's loading replaces each
+/// tensor whatever its shape, so a checkpoint of another width is refused here, naming the tensor.
 fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, device: &B::Device) -> Result<M> {
-    module
+    let wanted = parameter_shapes(&module);
+    let loaded = module
         .load_file(path, &Recorder::new(), device)
-        .with_context(|| format!("loading {}", path.display()))
+        .with_context(|| format!("loading {}", path.display()))?;
+    for ((name, want), (_, got)) in wanted.iter().zip(parameter_shapes(&loaded)) {
+        anyhow::ensure!(
+            *want == got,
+            "{} does not fit the recipe: its {name} is {got:?}, the recipe's {want:?} (a generator run whose \
+             discriminator width changed needs --fresh-discriminator)",
+            path.display()
+        );
+    }
+    Ok(loaded)
+}
+
+/// Each float parameter's place in `module` (dotted path) and its shape, in visiting order.
+fn parameter_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
+    use burn::module::{ModuleVisitor, Param};
+    struct Shapes {
+        path: Vec<String>,
+        found: Vec<(String, Vec<usize>)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.found
+                .push((self.path.join("."), param.lazy_shape().to_vec()));
+        }
+    }
+    let mut shapes = Shapes {
+        path: Vec::new(),
+        found: Vec::new(),
+    };
+    module.visit(&mut shapes);
+    shapes.found
 }
 
 fn save_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Optimizer<M, B>>(
@@ -587,6 +643,28 @@ impl crate::device::OnBackend for TrainJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_of_another_width_is_refused_naming_the_tensor() {
+        use s2v_models::discriminator::{Discriminator, DiscriminatorConfig};
+        type B = burn::backend::Flex;
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("discriminator");
+        let narrow = DiscriminatorConfig::biggan(1, 64, 8);
+        save_module(&Discriminator::<B>::init(&narrow, &device), &path).unwrap();
+        let file = path.with_extension("mpk");
+        let same = load_module(Discriminator::<B>::init(&narrow, &device), &file, &device);
+        assert!(same.is_ok(), "{:#}", same.unwrap_err());
+        let wider = DiscriminatorConfig::biggan(2, 64, 8);
+        let error = load_module(Discriminator::<B>::init(&wider, &device), &file, &device)
+            .expect_err("a narrower checkpoint is refused");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("blocks.0.conv1") && message.contains("[1, 3, 3, 3]"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn a_checkpoint_line_names_the_stage_step_losses_and_time() {
