@@ -5,7 +5,7 @@
 //! is what the stage exports (BigGAN's `G_ema`), and DiffAugment guards `D` against memorising a small data set.
 //! Optionally an L1 term towards the instance's own picture (`Recipe::gan_reconstruction`).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -67,7 +67,8 @@ pub(super) fn run<B: AutodiffBackend>(
         generator = load_module(generator, &paths[0].with_extension("mpk"), device)?;
         g_optimizer = load_optimizer(g_optimizer, &paths[2].with_extension("mpk"), device)?;
         if !options.fresh_discriminator {
-            discriminator = load_module(discriminator, &paths[1].with_extension("mpk"), device)?;
+            discriminator = load_module(discriminator, &paths[1].with_extension("mpk"), device)
+                .context("to go on with a discriminator of another width, resume with --fresh-discriminator")?;
             d_optimizer = load_optimizer(d_optimizer, &paths[3].with_extension("mpk"), device)?;
         }
         if averaging {

@@ -549,11 +549,18 @@ fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, device: &B::Dev
     let loaded = module
         .load_file(path, &Recorder::new(), device)
         .with_context(|| format!("loading {}", path.display()))?;
-    for ((name, want), (_, got)) in wanted.iter().zip(parameter_shapes(&loaded)) {
+    let got = parameter_shapes(&loaded);
+    anyhow::ensure!(
+        got.len() == wanted.len(),
+        "{} does not fit the recipe: it has {} tensors, the recipe's network {}",
+        path.display(),
+        got.len(),
+        wanted.len()
+    );
+    for ((name, want), (_, got)) in wanted.iter().zip(got) {
         anyhow::ensure!(
             *want == got,
-            "{} does not fit the recipe: its {name} is {got:?}, the recipe's {want:?} (a generator run whose \
-             discriminator width changed needs --fresh-discriminator)",
+            "{} does not fit the recipe: its {name} is {got:?}, the recipe's {want:?}",
             path.display()
         );
     }
