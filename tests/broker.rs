@@ -280,22 +280,13 @@ async fn a_killed_workers_jobs_are_redelivered_and_none_is_lost() {
 #[test]
 fn a_server_waits_for_jetstream_a_while_and_then_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    // A NATS server without JetStream: it accepts connections, but the job stream can never be created.
-    let port = s2v_tests::service::free_port();
-    let _nats = Process(
-        Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs"),
-    );
-    s2v_tests::service::wait_for_port(port, Duration::from_secs(10), "nats-server");
+    // The job stream can never be created on it.
+    let (_nats, nats) = s2v_tests::service::start_nats_without_jetstream();
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_s2v-server"))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args(["--nats", &format!("nats://127.0.0.1:{port}")])
+        .args(["--nats", &nats])
         .args(["--addr", "127.0.0.1:0"])
         .output()
         .unwrap();

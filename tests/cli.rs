@@ -214,58 +214,23 @@ fn bad_inputs_give_clear_errors() {
         "missing.wav",
     );
 
+    // `s2v train` on a data folder and a run folder, with these options, fails naming `needle`.
+    let train_fails = |options: &[&str], needle: &str| {
+        let data = path("data");
+        let run = path("run");
+        let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
+        args.extend_from_slice(options);
+        fails(&args, needle);
+    };
     // A given image encoder leaves stage (a) nothing to train.
-    fails(
-        &[
-            "train",
-            "--data",
-            s(&path("data")),
-            "--out",
-            s(&path("run")),
-            "--image-encoder",
-            s(&path("encoder.safetensors")),
-            "--only",
-            "image-encoder",
-        ],
+    let encoder = path("encoder.safetensors");
+    train_fails(
+        &["--image-encoder", s(&encoder), "--only", "image-encoder"],
         "nothing to do",
     );
-    fails(
-        &[
-            "train",
-            "--data",
-            s(&path("data")),
-            "--out",
-            s(&path("run")),
-            "--gan-reconstruction",
-            "NaN",
-        ],
-        "at least 0",
-    );
-    fails(
-        &[
-            "train",
-            "--data",
-            s(&path("data")),
-            "--out",
-            s(&path("run")),
-            "--gan-rates",
-            "1e-4",
-            "0",
-        ],
-        "learning rate above 0",
-    );
-    fails(
-        &[
-            "train",
-            "--data",
-            s(&path("data")),
-            "--out",
-            s(&path("run")),
-            "--gan-augment",
-            "cutout",
-        ],
-        "color-translation-cutout",
-    );
+    train_fails(&["--gan-reconstruction", "NaN"], "at least 0");
+    train_fails(&["--gan-rates", "1e-4", "0"], "learning rate above 0");
+    train_fails(&["--gan-augment", "cutout"], "color-translation-cutout");
 
     // A checkpoint of another network names the tensor it lacks.
     fails(

@@ -613,6 +613,13 @@ fn assert_same_tensors(a: &Path, b: &Path) {
     }
 }
 
+/// A stage's progress in run `out`, which must exist.
+fn progress(out: &Path, stage: Stage) -> StageProgress {
+    StageProgress::read(out, stage)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{stage:?} has no progress in {}", out.display()))
+}
+
 fn first_and_last_loss(progress: &StageProgress, name: &str) -> (f64, f64) {
     let value =
         |entry: &(usize, Vec<(String, f64)>)| entry.1.iter().find(|(n, _)| n == name).unwrap().1;
@@ -646,9 +653,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     // Interrupted after 5 steps, then every 15, in the middle of every stage and off its checkpoint interval.
     let resumed = dir.path().join("resumed");
     assert!(!train::<B>(&options(&resumed, Some(5)), &device).unwrap());
-    let partial = StageProgress::read(&resumed, Stage::ImageEncoder)
-        .unwrap()
-        .unwrap();
+    let partial = progress(&resumed, Stage::ImageEncoder);
     assert_eq!(partial.step, 5);
     // A call whose time is already up stops before its first step and leaves the checkpoint as it was.
     let out_of_time = TrainOptions {
@@ -656,9 +661,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         ..options(&resumed, None)
     };
     assert!(!train::<B>(&out_of_time, &device).unwrap());
-    let unchanged = StageProgress::read(&resumed, Stage::ImageEncoder)
-        .unwrap()
-        .unwrap();
+    let unchanged = progress(&resumed, Stage::ImageEncoder);
     assert_eq!(unchanged.step, 5);
     assert!(
         StageProgress::read(&resumed, Stage::Generator)
@@ -681,14 +684,10 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     }
 
     // Losses fall.
-    let image = StageProgress::read(&straight, Stage::ImageEncoder)
-        .unwrap()
-        .unwrap();
+    let image = progress(&straight, Stage::ImageEncoder);
     let (first, last) = first_and_last_loss(&image, "nt-xent");
     assert!(last < first, "SimCLR loss went from {first} to {last}");
-    let gan = StageProgress::read(&straight, Stage::Generator)
-        .unwrap()
-        .unwrap();
+    let gan = progress(&straight, Stage::Generator);
     // DiffAugment keeps the discriminator from winning quickly, so its hinge loss need not fall in a few
     // steps; the generator's pull towards the instance's own picture must.
     let (first, last) = first_and_last_loss(&gan, "l1");
@@ -696,9 +695,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         last < first,
         "the generator's L1 to its instances went from {first} to {last}"
     );
-    let audio = StageProgress::read(&straight, Stage::AudioEncoder)
-        .unwrap()
-        .unwrap();
+    let audio = progress(&straight, Stage::AudioEncoder);
     let (first, last) = first_and_last_loss(&audio, "info-nce");
     assert!(last < first, "InfoNCE went from {first} to {last}");
     assert_eq!(audio.step, recipe.audio_steps);
@@ -715,10 +712,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     // A finished run has nothing left to do.
     assert!(train::<B>(&options(&straight, None), &device).unwrap());
     assert_eq!(
-        StageProgress::read(&straight, Stage::AudioEncoder)
-            .unwrap()
-            .unwrap()
-            .step,
+        progress(&straight, Stage::AudioEncoder).step,
         recipe.audio_steps
     );
 
@@ -736,13 +730,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
             .unwrap()
             .is_none()
     );
-    assert_eq!(
-        StageProgress::read(&frozen, Stage::Generator)
-            .unwrap()
-            .unwrap()
-            .step,
-        recipe.gan_steps
-    );
+    assert_eq!(progress(&frozen, Stage::Generator).step, recipe.gan_steps);
     assert_same_tensors(
         &frozen.join(IMAGE_ENCODER_FILE),
         &straight.join(IMAGE_ENCODER_FILE),
@@ -760,7 +748,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     wider_discriminator.discriminator =
         DiscriminatorConfig::biggan(2, recipe.resolution, recipe.generator.feature_dim);
     let unannounced = TrainOptions {
-        recipe: wider_discriminator.clone(),
+        recipe: wider_discriminator,
         max_steps_per_call: None,
         ..first_half.clone()
     };
@@ -774,13 +762,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         ..unannounced
     };
     assert!(train::<B>(&announced, &device).unwrap());
-    assert_eq!(
-        StageProgress::read(&widened, Stage::Generator)
-            .unwrap()
-            .unwrap()
-            .step,
-        recipe.gan_steps
-    );
+    assert_eq!(progress(&widened, Stage::Generator).step, recipe.gan_steps);
 
     // One whose features do not fit the recipe is refused with both widths named.
     let mut wider = recipe.clone();
@@ -805,8 +787,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     for _ in 0..2 {
         assert!(train::<B>(&budgeted, &device).unwrap());
         for stage in [Stage::ImageEncoder, Stage::Generator, Stage::AudioEncoder] {
-            let progress = StageProgress::read(&timed, stage).unwrap().unwrap();
-            assert_eq!(progress.step, 1, "{stage:?}");
+            assert_eq!(progress(&timed, stage).step, 1, "{stage:?}");
         }
     }
     for file in [IMAGE_ENCODER_FILE, GENERATOR_FILE, AUDIO_ENCODER_FILE] {

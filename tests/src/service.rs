@@ -38,10 +38,20 @@ pub fn wait_for_port(port: u16, timeout: Duration, what: &str) {
 
 /// Debian's `nats-server` with JetStream, storing in `store`; returns it and its URL.
 pub fn start_nats(store: &Path) -> (Process, String) {
+    let store = store.to_str().expect("a UTF-8 store path");
+    spawn_nats(&["-js", "-sd", store])
+}
+
+/// A `nats-server` without JetStream: it takes connections, but no stream can be made on it.
+pub fn start_nats_without_jetstream() -> (Process, String) {
+    spawn_nats(&[])
+}
+
+fn spawn_nats(options: &[&str]) -> (Process, String) {
     let port = free_port();
     let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(options)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

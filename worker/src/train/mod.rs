@@ -77,9 +77,12 @@ pub struct Recipe {
     pub checkpoint_every: usize,
 }
 
-/// The rate every generator run before the rates were a recipe's own used, for both networks.
+/// Adam's rate for the generator and its discriminator in the presets; also what recipes written before the
+/// rates were a recipe's own used.
+const GAN_RATE: f64 = 2e-4;
+
 fn default_gan_rate() -> f64 {
-    2e-4
+    GAN_RATE
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -129,8 +132,8 @@ impl Recipe {
                     gan_ema_decay: 0.995,
                     gan_ema_start: 200,
                     gan_augment: AugmentPolicy::ColorTranslationCutout,
-                    gan_generator_rate: 2e-4,
-                    gan_discriminator_rate: 2e-4,
+                    gan_generator_rate: GAN_RATE,
+                    gan_discriminator_rate: GAN_RATE,
                     audio_steps: 120,
                     audio_batch: 32,
                     checkpoint_every: 50,
@@ -171,8 +174,8 @@ impl Recipe {
                     gan_ema_decay: 0.5,
                     gan_ema_start: 4,
                     gan_augment: AugmentPolicy::ColorTranslationCutout,
-                    gan_generator_rate: 2e-4,
-                    gan_discriminator_rate: 2e-4,
+                    gan_generator_rate: GAN_RATE,
+                    gan_discriminator_rate: GAN_RATE,
                     audio_steps: 40,
                     audio_batch: 6,
                     checkpoint_every: 8,
