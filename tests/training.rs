@@ -11,8 +11,8 @@ use s2v_worker::dataset::build::{BuildOptions, build_default};
 use s2v_worker::dataset::{Dataset, PAIRS_CSV, Split, write_items};
 use s2v_worker::eval::{EvalOptions, evaluate};
 use s2v_worker::train::{
-    AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe, Stage, StageProgress,
-    TrainOptions, train,
+    AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe, Recorder, Stage,
+    StageProgress, TrainOptions, train,
 };
 
 type B = Autodiff<Flex>;
@@ -620,6 +620,30 @@ fn progress(out: &Path, stage: Stage) -> StageProgress {
         .unwrap_or_else(|| panic!("{stage:?} has no progress in {}", out.display()))
 }
 
+/// How many updates Adam has made to the discriminator of run `out`, read from its checkpoint.
+fn discriminator_updates(out: &Path, recipe: &Recipe) -> usize {
+    use burn::module::Module;
+    use burn::optim::{AdamConfig, Optimizer};
+    use burn::record::Recorder as _;
+    use s2v_models::discriminator::Discriminator;
+    let dir = out.join("checkpoints").join("generator");
+    let device = Default::default();
+    let discriminator = Discriminator::<B>::init(&recipe.discriminator, &device)
+        .load_file(dir.join("discriminator"), &Recorder::new(), &device)
+        .unwrap();
+    let record = Recorder::new()
+        .load(dir.join("discriminator-optimizer.mpk"), &device)
+        .unwrap();
+    let optimizer = AdamConfig::new()
+        .init::<B, Discriminator<B>>()
+        .load_record(record);
+    let mut states = optimizer.to_record();
+    let bias = states
+        .remove(&discriminator.linear_bias.id)
+        .expect("the optimiser holds a state for the discriminator's bias");
+    bias.into_state::<1>().momentum.time
+}
+
 fn first_and_last_loss(progress: &StageProgress, name: &str) -> (f64, f64) {
     let value =
         |entry: &(usize, Vec<(String, f64)>)| entry.1.iter().find(|(n, _)| n == name).unwrap().1;
@@ -763,6 +787,24 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     };
     assert!(train::<B>(&announced, &device).unwrap());
     assert_eq!(progress(&widened, Stage::Generator).step, recipe.gan_steps);
+
+    // With three discriminator updates per generator update (BigGAN's `num_D_steps`), the discriminator's
+    // optimiser has stepped three times for each of the generator's steps; with the preset's one, once.
+    let tripled = dir.path().join("tripled");
+    let mut three_updates = recipe.clone();
+    three_updates.gan_discriminator_steps = 3;
+    let triple = TrainOptions {
+        recipe: three_updates,
+        out: tripled.clone(),
+        ..given.clone()
+    };
+    assert!(train::<B>(&triple, &device).unwrap());
+    assert_eq!(progress(&tripled, Stage::Generator).step, recipe.gan_steps);
+    assert_eq!(
+        discriminator_updates(&tripled, &recipe),
+        3 * recipe.gan_steps
+    );
+    assert_eq!(discriminator_updates(&frozen, &recipe), recipe.gan_steps);
 
     // One whose features do not fit the recipe is refused with both widths named.
     let mut wider = recipe.clone();

@@ -111,6 +111,10 @@ enum Command {
         /// Override which DiffAugment transforms the discriminator's images get.
         #[arg(long, value_enum)]
         gan_augment: Option<AugmentPolicy>,
+        /// Discriminator updates per generator update, each on a new batch (BigGAN's `num_D_steps`; the
+        /// preset has 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+        discriminator_steps: Option<u16>,
         /// Override the discriminator's width: BigGAN's channel multiplier `D_ch` (the preset has 8).
         #[arg(long, value_name = "CH", value_parser = clap::value_parser!(u16).range(1..=256))]
         discriminator_ch: Option<u16>,
@@ -321,6 +325,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             batches,
             gan_reconstruction,
             gan_rates,
+            discriminator_steps,
             gan_augment,
             discriminator_ch,
             fresh_discriminator,
@@ -354,6 +359,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(policy) = gan_augment {
                 recipe.gan_augment = policy;
+            }
+            if let Some(steps) = discriminator_steps {
+                recipe.gan_discriminator_steps = steps.into();
             }
             if let Some(ch) = discriminator_ch {
                 recipe.discriminator = DiscriminatorConfig::biggan(

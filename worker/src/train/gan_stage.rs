@@ -85,40 +85,47 @@ pub(super) fn run<B: AutodiffBackend>(
     let augment = |images: Tensor<B, 4>, rng: &mut rand::rngs::StdRng| {
         DiffAugment::draw(recipe.gan_augment, batch, resolution, rng).apply(images)
     };
-    while let Some((step, mut rng)) = stage.next_step() {
-        let instances: Vec<usize> = (0..batch)
-            .map(|_| rng.random_range(0..pictures.len()))
+    let noise = |rng: &mut rand::rngs::StdRng| {
+        let values: Vec<f32> = (0..batch * dim_z)
+            .map(|_| StandardNormal.sample(rng))
             .collect();
-        let reals = par_samples(&instances, &mut rng, |i, rng| {
-            let options = &neighbours[i];
-            pictures.generator_target(options[rng.random_range(0..options.len())], rng)
-        });
-        let condition = rows_tensor::<B>(
-            &instances
-                .iter()
-                .map(|&i| features[i].clone())
-                .collect::<Vec<_>>(),
-            device,
-        );
-        let noise = |rng: &mut rand::rngs::StdRng| {
-            let values: Vec<f32> = (0..batch * dim_z)
-                .map(|_| StandardNormal.sample(rng))
+        Tensor::<B, 2>::from_data(TensorData::new(values, [batch, dim_z]), device)
+    };
+    while let Some((step, mut rng)) = stage.next_step() {
+        // Discriminator steps, each on new instances, real neighbours and detached fakes; the generator
+        // step then conditions on the last one's instances.
+        let mut d_value = 0.0;
+        let mut last = None;
+        for _ in 0..recipe.gan_discriminator_steps.max(1) {
+            let instances: Vec<usize> = (0..batch)
+                .map(|_| rng.random_range(0..pictures.len()))
                 .collect();
-            Tensor::<B, 2>::from_data(TensorData::new(values, [batch, dim_z]), device)
-        };
-
-        // Discriminator step on real neighbours and detached fakes.
-        let fake = generator
-            .forward(noise(&mut rng), condition.clone())
-            .detach();
-        let real = images_tensor::<B>(reals, resolution, device);
-        let d_loss = hinge_discriminator(
-            discriminator.forward(augment(real, &mut rng), condition.clone()),
-            discriminator.forward(augment(fake, &mut rng), condition.clone()),
-        );
-        let d_value = scalar(&d_loss);
-        let grads = GradientsParams::from_grads(d_loss.backward(), &discriminator);
-        discriminator = d_optimizer.step(recipe.gan_discriminator_rate, discriminator, grads);
+            let reals = par_samples(&instances, &mut rng, |i, rng| {
+                let options = &neighbours[i];
+                pictures.generator_target(options[rng.random_range(0..options.len())], rng)
+            });
+            let condition = rows_tensor::<B>(
+                &instances
+                    .iter()
+                    .map(|&i| features[i].clone())
+                    .collect::<Vec<_>>(),
+                device,
+            );
+            let fake = generator
+                .forward(noise(&mut rng), condition.clone())
+                .detach();
+            let real = images_tensor::<B>(reals, resolution, device);
+            let d_loss = hinge_discriminator(
+                discriminator.forward(augment(real, &mut rng), condition.clone()),
+                discriminator.forward(augment(fake, &mut rng), condition.clone()),
+            );
+            // The last discriminator step's loss is the one logged, as BigGAN logs it.
+            d_value = scalar(&d_loss);
+            let grads = GradientsParams::from_grads(d_loss.backward(), &discriminator);
+            discriminator = d_optimizer.step(recipe.gan_discriminator_rate, discriminator, grads);
+            last = Some((instances, condition));
+        }
+        let (instances, condition) = last.expect("at least one discriminator step");
 
         // Generator step through the updated discriminator, plus the reconstruction term.
         let fake = generator.forward(noise(&mut rng), condition.clone());

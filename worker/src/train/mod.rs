@@ -72,6 +72,9 @@ pub struct Recipe {
     pub gan_generator_rate: f64,
     #[serde(default = "default_gan_rate")]
     pub gan_discriminator_rate: f64,
+    /// Discriminator updates per generator update, each on a new batch (BigGAN's `num_D_steps`).
+    #[serde(default = "one")]
+    pub gan_discriminator_steps: usize,
     pub audio_steps: usize,
     pub audio_batch: usize,
     pub checkpoint_every: usize,
@@ -83,6 +86,10 @@ const GAN_RATE: f64 = 2e-4;
 
 fn default_gan_rate() -> f64 {
     GAN_RATE
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +141,7 @@ impl Recipe {
                     gan_augment: AugmentPolicy::ColorTranslationCutout,
                     gan_generator_rate: GAN_RATE,
                     gan_discriminator_rate: GAN_RATE,
+                    gan_discriminator_steps: 1,
                     audio_steps: 120,
                     audio_batch: 32,
                     checkpoint_every: 50,
@@ -176,6 +184,7 @@ impl Recipe {
                     gan_augment: AugmentPolicy::ColorTranslationCutout,
                     gan_generator_rate: GAN_RATE,
                     gan_discriminator_rate: GAN_RATE,
+                    gan_discriminator_steps: 1,
                     audio_steps: 40,
                     audio_batch: 6,
                     checkpoint_every: 8,
