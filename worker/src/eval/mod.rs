@@ -45,6 +45,9 @@ pub struct Recall {
     pub r1: f64,
     pub r5: f64,
     pub judged: usize,
+    /// 95 % percentile-bootstrap intervals of `r1` and `r5` over the held-out sounds (`None` for chance).
+    pub r1_interval: Option<[f64; 2]>,
+    pub r5_interval: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,6 +242,8 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let generated_recall = recall(
         &classify(&judge, &generated, size, device)?,
         &generated_classes,
+        samples,
+        options.seed,
     );
 
     // (i b) generated from the held-out pictures' image features: what the generator makes of `f_V`'s
@@ -247,6 +252,8 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let from_pictures_recall = recall(
         &classify(&judge, &from_pictures, size, device)?,
         &from_pictures_classes,
+        samples,
+        options.seed,
     );
 
     // (i c) generated from the held-out sounds moved across the gap measured on the training pairs only.
@@ -256,7 +263,12 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
         .map(|a| a.iter().zip(&gap).map(|(x, g)| x + g).collect())
         .collect();
     let (shifted, shifted_classes) = generate_all(&across_gap)?;
-    let across_gap_recall = recall(&classify(&judge, &shifted, size, device)?, &shifted_classes);
+    let across_gap_recall = recall(
+        &classify(&judge, &shifted, size, device)?,
+        &shifted_classes,
+        samples,
+        options.seed,
+    );
 
     // (ii) retrieval: the training picture whose feature is nearest to the audio feature.
     let library = PictureBank::load(training.iter().map(|(p, _)| p.as_path()), size)?;
@@ -270,7 +282,12 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
             library.pixels[best].iter().map(|v| v * 2.0 - 1.0).collect()
         })
         .collect();
-    let retrieval_recall = recall(&classify(&judge, &retrieved, size, device)?, &test_classes);
+    let retrieval_recall = recall(
+        &classify(&judge, &retrieved, size, device)?,
+        &test_classes,
+        1,
+        options.seed,
+    );
 
     // (iii) the held-out items' own pictures.
     let real: Vec<Vec<f32>> = (0..test_pictures.len())
@@ -281,13 +298,20 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
                 .collect()
         })
         .collect();
-    let real_recall = recall(&classify(&judge, &real, size, device)?, &test_classes);
+    let real_recall = recall(
+        &classify(&judge, &real, size, device)?,
+        &test_classes,
+        1,
+        options.seed,
+    );
 
     let classes = categories.len() as f64;
     let chance = Recall {
         r1: 1.0 / classes,
         r5: (5.0 / classes).min(1.0),
         judged: 0,
+        r1_interval: None,
+        r5_interval: None,
     };
 
     // Geometry over every pair, held-out and training.
@@ -461,7 +485,10 @@ fn non_white_share(chw: &[f32]) -> f64 {
     coloured as f64 / plane.max(1) as f64
 }
 
-fn recall(logits: &[Vec<f32>], classes: &[usize]) -> Recall {
+/// Recall at 1 and 5 of images judged by `logits`, where each run of `per_sound` consecutive images comes from
+/// one held-out sound. The intervals resample the sounds, not the images: a sound's images are judged alike,
+/// so they are not independent draws.
+fn recall(logits: &[Vec<f32>], classes: &[usize], per_sound: usize, seed: u64) -> Recall {
     let ranks: Vec<usize> = logits
         .iter()
         .zip(classes)
@@ -469,11 +496,44 @@ fn recall(logits: &[Vec<f32>], classes: &[usize]) -> Recall {
         .collect();
     let share =
         |k: usize| ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len().max(1) as f64;
+    let per_sound = per_sound.max(1);
+    let hits_per_sound = |k: usize| -> Vec<usize> {
+        ranks
+            .chunks(per_sound)
+            .map(|sound| sound.iter().filter(|&&r| r < k).count())
+            .collect()
+    };
     Recall {
         r1: share(1),
         r5: share(5),
         judged: ranks.len(),
+        r1_interval: bootstrap_interval(&hits_per_sound(1), per_sound, seed),
+        r5_interval: bootstrap_interval(&hits_per_sound(5), per_sound, seed),
     }
+}
+
+/// Resamples of the sounds that `bootstrap_interval` draws.
+const BOOTSTRAP_RESAMPLES: usize = 4000;
+
+/// The 2.5th and 97.5th percentiles of the share of hits over sounds drawn with replacement (`hits[i]` of
+/// `per_sound` images of sound `i`); `None` without sounds.
+fn bootstrap_interval(hits: &[usize], per_sound: usize, seed: u64) -> Option<[f64; 2]> {
+    use rand::{Rng, SeedableRng};
+    if hits.is_empty() {
+        return None;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = hits.len();
+    let mut shares: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            let total: usize = (0..n).map(|_| hits[rng.random_range(0..n)]).sum();
+            total as f64 / (n * per_sound) as f64
+        })
+        .collect();
+    shares.sort_by(f64::total_cmp);
+    let at =
+        |q: f64| shares[((q * (shares.len() - 1) as f64).round() as usize).min(shares.len() - 1)];
+    Some([at(0.025), at(0.975)])
 }
 
 /// The modality-gap measures over L2-normalised paired features.
@@ -555,7 +615,27 @@ mod tests {
     #[test]
     fn recall_counts_ranks() {
         let logits = vec![vec![3.0, 1.0, 2.0], vec![0.0, 1.0, 2.0]];
-        let r = recall(&logits, &[0, 0]);
+        let r = recall(&logits, &[0, 0], 1, 0);
         assert_eq!((r.r1, r.r5, r.judged), (0.5, 1.0, 2));
+        // Every resample holds only hits at 5.
+        assert_eq!(r.r5_interval, Some([1.0, 1.0]));
+    }
+
+    #[test]
+    fn the_interval_resamples_sounds_and_narrows_with_more_of_them() {
+        // Half the sounds have all their 4 images right, half none.
+        let hits = |sounds: usize| -> Vec<usize> { (0..sounds).map(|i| 4 * (i % 2)).collect() };
+        let [low, high] = bootstrap_interval(&hits(20), 4, 1).unwrap();
+        assert!(low < 0.5 && 0.5 < high, "{low}..{high}");
+        // The binomial standard error over 20 sounds is 0.11, so the interval spans about +-0.22; had the 80
+        // images been counted as independent, it would be half as wide.
+        assert!(high - low > 0.3 && high - low < 0.55, "{low}..{high}");
+        let [low_more, high_more] = bootstrap_interval(&hits(500), 4, 1).unwrap();
+        assert!(high_more - low_more < (high - low) / 3.0);
+        assert_eq!(bootstrap_interval(&[], 4, 1), None);
+        // A sound's images are one draw: all-or-nothing sounds spread the share more than a sound with half
+        // of its images right every time, whose share never moves.
+        let [even_low, even_high] = bootstrap_interval(&[2; 20], 4, 1).unwrap();
+        assert_eq!([even_low, even_high], [0.5, 0.5]);
     }
 }
