@@ -871,7 +871,10 @@ fn evaluation_judges_every_held_out_sound(data: &Path, model: &Path, out: &Path)
         // The bootstrap over held-out sounds brackets each share.
         for (share, interval) in [(row.r1, row.r1_interval), (row.r5, row.r5_interval)] {
             let [low, high] = interval.unwrap();
-            assert!(0.0 <= low && low <= share && share <= high && high <= 1.0, "{row:?}");
+            assert!(
+                0.0 <= low && low <= share && share <= high && high <= 1.0,
+                "{row:?}"
+            );
         }
     }
     assert_eq!(report.chance.r1_interval, None);

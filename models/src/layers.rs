@@ -172,13 +172,17 @@ fn largest_singular_value(weight: &[f32], rows: usize, u: &[f32], eps: f64) -> f
     wv_raw.iter().zip(&wv).map(|(a, b)| a * b).sum::<f64>() as f32
 }
 
-/// Nearest-neighbour upsampling by 2 (`F.interpolate(x, scale_factor=2)`), by repetition so it is exact on
-/// every backend.
+/// Nearest-neighbour upsampling by 2 (`F.interpolate(x, scale_factor=2)`). Source index `floor(o / 2)` is
+/// exact in any float type, so every backend copies the same values.
 pub fn upsample_nearest_2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [n, c, h, w] = x.dims();
-    x.reshape([n, c, h, 1, w, 1])
-        .expand([n, c, h, 2, w, 2])
-        .reshape([n, c, h * 2, w * 2])
+    use burn::tensor::module::interpolate;
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    let [_, _, h, w] = x.dims();
+    interpolate(
+        x,
+        [h * 2, w * 2],
+        InterpolateOptions::new(InterpolateMode::Nearest),
+    )
 }
 
 /// Rows divided by their L2 norm (`F.normalize(x, dim=1)`, eps 1e-12).
@@ -209,5 +213,30 @@ mod tests {
             .unwrap();
         assert_eq!(&y[..8], &[1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
         assert_eq!(&y[8..], &[3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0]);
+    }
+
+    #[test]
+    fn upsample_gradient_sums_the_four_copies_of_each_pixel() {
+        type A = burn::backend::Autodiff<Flex>;
+        let device = Default::default();
+        let x = Tensor::<A, 4>::from_data([[[[1.0, 2.0], [3.0, 4.0]]]], &device).require_grad();
+        // Weight each output pixel by its own index, so each input's gradient is the sum of its four.
+        let weights = Tensor::<A, 1>::from_data(
+            TensorData::new((0..16).map(|i| i as f32).collect::<Vec<_>>(), [16]),
+            &device,
+        )
+        .reshape([1, 1, 4, 4]);
+        let loss = (upsample_nearest_2x(x.clone()) * weights).sum();
+        let grad = x.grad(&loss.backward()).unwrap();
+        let grad = grad.into_data().into_vec::<f32>().unwrap();
+        assert_eq!(
+            grad,
+            [
+                0. + 1. + 4. + 5.,
+                2. + 3. + 6. + 7.,
+                8. + 9. + 12. + 13.,
+                10. + 11. + 14. + 15.
+            ]
+        );
     }
 }
