@@ -531,8 +531,7 @@ fn bootstrap_interval(hits: &[usize], per_sound: usize, seed: u64) -> Option<[f6
         })
         .collect();
     shares.sort_by(f64::total_cmp);
-    let at =
-        |q: f64| shares[((q * (shares.len() - 1) as f64).round() as usize).min(shares.len() - 1)];
+    let at = |q: f64| shares[(q * (shares.len() - 1) as f64).round() as usize];
     Some([at(0.025), at(0.975)])
 }
 

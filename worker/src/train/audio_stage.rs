@@ -15,8 +15,8 @@ use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
 
 use super::data::{PictureBank, SoundBank, par_samples};
 use super::{
-    Stage, StageLoop, TrainOptions, load_module, load_optimizer, rows_tensor, save_module,
-    save_optimizer, scalar, seed_stage,
+    Stage, StageLoop, TrainOptions, load_module, load_optimizer, save_module, save_optimizer,
+    scalar, seed_stage, selected_rows,
 };
 use crate::commands::encode_rows;
 use crate::dataset::{Dataset, Split};
@@ -91,13 +91,7 @@ pub(super) fn run<B: AutodiffBackend>(
             TensorData::new(spectrograms, [batch, 1, FREQ_BINS, TIME_FRAMES]),
             device,
         );
-        let visual = rows_tensor::<B>(
-            &chosen
-                .iter()
-                .map(|&i| targets[i].clone())
-                .collect::<Vec<_>>(),
-            device,
-        );
+        let visual = selected_rows::<B>(&targets, chosen, device);
         let loss = info_nce_l2(model.forward(x), visual);
         let value = scalar(&loss);
         let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -20,8 +20,8 @@ use super::data::{PictureBank, par_samples};
 use super::diff_augment::DiffAugment;
 use super::ema;
 use super::{
-    Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer, rows_tensor,
-    save_module, save_optimizer, scalar, seed_stage,
+    Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer, save_module,
+    save_optimizer, scalar, seed_stage, selected_rows,
 };
 use crate::commands::encode_rows;
 
@@ -91,26 +91,27 @@ pub(super) fn run<B: AutodiffBackend>(
             .collect();
         Tensor::<B, 2>::from_data(TensorData::new(values, [batch, dim_z]), device)
     };
+    let draw_instances = |rng: &mut rand::rngs::StdRng| {
+        let instances: Vec<usize> = (0..batch)
+            .map(|_| rng.random_range(0..pictures.len()))
+            .collect();
+        let condition = selected_rows::<B>(&features, &instances, device);
+        (instances, condition)
+    };
     while let Some((step, mut rng)) = stage.next_step() {
-        // Discriminator steps, each on new instances, real neighbours and detached fakes; the generator
-        // step then conditions on the last one's instances.
+        // Discriminator updates, each on new instances, real neighbours and detached fakes; the generator
+        // update then conditions on the last one's instances. The loss logged is the last update's, as
+        // BigGAN logs it.
+        let (mut instances, mut condition) = draw_instances(&mut rng);
         let mut d_value = 0.0;
-        let mut last = None;
-        for _ in 0..recipe.gan_discriminator_steps.max(1) {
-            let instances: Vec<usize> = (0..batch)
-                .map(|_| rng.random_range(0..pictures.len()))
-                .collect();
+        for update in 0..recipe.gan_discriminator_steps.max(1) {
+            if update > 0 {
+                (instances, condition) = draw_instances(&mut rng);
+            }
             let reals = par_samples(&instances, &mut rng, |i, rng| {
                 let options = &neighbours[i];
                 pictures.generator_target(options[rng.random_range(0..options.len())], rng)
             });
-            let condition = rows_tensor::<B>(
-                &instances
-                    .iter()
-                    .map(|&i| features[i].clone())
-                    .collect::<Vec<_>>(),
-                device,
-            );
             let fake = generator
                 .forward(noise(&mut rng), condition.clone())
                 .detach();
@@ -119,13 +120,10 @@ pub(super) fn run<B: AutodiffBackend>(
                 discriminator.forward(augment(real, &mut rng), condition.clone()),
                 discriminator.forward(augment(fake, &mut rng), condition.clone()),
             );
-            // The last discriminator step's loss is the one logged, as BigGAN logs it.
             d_value = scalar(&d_loss);
             let grads = GradientsParams::from_grads(d_loss.backward(), &discriminator);
             discriminator = d_optimizer.step(recipe.gan_discriminator_rate, discriminator, grads);
-            last = Some((instances, condition));
         }
-        let (instances, condition) = last.expect("at least one discriminator step");
 
         // Generator step through the updated discriminator, plus the reconstruction term.
         let fake = generator.forward(noise(&mut rng), condition.clone());

@@ -628,10 +628,18 @@ fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Opti
     Ok(optimizer.load_record(record))
 }
 
-fn rows_tensor<B: Backend>(rows: &[Vec<f32>], device: &B::Device) -> Tensor<B, 2> {
-    let dim = rows.first().map_or(0, Vec::len);
-    let data: Vec<f32> = rows.iter().flatten().copied().collect();
-    Tensor::from_data(TensorData::new(data, [rows.len(), dim]), device)
+/// The rows `indices` of `table` (feature vectors of one width) as a `[indices.len(), width]` tensor.
+fn selected_rows<B: Backend>(
+    table: &[Vec<f32>],
+    indices: &[usize],
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let width = table.first().map_or(0, Vec::len);
+    let data: Vec<f32> = indices
+        .iter()
+        .flat_map(|&i| table[i].iter().copied())
+        .collect();
+    Tensor::from_data(TensorData::new(data, [indices.len(), width]), device)
 }
 
 pub(crate) fn images_tensor<B: Backend>(
