@@ -3,12 +3,12 @@
 //! (Declared by the s2v-server package, which owns the binary.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use s2v_tests::service::{Process, free_port, get_json, read_events, wait_for_port};
+use s2v_tests::service::{Process, after, get_json, read_events, start_announcing};
 use serde_json::json;
 
 /// `$S2V_MOTO_SERVER`, else the virtual environment `tests/setup` makes, else `moto_server` on the PATH.
@@ -23,16 +23,15 @@ fn moto_server() -> PathBuf {
 }
 
 fn start_moto() -> (Process, String) {
-    let port = free_port();
-    let child = Command::new(moto_server())
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server runs (run tests/setup, or set S2V_MOTO_SERVER)");
-    let process = Process(child);
-    wait_for_port(port, Duration::from_secs(30), "moto_server");
-    (process, format!("http://127.0.0.1:{port}"))
+    let mut command = Command::new(moto_server());
+    // Port 0: one of its own choosing, which it prints as "Running on http://...".
+    command.args(["-H", "127.0.0.1", "-p", "0"]);
+    start_announcing(
+        command,
+        "moto_server (run tests/setup, or set S2V_MOTO_SERVER)",
+        Duration::from_secs(30),
+        |line| after(line, "Running on "),
+    )
 }
 
 fn start_server(data_dir: &Path, endpoint: &str) -> (Process, String) {

@@ -3,10 +3,9 @@
 //! server-sent events.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A child process killed when the test ends, however it ends.
@@ -19,21 +18,74 @@ impl Drop for Process {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Starts `command` and waits up to `timeout` for the line, on its stdout or stderr, in which `announced`
+/// finds the address it listens on; returns the process and that address.
+///
+/// Every service the tests start binds a port of its own choosing (port 0) and says which: a port picked here
+/// and handed over could be taken by another test's process in between, and a service that failed to bind
+/// it would look started to anyone who merely connects. Both streams are drained all along (a full pipe would
+/// stall the process), and what it printed is shown if it exits or stays silent.
+pub fn start_announcing(
+    mut command: Command,
+    what: &str,
+    timeout: Duration,
+    announced: fn(&str) -> Option<String>,
+) -> (Process, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let (lines, received) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    drain_lines(BufReader::new(stdout), lines.clone());
+    drain_lines(BufReader::new(stderr), lines);
+    let mut process = Process(child);
+    let deadline = Instant::now() + timeout;
+    let mut log = String::new();
+    loop {
+        let line = match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(ended) => {
+                // Killing is a no-op for a process that has exited, and keeps a live one from hanging the test.
+                // Its readers are not joined: a child it left behind could hold its pipes open.
+                let _ = process.0.kill();
+                let exited = process.0.wait().map(|status| status.to_string());
+                let why = match ended {
+                    mpsc::RecvTimeoutError::Timeout => format!("no address within {timeout:?}"),
+                    mpsc::RecvTimeoutError::Disconnected => "its output ended".to_string(),
+                };
+                log.extend(received.try_iter().map(|line| line + "\n"));
+                panic!(
+                    "{what} did not say where it listens ({why}; {}); it printed:\n{log}",
+                    exited.unwrap_or_else(|e| format!("cannot wait for it: {e}"))
+                );
+            }
+        };
+        if let Some(address) = announced(&line) {
+            return (process, address);
+        }
+        if log.len() < 64 * 1024 {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
 }
 
-/// Waits until something listens on `port` of loopback.
-pub fn wait_for_port(port: u16, timeout: Duration, what: &str) {
-    let deadline = Instant::now() + timeout;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Sends each line `reader` gives to `lines` until it ends; keeps reading, without sending, once nobody
+/// listens any more.
+fn drain_lines(reader: impl BufRead + Send + 'static, lines: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        let mut lines = Some(lines);
+        for line in reader.lines().map_while(Result::ok) {
+            if let Some(sender) = &lines
+                && sender.send(line).is_err()
+            {
+                lines = None;
+            }
+        }
+    });
 }
 
 /// Debian's `nats-server` with JetStream, storing in `store`; returns it and its URL.
@@ -48,58 +100,33 @@ pub fn start_nats_without_jetstream() -> (Process, String) {
 }
 
 fn spawn_nats(options: &[&str]) -> (Process, String) {
-    let port = free_port();
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .args(options)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server runs (Debian's `nats-server` package; tests/setup installs it)");
-    let process = Process(child);
-    wait_for_port(port, Duration::from_secs(10), "nats-server");
-    (process, format!("nats://127.0.0.1:{port}"))
+    let mut command = Command::new("nats-server");
+    // `-p -1`: a port of its own choosing, which it logs.
+    command.args(["-a", "127.0.0.1", "-p", "-1"]).args(options);
+    let (process, address) = start_announcing(
+        command,
+        "nats-server (Debian's `nats-server` package; tests/setup installs it)",
+        Duration::from_secs(10),
+        |line| after(line, "Listening for client connections on "),
+    );
+    (process, format!("nats://{address}"))
 }
 
-/// Starts `command` (an `s2v-server` with its arguments) on a free port and returns it and its base URL,
-/// read from the line the server prints once it listens.
+/// Starts `command` (an `s2v-server` with its arguments) on a port of its choosing and returns it and its base
+/// URL, read from the line the server prints once it listens.
 pub fn start_server(mut command: Command) -> (Process, String) {
-    let mut child = command
-        .args(["--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("s2v-server starts");
-    let stdout = child.stdout.take().unwrap();
-    // The server's log is drained all along (a full pipe would stall it) and shown if it fails to start.
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let log = Arc::new(Mutex::new(String::new()));
-    let drain = {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                if log.len() < 64 * 1024 {
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        })
-    };
-    let mut process = Process(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let Some(addr) = line.trim().strip_prefix("listening on ") else {
-        // Killing is a no-op for a server that has exited, and keeps a live one from hanging the test.
-        let _ = process.0.kill();
-        let exited = process.0.wait().ok();
-        let _ = drain.join();
-        panic!(
-            "s2v-server printed {line:?} instead of its address and exited ({exited:?}); it logged:\n{}",
-            log.lock().unwrap()
-        );
-    };
-    (process, format!("http://{addr}"))
+    command.args(["--addr", "127.0.0.1:0"]);
+    let (process, address) =
+        start_announcing(command, "s2v-server", Duration::from_secs(120), |line| {
+            after(line, "listening on ")
+        });
+    (process, format!("http://{address}"))
+}
+
+/// What follows `marker` in `line`, trimmed, if `marker` is there.
+pub fn after(line: &str, marker: &str) -> Option<String> {
+    line.split_once(marker)
+        .map(|(_, rest)| rest.trim().to_string())
 }
 
 /// A deterministic, non-zero latent of `dim` values.
@@ -189,5 +216,60 @@ mod tests {
             [("done".to_string(), "{}".to_string())]
         );
         assert!(buffer.is_empty());
+    }
+
+    fn shell(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        command
+    }
+
+    #[test]
+    fn the_announced_address_is_found_on_either_stream() {
+        let (_process, address) = start_announcing(
+            shell("echo starting >&2; echo 'ready on 127.0.0.1:4222' >&2; sleep 30"),
+            "sh",
+            Duration::from_secs(10),
+            |line| after(line, "ready on "),
+        );
+        assert_eq!(address, "127.0.0.1:4222");
+    }
+
+    #[test]
+    fn a_process_that_exits_unannounced_is_reported_with_what_it_printed() {
+        let failed = std::panic::catch_unwind(|| {
+            start_announcing(
+                shell("echo 'cannot bind' >&2; exit 3"),
+                "sh",
+                Duration::from_secs(10),
+                |line| after(line, "ready on "),
+            )
+        })
+        .err()
+        .expect("no address was announced");
+        let message = failed.downcast_ref::<String>().unwrap();
+        assert!(message.contains("cannot bind"), "{message}");
+        assert!(message.contains("exit status: 3"), "{message}");
+    }
+
+    #[test]
+    fn a_silent_process_is_given_up_on_after_the_timeout() {
+        let started = Instant::now();
+        let failed = std::panic::catch_unwind(|| {
+            start_announcing(
+                shell("sleep 30"),
+                "sh",
+                Duration::from_millis(300),
+                |line| after(line, "ready on "),
+            )
+        })
+        .err()
+        .expect("no address was announced");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let message = failed.downcast_ref::<String>().unwrap();
+        assert!(
+            message.contains("did not say where it listens"),
+            "{message}"
+        );
     }
 }
