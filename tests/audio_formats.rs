@@ -3,12 +3,7 @@
 use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES, decode_audio, spectrogram_from_bytes};
 
 fn data(name: &str) -> Vec<u8> {
-    std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("data")
-            .join(name),
-    )
-    .unwrap()
+    std::fs::read(s2v_tests::checkout().join("tests/data").join(name)).unwrap()
 }
 
 /// The log-spectrogram averaged over time: a stationary tone's fingerprint, insensitive to codec delay.

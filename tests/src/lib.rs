@@ -7,13 +7,23 @@ use std::path::{Path, PathBuf};
 use ndarray::ArrayD;
 use ndarray_npy::read_npy;
 
+/// The root of the checkout whose tests are running.
+///
+/// Found from the `CARGO_MANIFEST_DIR` that cargo sets when it runs a test or bench (every crate of the
+/// workspace sits one level below the root), and only without one from where this crate was compiled: a build
+/// directory shared between checkouts can hold a copy of this crate compiled in another one.
+pub fn checkout() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("..")
+}
+
 /// The reference fixtures: `$S2V_FIXTURES`, else `../shared/fixtures/reference` beside the checkout.
 pub fn fixtures() -> PathBuf {
     let dir = std::env::var_os("S2V_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/reference")
-        });
+        .unwrap_or_else(|| checkout().join("../shared/fixtures/reference"));
     assert!(
         dir.join("manifest.json").is_file(),
         "reference fixtures not found at {} (set S2V_FIXTURES)",
