@@ -850,6 +850,7 @@ fn evaluation_judges_every_held_out_sound(data: &Path, model: &Path, out: &Path)
         seed: 3,
         samples: 2,
         classifier_steps: 8,
+        truncation: None,
     };
     let report = evaluate::<B>(&options, &Default::default()).unwrap();
 
@@ -910,6 +911,37 @@ fn evaluation_judges_every_held_out_sound(data: &Path, model: &Path, out: &Path)
         serde_json::to_string(&again).unwrap(),
         serde_json::to_string(&report).unwrap()
     );
+
+    // The truncation trick reaches every generated picture and nothing else, and is recorded.
+    let untruncated_grid = std::fs::read(out.join("grid.png")).unwrap();
+    let truncated = evaluate::<B>(
+        &EvalOptions {
+            truncation: Some(0.5),
+            ..options.clone()
+        },
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(truncated.truncation, Some(0.5));
+    assert_ne!(
+        std::fs::read(out.join("grid.png")).unwrap(),
+        untruncated_grid
+    );
+    for (a, b) in [
+        (&truncated.real_pictures, &report.real_pictures),
+        (&truncated.retrieval_baseline, &report.retrieval_baseline),
+    ] {
+        assert_eq!((a.r1, a.r5), (b.r1, b.r5));
+    }
+    let refused = evaluate::<B>(
+        &EvalOptions {
+            truncation: Some(0.0),
+            ..options
+        },
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(refused.to_string().contains("truncation"), "{refused}");
 }
 
 /// The shipped default model must decode into the default recipe's architecture and run.

@@ -138,12 +138,17 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Images generated per held-out sound.
-        #[arg(long, default_value_t = 4)]
+        /// Images generated per held-out sound. With 32 the noise of the generated pictures themselves is
+        /// small beside that of the held-out sounds (with 4, a generator's R@1 was up to 0.08 off its value
+        /// with 32).
+        #[arg(long, default_value_t = 32)]
         samples: usize,
         /// Training steps of the judging classifier (reused from --out when it is already there).
         #[arg(long, default_value_t = 400)]
         classifier_steps: usize,
+        /// Truncation trick for every generated picture: redraw noise values outside [-T, T].
+        #[arg(long)]
+        truncation: Option<f32>,
     },
     /// Training data sets.
     #[command(subcommand)]
@@ -401,6 +406,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             samples,
             classifier_steps,
+            truncation,
         } => {
             let report = dispatch(
                 cli.device,
@@ -411,6 +417,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     seed,
                     samples,
                     classifier_steps,
+                    truncation,
                 }),
             )?;
             println!("{}", serde_json::to_string_pretty(&report)?);

@@ -38,6 +38,8 @@ pub struct EvalOptions {
     /// Images generated per held-out sound.
     pub samples: usize,
     pub classifier_steps: usize,
+    /// BigGAN's truncation trick for every generated picture: noise values outside [-T, T] redrawn.
+    pub truncation: Option<f32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +73,8 @@ pub struct Report {
     pub categories: Vec<String>,
     pub held_out_sounds: usize,
     pub samples_per_sound: usize,
+    /// The truncation the pictures were generated with (`None`: untruncated standard normal noise).
+    pub truncation: Option<f32>,
     pub chance: Recall,
     pub generated: Recall,
     /// Images generated from the held-out pictures' own image features: the generator judged apart from the
@@ -120,6 +124,8 @@ fn load_networks<B: Backend>(model: &Option<PathBuf>, device: &B::Device) -> Res
 }
 
 pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -> Result<Report> {
+    // Refused before anything is loaded or trained.
+    s2v_models::generator::check_truncation(options.truncation)?;
     let dataset = Dataset::open(&options.data)?;
     std::fs::create_dir_all(&options.out)?;
     let categories = dataset.categories();
@@ -203,7 +209,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     };
     let generate = |feature: &[f32], count: usize, seed: u64| -> Result<Vec<Vec<f32>>> {
         let dim_z = nets.generator.config.dim_z();
-        let z = sample_noise(seed, count, dim_z, None)?;
+        let z = sample_noise(seed, count, dim_z, options.truncation)?;
         let z = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(z, [count, dim_z]), device);
         let f: Vec<f32> = (0..count).flat_map(|_| feature.iter().copied()).collect();
         let f = Tensor::from_data(TensorData::new(f, [count, feature.len()]), device);
@@ -413,6 +419,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
         categories,
         held_out_sounds: test.len(),
         samples_per_sound: samples,
+        truncation: options.truncation,
         chance,
         generated: generated_recall,
         generated_from_pictures: from_pictures_recall,
