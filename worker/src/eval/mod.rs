@@ -88,7 +88,7 @@ pub struct Report {
     pub real_pictures: Recall,
     pub geometry: Geometry,
     /// Per gain: the classifier's mean probability of the sound's category, and the share of non-white
-    /// pixels (how much of the picture the object covers).
+    /// pixels (how much of the picture the object covers), over `samples_per_sound` images per held-out sound.
     pub volume: Vec<(f64, f64, f64)>,
     /// Mixed pairs of held-out sounds of two categories: the share of images whose top two guesses hold
     /// both categories, and whose top guess is one of them.
@@ -359,10 +359,13 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
             apply_gain(&mut scaled, *gain);
             clip_unit(&mut scaled);
             let feature = audio_of(&[scaled])?.remove(0);
-            let image = generate(&feature, 1, options.seed + i as u64)?.remove(0);
-            row.push(Some(image.clone()));
-            per_gain[g].0.push(image);
-            per_gain[g].1.push(test_classes[i]);
+            // The same noise at every gain, so that only the sound's level differs along a row.
+            let images = generate(&feature, samples, options.seed + i as u64)?;
+            row.push(Some(images[0].clone()));
+            per_gain[g]
+                .1
+                .extend(std::iter::repeat_n(test_classes[i], images.len()));
+            per_gain[g].0.extend(images);
         }
         if volume_rows.len() < 6 {
             volume_rows.push(row);
