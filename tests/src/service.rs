@@ -116,9 +116,10 @@ fn spawn_nats(options: &[&str]) -> (Process, String) {
 /// URL, read from the line the server prints once it listens.
 pub fn start_server(mut command: Command) -> (Process, String) {
     command.args(["--addr", "127.0.0.1:0"]);
+    // Its own line on stdout, not something its log might mention.
     let (process, address) =
         start_announcing(command, "s2v-server", Duration::from_secs(120), |line| {
-            after(line, "listening on ")
+            line.strip_prefix("listening on ").map(str::to_string)
         });
     (process, format!("http://{address}"))
 }
@@ -226,13 +227,23 @@ mod tests {
 
     #[test]
     fn the_announced_address_is_found_on_either_stream() {
-        let (_process, address) = start_announcing(
-            shell("echo starting >&2; echo 'ready on 127.0.0.1:4222' >&2; sleep 30"),
-            "sh",
-            Duration::from_secs(10),
-            |line| after(line, "ready on "),
-        );
-        assert_eq!(address, "127.0.0.1:4222");
+        // `exec`: the process killed at the end is the one still running, not a shell that left it behind.
+        for (script, port) in [
+            (
+                "echo starting; echo 'ready on 127.0.0.1:4222' >&2; exec sleep 30",
+                4222,
+            ),
+            (
+                "echo starting >&2; echo 'ready on 127.0.0.1:4223'; exec sleep 30",
+                4223,
+            ),
+        ] {
+            let (_process, address) =
+                start_announcing(shell(script), "sh", Duration::from_secs(10), |line| {
+                    after(line, "ready on ")
+                });
+            assert_eq!(address, format!("127.0.0.1:{port}"));
+        }
     }
 
     #[test]
@@ -257,7 +268,7 @@ mod tests {
         let started = Instant::now();
         let failed = std::panic::catch_unwind(|| {
             start_announcing(
-                shell("sleep 30"),
+                shell("exec sleep 30"),
                 "sh",
                 Duration::from_millis(300),
                 |line| after(line, "ready on "),
