@@ -246,19 +246,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_process_that_exits_unannounced_is_reported_with_what_it_printed() {
+    /// The panic message of a `start_announcing` that must fail: `script` never says "ready on".
+    fn failure_of(script: &str, timeout: Duration) -> String {
         let failed = std::panic::catch_unwind(|| {
-            start_announcing(
-                shell("echo 'cannot bind' >&2; exit 3"),
-                "sh",
-                Duration::from_secs(10),
-                |line| after(line, "ready on "),
-            )
+            start_announcing(shell(script), "sh", timeout, |line| {
+                after(line, "ready on ")
+            })
         })
         .err()
         .expect("no address was announced");
-        let message = failed.downcast_ref::<String>().unwrap();
+        failed.downcast_ref::<String>().unwrap().clone()
+    }
+
+    #[test]
+    fn a_process_that_exits_unannounced_is_reported_with_what_it_printed() {
+        let message = failure_of("echo 'cannot bind' >&2; exit 3", Duration::from_secs(10));
         assert!(message.contains("cannot bind"), "{message}");
         assert!(message.contains("exit status: 3"), "{message}");
     }
@@ -266,18 +268,8 @@ mod tests {
     #[test]
     fn a_silent_process_is_given_up_on_after_the_timeout() {
         let started = Instant::now();
-        let failed = std::panic::catch_unwind(|| {
-            start_announcing(
-                shell("exec sleep 30"),
-                "sh",
-                Duration::from_millis(300),
-                |line| after(line, "ready on "),
-            )
-        })
-        .err()
-        .expect("no address was announced");
+        let message = failure_of("exec sleep 30", Duration::from_millis(300));
         assert!(started.elapsed() < Duration::from_secs(10));
-        let message = failed.downcast_ref::<String>().unwrap();
         assert!(
             message.contains("did not say where it listens"),
             "{message}"
