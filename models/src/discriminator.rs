@@ -1,8 +1,7 @@
 //! IC-GAN's discriminator `D(x, f)`: BigGAN's residual down-blocks with spectral norm, and projection
 //! conditioning on the instance feature (`<embed(f), h>` added to the linear output). Only training uses it.
 
-use burn::module::{Param, RunningState};
-use burn::nn::Initializer;
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, conv2d};
@@ -10,6 +9,7 @@ use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::layers;
+use crate::spectral_norm::SpectralNormWeight;
 
 /// BigGAN's `SN_eps` for discriminators.
 const SN_EPS: f64 = 1e-8;
@@ -45,72 +45,6 @@ impl DiscriminatorConfig {
     }
 }
 
-/// A weight that is divided by its largest singular value, estimated by one power-iteration step per
-/// training forward pass from the persistent vector `u` (Miyato et al.; BigGAN's `SN` layers).
-#[derive(Module, Debug)]
-pub struct SpectralNormWeight<B: Backend, const D: usize> {
-    pub weight: Param<Tensor<B, D>>,
-    pub u: RunningState<Tensor<B, 1>>,
-}
-
-impl<B: Backend, const D: usize> SpectralNormWeight<B, D> {
-    fn init(shape: [usize; D], fan_in: usize, device: &B::Device) -> Self {
-        let weight = Initializer::KaimingUniform {
-            gain: 1.0 / 3f64.sqrt(),
-            fan_out_only: false,
-        }
-        .init_with(shape, Some(fan_in), None, device);
-        let u = Tensor::random(
-            [shape[0]],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            device,
-        );
-        Self {
-            weight,
-            u: RunningState::new(layers_normalize(u)),
-        }
-    }
-
-    /// The normalised weight. The estimate of `u` only advances while training (under autodiff).
-    pub fn value(&self) -> Tensor<B, D> {
-        let weight = self.weight.val();
-        let shape = weight.dims();
-        let rows = shape[0];
-        let matrix: Tensor<B, 2> = weight.clone().reshape([rows as i32, -1]);
-        let u = self.u.value_sync().to_device(&weight.device());
-        let v = layers_normalize(
-            matrix
-                .clone()
-                .detach()
-                .transpose()
-                .matmul(u.reshape([rows, 1]))
-                .reshape([-1]),
-        );
-        let cols = v.dims()[0];
-        let u = layers_normalize(
-            matrix
-                .clone()
-                .detach()
-                .matmul(v.clone().reshape([cols, 1]))
-                .reshape([rows]),
-        );
-        if B::ad_enabled(&weight.device()) {
-            self.u.update(u.clone().detach());
-        }
-        let sigma = u
-            .reshape([1, rows])
-            .matmul(matrix)
-            .matmul(v.reshape([cols, 1]))
-            .reshape([1]);
-        weight / sigma.reshape([1; D])
-    }
-}
-
-fn layers_normalize<B: Backend>(v: Tensor<B, 1>) -> Tensor<B, 1> {
-    let norm = v.clone().square().sum().sqrt().add_scalar(SN_EPS);
-    v / norm
-}
-
 #[derive(Module, Debug)]
 pub struct SnConv<B: Backend> {
     pub weight: SpectralNormWeight<B, 4>,
@@ -124,6 +58,7 @@ impl<B: Backend> SnConv<B> {
             weight: SpectralNormWeight::init(
                 [c_out, c_in, kernel, kernel],
                 c_in * kernel * kernel,
+                SN_EPS,
                 device,
             ),
             bias: Param::from_tensor(Tensor::zeros([c_out], device)),
@@ -212,11 +147,12 @@ impl<B: Backend> Discriminator<B> {
         let width = *config.block_out.last().expect("a discriminator has blocks");
         Self {
             blocks,
-            linear: SpectralNormWeight::init([1, width], width, device),
+            linear: SpectralNormWeight::init([1, width], width, SN_EPS, device),
             linear_bias: Param::from_tensor(Tensor::zeros([1], device)),
             embed: SpectralNormWeight::init(
                 [width, config.feature_dim],
                 config.feature_dim,
+                SN_EPS,
                 device,
             ),
         }
@@ -243,32 +179,6 @@ impl<B: Backend> Discriminator<B> {
 mod tests {
     use super::*;
     use burn::backend::Flex;
-
-    #[test]
-    fn spectral_norm_converges_to_unit_largest_singular_value() {
-        type B = burn::backend::Autodiff<Flex>;
-        let device = Default::default();
-        let sn = SpectralNormWeight::<B, 2>::init([6, 9], 9, &device);
-        // Power iteration advances one step per training pass.
-        for _ in 0..50 {
-            let _ = sn.value();
-        }
-        let w = sn.value().inner();
-        // The largest singular value of the normalised matrix: sqrt of the top eigenvalue of W W^T.
-        let mut x = Tensor::<Flex, 2>::ones([6, 1], &device);
-        let gram = w.clone().matmul(w.transpose());
-        for _ in 0..200 {
-            let y = gram.clone().matmul(x.clone());
-            let norm = y.clone().square().sum().sqrt();
-            x = y / norm.reshape([1, 1]);
-        }
-        let rayleigh: f32 = x.clone().transpose().matmul(gram.matmul(x)).into_scalar();
-        assert!(
-            (rayleigh.sqrt() - 1.0).abs() < 1e-3,
-            "sigma {}",
-            rayleigh.sqrt()
-        );
-    }
 
     #[test]
     fn scores_one_number_per_image_at_64_pixels() {

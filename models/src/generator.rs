@@ -19,9 +19,10 @@ use crate::checkpoint::{CheckpointError, TorchStateDict};
 use crate::layers::{self, conv_from_tensors, linear_from_torch, spectral_normalized_values};
 use crate::norm::{batch_norm, normalising_statistics, per_channel};
 
-const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_EPS: f64 = 1e-5;
 /// IC-GAN trains its generators with `SN_eps = 1e-6`.
-const SN_EPS: f64 = 1e-6;
+pub(crate) const GENERATOR_SN_EPS: f64 = 1e-6;
+const SN_EPS: f64 = GENERATOR_SN_EPS;
 
 /// The shape of a generator; read from a checkpoint's tensor shapes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +92,7 @@ impl GeneratorConfig {
     }
 
     /// Input width of the conditional batch norms' linear layers: `[y, z_chunk]`.
-    fn cbn_input(&self) -> usize {
+    pub(crate) fn cbn_input(&self) -> usize {
         self.shared_dim_feat + self.z_chunk
     }
 

@@ -16,6 +16,8 @@ pub mod norm;
 pub mod preprocess;
 pub mod projection;
 mod resnet;
+pub mod spectral_norm;
+pub mod trainable_generator;
 
 pub use audio_encoder::{AudioEncoder, AudioEncoderConfig};
 pub use checkpoint::{CheckpointError, load_checkpoint};

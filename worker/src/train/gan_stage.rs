@@ -1,8 +1,9 @@
 //! Stage (b): IC-GAN's generator `G(z, f)` and discriminator `D(x, f)` on pictures only. An instance's
 //! feature `f` (from the frozen image encoder) conditions both; the real images shown to `D` for it are drawn
 //! from the instance's nearest neighbours in feature space, so `G` learns the neighbourhood's distribution.
-//! Hinge loss, spectral norm in `D`, Adam with beta1 = 0, as BigGAN trains; a moving average of `G`'s weights
-//! is what the stage exports (BigGAN's `G_ema`), and DiffAugment guards `D` against memorising a small data set.
+//! Hinge loss, spectral norm in `D` and in `G` (IC-GAN's `G_param="SN"`), Adam with beta1 = 0, as BigGAN
+//! trains; a moving average of `G`'s weights is what the stage exports (BigGAN's `G_ema`), with spectral norm
+//! folded in as for IC-GAN's checkpoints, and DiffAugment guards `D` against memorising a small data set.
 //! Optionally an L1 term towards the instance's own picture (`Recipe::gan_reconstruction`).
 
 use anyhow::{Context, Result};
@@ -14,7 +15,8 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use s2v_models::discriminator::Discriminator;
 use s2v_models::loss::{hinge_discriminator, hinge_generator};
-use s2v_models::{Generator, ImageEncoder, NetworkModule};
+use s2v_models::trainable_generator::TrainableGenerator;
+use s2v_models::{Generator, ImageEncoder};
 
 use super::data::{PictureBank, par_samples};
 use super::diff_augment::DiffAugment;
@@ -45,13 +47,13 @@ pub(super) fn run<B: AutodiffBackend>(
     let neighbours = nearest_neighbours(&features, recipe.neighbours);
 
     seed_stage::<B>(device, options.seed, Stage::Generator);
-    let mut generator = Generator::<B>::init(&recipe.generator, device)?;
+    let mut generator = TrainableGenerator::<B>::init(&recipe.generator, device)?;
     let mut discriminator = Discriminator::<B>::init(&recipe.discriminator, device);
     let adam = AdamConfig::new()
         .with_beta_1(0.0)
         .with_beta_2(0.999)
         .with_epsilon(1e-6);
-    let mut g_optimizer = adam.init::<B, Generator<B>>();
+    let mut g_optimizer = adam.init::<B, TrainableGenerator<B>>();
     let mut d_optimizer = adam.init::<B, Discriminator<B>>();
     let dir = stage.dir();
     let paths = [
@@ -64,7 +66,10 @@ pub(super) fn run<B: AutodiffBackend>(
     let averaging = recipe.gan_ema_decay > 0.0;
     let mut average = averaging.then(|| generator.valid());
     if stage.resuming() {
-        generator = load_module(generator, &paths[0].with_extension("mpk"), device)?;
+        generator = load_module(generator, &paths[0].with_extension("mpk"), device).context(
+            "the generator trains with spectral norm in every layer; a generator checkpoint from before \
+             that change does not resume: start a new run",
+        )?;
         g_optimizer = load_optimizer(g_optimizer, &paths[2].with_extension("mpk"), device)?;
         if !options.fresh_discriminator {
             discriminator = load_module(discriminator, &paths[1].with_extension("mpk"), device)
@@ -173,7 +178,7 @@ pub(super) fn run<B: AutodiffBackend>(
     }
     let done = stage.finished();
     stage.finish();
-    Ok(done.then(|| average.unwrap_or_else(|| generator.valid())))
+    Ok(done.then(|| average.unwrap_or_else(|| generator.valid()).generator()))
 }
 
 /// For each (L2-normalised) feature, the indices of its `k` nearest by cosine similarity, itself included.
