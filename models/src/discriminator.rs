@@ -55,12 +55,7 @@ pub struct SnConv<B: Backend> {
 impl<B: Backend> SnConv<B> {
     fn init(c_in: usize, c_out: usize, kernel: usize, device: &B::Device) -> Self {
         Self {
-            weight: SpectralNormWeight::init(
-                [c_out, c_in, kernel, kernel],
-                c_in * kernel * kernel,
-                SN_EPS,
-                device,
-            ),
+            weight: SpectralNormWeight::init([c_out, c_in, kernel, kernel], SN_EPS, device),
             bias: Param::from_tensor(Tensor::zeros([c_out], device)),
             padding: kernel / 2,
         }
@@ -147,14 +142,9 @@ impl<B: Backend> Discriminator<B> {
         let width = *config.block_out.last().expect("a discriminator has blocks");
         Self {
             blocks,
-            linear: SpectralNormWeight::init([1, width], width, SN_EPS, device),
+            linear: SpectralNormWeight::init([1, width], SN_EPS, device),
             linear_bias: Param::from_tensor(Tensor::zeros([1], device)),
-            embed: SpectralNormWeight::init(
-                [width, config.feature_dim],
-                config.feature_dim,
-                SN_EPS,
-                device,
-            ),
+            embed: SpectralNormWeight::init([width, config.feature_dim], SN_EPS, device),
         }
     }
 

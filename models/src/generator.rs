@@ -22,7 +22,6 @@ use crate::norm::{batch_norm, normalising_statistics, per_channel};
 pub(crate) const BN_EPS: f64 = 1e-5;
 /// IC-GAN trains its generators with `SN_eps = 1e-6`.
 pub(crate) const GENERATOR_SN_EPS: f64 = 1e-6;
-const SN_EPS: f64 = GENERATOR_SN_EPS;
 
 /// The shape of a generator; read from a checkpoint's tensor shapes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +95,7 @@ impl GeneratorConfig {
         self.shared_dim_feat + self.z_chunk
     }
 
-    fn validate(&self) -> Result<(), CheckpointError> {
+    pub(crate) fn validate(&self) -> Result<(), CheckpointError> {
         let invalid = |message: String| {
             Err(CheckpointError::InvalidConfig {
                 network: "generator",
@@ -176,7 +175,7 @@ impl<B: Backend> ConditionalBatchNorm<B> {
                     sd,
                     &format!("{prefix}.{name}"),
                     &[channels, cond],
-                    SN_EPS,
+                    GENERATOR_SN_EPS,
                 )?;
                 Ok(linear_from_torch(values, [channels, cond], None, device))
             };
@@ -225,7 +224,7 @@ fn sn_conv<B: Backend>(
     bias: bool,
     device: &B::Device,
 ) -> Result<Conv2d<B>, CheckpointError> {
-    let values = spectral_normalized_values(sd, prefix, &shape, SN_EPS)?;
+    let values = spectral_normalized_values(sd, prefix, &shape, GENERATOR_SN_EPS)?;
     let weight = Tensor::from_data(TensorData::new(values, shape), device);
     let bias = if bias {
         Some(Param::from_tensor(sd.take(
@@ -245,7 +244,7 @@ fn sn_linear<B: Backend>(
     shape: [usize; 2],
     device: &B::Device,
 ) -> Result<Linear<B>, CheckpointError> {
-    let values = spectral_normalized_values(sd, prefix, &shape, SN_EPS)?;
+    let values = spectral_normalized_values(sd, prefix, &shape, GENERATOR_SN_EPS)?;
     let bias = sd.take(&format!("{prefix}.bias"), [shape[0]], device)?;
     Ok(linear_from_torch(values, shape, Some(bias), device))
 }

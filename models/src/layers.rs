@@ -36,9 +36,19 @@ pub fn conv_from_tensors<B: Backend>(
     stride: usize,
     padding: usize,
 ) -> Conv2d<B> {
-    let [_, _, kh, kw] = weight.dims();
+    conv_from_params(Param::from_tensor(weight), bias, stride, padding)
+}
+
+/// `nn.Conv2d` around a weight parameter `[out, in, kh, kw]` (a loaded tensor, or one computed for a pass).
+pub fn conv_from_params<B: Backend>(
+    weight: Param<Tensor<B, 4>>,
+    bias: Option<Param<Tensor<B, 1>>>,
+    stride: usize,
+    padding: usize,
+) -> Conv2d<B> {
+    let [_, _, kh, kw] = weight.shape().dims();
     Conv2d {
-        weight: Param::from_tensor(weight),
+        weight,
         bias,
         stride: [stride, stride],
         kernel_size: [kh, kw],

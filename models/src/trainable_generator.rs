@@ -8,12 +8,11 @@
 //! IC-GAN's checkpoints does, which is how a trained generator is exported. Batch statistics are shared with the
 //! built generator, so a training pass folds them into this module's stored ones.
 
-use burn::module::Param;
+use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::prelude::*;
 
-use crate::NetworkModule;
 use std::collections::HashMap;
 
 use crate::checkpoint::{CheckpointError, TensorSnapshot};
@@ -21,6 +20,7 @@ use crate::generator::{
     Attention, BN_EPS, ConditionalBatchNorm, GENERATOR_SN_EPS, Generator, GeneratorBlock,
     GeneratorConfig, GeneratorStage,
 };
+use crate::layers::conv_from_params;
 use crate::spectral_norm::{SpectralNormWeight, computed_param};
 
 /// A parameter's own tensor, for a module built for one forward pass. Cloning the `Param` would not do: a clone
@@ -29,21 +29,24 @@ fn same_param<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> Param<
     computed_param(param.val())
 }
 
-/// A spectrally normalised linear layer; the weight in PyTorch's `[out, in]` layout.
+/// A spectrally normalised layer: a linear layer (`D = 2`, weight `[out, in]` as PyTorch stores it) or a
+/// convolution with stride 1 and "same" padding (`D = 4`, `[out, in, k, k]`).
 #[derive(Module, Debug)]
-pub struct SnLinear<B: Backend> {
-    pub weight: SpectralNormWeight<B, 2>,
+pub struct SnLayer<B: Backend, const D: usize> {
+    pub weight: SpectralNormWeight<B, D>,
     pub bias: Option<Param<Tensor<B, 1>>>,
 }
 
-impl<B: Backend> SnLinear<B> {
-    fn init(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Self {
+impl<B: Backend, const D: usize> SnLayer<B, D> {
+    fn init(shape: [usize; D], bias: bool, device: &B::Device) -> Self {
         Self {
-            weight: SpectralNormWeight::init([d_out, d_in], d_in, GENERATOR_SN_EPS, device),
-            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+            weight: SpectralNormWeight::init(shape, GENERATOR_SN_EPS, device),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([shape[0]], device))),
         }
     }
+}
 
+impl<B: Backend> SnLayer<B, 2> {
     fn linear(&self) -> Linear<B> {
         Linear {
             weight: computed_param(self.weight.value().transpose()),
@@ -52,70 +55,55 @@ impl<B: Backend> SnLinear<B> {
     }
 }
 
-/// A spectrally normalised convolution with stride 1 and "same" padding.
-#[derive(Module, Debug)]
-pub struct SnConv2d<B: Backend> {
-    pub weight: SpectralNormWeight<B, 4>,
-    pub bias: Option<Param<Tensor<B, 1>>>,
-}
-
-impl<B: Backend> SnConv2d<B> {
-    fn init(c_in: usize, c_out: usize, kernel: usize, bias: bool, device: &B::Device) -> Self {
-        Self {
-            weight: SpectralNormWeight::init(
-                [c_out, c_in, kernel, kernel],
-                c_in * kernel * kernel,
-                GENERATOR_SN_EPS,
-                device,
-            ),
-            bias: bias.then(|| Param::from_tensor(Tensor::zeros([c_out], device))),
-        }
-    }
-
+impl<B: Backend> SnLayer<B, 4> {
     fn conv(&self) -> Conv2d<B> {
         let weight = self.weight.value();
-        let [_, _, kh, kw] = weight.dims();
-        let p = kh / 2;
-        Conv2d {
-            weight: computed_param(weight),
-            bias: self.bias.as_ref().map(same_param),
-            stride: [1, 1],
-            kernel_size: [kh, kw],
-            dilation: [1, 1],
-            groups: 1,
-            padding: PaddingConfig2d::Explicit(p, p, p, p),
-        }
+        let padding = weight.dims()[2] / 2;
+        conv_from_params(
+            computed_param(weight),
+            self.bias.as_ref().map(same_param),
+            1,
+            padding,
+        )
     }
+}
+
+pub type SnLinear<B> = SnLayer<B, 2>;
+pub type SnConv2d<B> = SnLayer<B, 4>;
+
+fn conv<B: Backend>(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    bias: bool,
+    device: &B::Device,
+) -> SnConv2d<B> {
+    SnLayer::init([c_out, c_in, kernel, kernel], bias, device)
 }
 
 /// IC-GAN's conditional batch norm with spectrally normalised gain and bias layers (no biases of their own).
 #[derive(Module, Debug)]
 pub struct SnConditionalBatchNorm<B: Backend> {
-    pub gain: SpectralNormWeight<B, 2>,
-    pub bias: SpectralNormWeight<B, 2>,
-    pub stored_mean: burn::module::RunningState<Tensor<B, 1>>,
-    pub stored_var: burn::module::RunningState<Tensor<B, 1>>,
+    pub gain: SnLinear<B>,
+    pub bias: SnLinear<B>,
+    pub stored_mean: RunningState<Tensor<B, 1>>,
+    pub stored_var: RunningState<Tensor<B, 1>>,
 }
 
 impl<B: Backend> SnConditionalBatchNorm<B> {
     fn init(channels: usize, cond: usize, device: &B::Device) -> Self {
-        let layer = || SpectralNormWeight::init([channels, cond], cond, GENERATOR_SN_EPS, device);
         Self {
-            gain: layer(),
-            bias: layer(),
-            stored_mean: burn::module::RunningState::new(Tensor::zeros([channels], device)),
-            stored_var: burn::module::RunningState::new(Tensor::ones([channels], device)),
+            gain: SnLayer::init([channels, cond], false, device),
+            bias: SnLayer::init([channels, cond], false, device),
+            stored_mean: RunningState::new(Tensor::zeros([channels], device)),
+            stored_var: RunningState::new(Tensor::ones([channels], device)),
         }
     }
 
     fn batch_norm(&self) -> ConditionalBatchNorm<B> {
-        let linear = |w: &SpectralNormWeight<B, 2>| Linear {
-            weight: computed_param(w.value().transpose()),
-            bias: None,
-        };
         ConditionalBatchNorm {
-            gain: linear(&self.gain),
-            bias: linear(&self.bias),
+            gain: self.gain.linear(),
+            bias: self.bias.linear(),
             // Clones share the state, so the built layer's batch statistics land here.
             stored_mean: self.stored_mean.clone(),
             stored_var: self.stored_var.clone(),
@@ -157,8 +145,7 @@ pub struct TrainableGenerator<B: Backend> {
 impl<B: Backend> TrainableGenerator<B> {
     /// A new generator of this configuration, every layer at PyTorch's default initialisation.
     pub fn init(config: &GeneratorConfig, device: &B::Device) -> Result<Self, CheckpointError> {
-        // The inference generator validates the configuration and defines the shapes.
-        Generator::<B>::init(config, device)?;
+        config.validate()?;
         let cond = config.cbn_input();
         let bw2 = config.bottom_width * config.bottom_width;
         let stages = (0..config.blocks())
@@ -166,15 +153,15 @@ impl<B: Backend> TrainableGenerator<B> {
                 let (c_in, c_out) = (config.block_in[i], config.block_out[i]);
                 TrainableStage {
                     bn1: SnConditionalBatchNorm::init(c_in, cond, device),
-                    conv1: SnConv2d::init(c_in, c_out, 3, true, device),
+                    conv1: conv(c_in, c_out, 3, true, device),
                     bn2: SnConditionalBatchNorm::init(c_out, cond, device),
-                    conv2: SnConv2d::init(c_out, c_out, 3, true, device),
-                    conv_sc: SnConv2d::init(c_in, c_out, 1, true, device),
+                    conv2: conv(c_out, c_out, 3, true, device),
+                    conv_sc: conv(c_in, c_out, 1, true, device),
                     attention: config.attention[i].then(|| SnAttention {
-                        theta: SnConv2d::init(c_out, c_out / 8, 1, false, device),
-                        phi: SnConv2d::init(c_out, c_out / 8, 1, false, device),
-                        g: SnConv2d::init(c_out, c_out / 2, 1, false, device),
-                        o: SnConv2d::init(c_out / 2, c_out, 1, false, device),
+                        theta: conv(c_out, c_out / 8, 1, false, device),
+                        phi: conv(c_out, c_out / 8, 1, false, device),
+                        g: conv(c_out, c_out / 2, 1, false, device),
+                        o: conv(c_out / 2, c_out, 1, false, device),
                         gamma: Param::from_tensor(Tensor::zeros([1], device)),
                     }),
                 }
@@ -182,11 +169,11 @@ impl<B: Backend> TrainableGenerator<B> {
             .collect();
         let last = *config.block_out.last().expect("validated non-empty");
         Ok(Self {
-            shared_feat: SnLinear::init(config.feature_dim, config.shared_dim_feat, true, device),
-            linear: SnLinear::init(config.z_chunk, config.block_in[0] * bw2, true, device),
+            shared_feat: SnLayer::init([config.shared_dim_feat, config.feature_dim], true, device),
+            linear: SnLayer::init([config.block_in[0] * bw2, config.z_chunk], true, device),
             stages,
             output_bn: BatchNormConfig::new(last).with_epsilon(BN_EPS).init(device),
-            output_conv: SnConv2d::init(last, 3, 3, true, device),
+            output_conv: conv(last, 3, 3, true, device),
             config: config.clone(),
         })
     }
@@ -235,13 +222,13 @@ impl<B: Backend> TrainableGenerator<B> {
     /// checkpoints hold exactly these), so that [`Generator::from_torch`] (or IC-GAN's own code) reads them.
     pub fn torch_state_dict(&self) -> HashMap<String, TensorSnapshot> {
         let mut sd = TorchNames::default();
-        sd.linear("shared_feat", &self.shared_feat);
-        sd.linear("linear", &self.linear);
+        sd.layer("shared_feat", &self.shared_feat);
+        sd.layer("linear", &self.linear);
         for (i, stage) in self.stages.iter().enumerate() {
             let p = format!("blocks.{i}.0");
             for (name, bn) in [("bn1", &stage.bn1), ("bn2", &stage.bn2)] {
-                sd.sn(&format!("{p}.{name}.gain"), &bn.gain);
-                sd.sn(&format!("{p}.{name}.bias"), &bn.bias);
+                sd.layer(&format!("{p}.{name}.gain"), &bn.gain);
+                sd.layer(&format!("{p}.{name}.bias"), &bn.bias);
                 sd.tensor(
                     &format!("{p}.{name}.stored_mean"),
                     bn.stored_mean.value_sync(),
@@ -251,9 +238,9 @@ impl<B: Backend> TrainableGenerator<B> {
                     bn.stored_var.value_sync(),
                 );
             }
-            sd.conv(&format!("{p}.conv1"), &stage.conv1);
-            sd.conv(&format!("{p}.conv2"), &stage.conv2);
-            sd.conv(&format!("{p}.conv_sc"), &stage.conv_sc);
+            sd.layer(&format!("{p}.conv1"), &stage.conv1);
+            sd.layer(&format!("{p}.conv2"), &stage.conv2);
+            sd.layer(&format!("{p}.conv_sc"), &stage.conv_sc);
             if let Some(a) = &stage.attention {
                 let p = format!("blocks.{i}.1");
                 for (name, conv) in [
@@ -262,7 +249,7 @@ impl<B: Backend> TrainableGenerator<B> {
                     ("g", &a.g),
                     ("o", &a.o),
                 ] {
-                    sd.conv(&format!("{p}.{name}"), conv);
+                    sd.layer(&format!("{p}.{name}"), conv);
                 }
                 sd.tensor(&format!("{p}.gamma"), a.gamma.val());
             }
@@ -272,7 +259,7 @@ impl<B: Backend> TrainableGenerator<B> {
         sd.tensor("output_layer.0.bias", bn.beta.val());
         sd.tensor("output_layer.0.stored_mean", bn.running_mean.value_sync());
         sd.tensor("output_layer.0.stored_var", bn.running_var.value_sync());
-        sd.conv("output_layer.2", &self.output_conv);
+        sd.layer("output_layer.2", &self.output_conv);
         sd.0
     }
 
@@ -293,27 +280,14 @@ impl TorchNames {
         self.0.insert(name.to_string(), snapshot);
     }
 
-    fn sn<B: Backend, const D: usize>(&mut self, prefix: &str, weight: &SpectralNormWeight<B, D>) {
-        self.tensor(&format!("{prefix}.weight"), weight.weight.val());
-        let u = weight.u.value_sync();
+    fn layer<B: Backend, const D: usize>(&mut self, prefix: &str, layer: &SnLayer<B, D>) {
+        self.tensor(&format!("{prefix}.weight"), layer.weight.weight.val());
+        let u = layer.weight.u.value_sync();
         let rows = u.dims()[0];
         self.tensor(&format!("{prefix}.u0"), u.reshape([1, rows]));
-    }
-
-    fn bias<B: Backend>(&mut self, prefix: &str, bias: &Option<Param<Tensor<B, 1>>>) {
-        if let Some(bias) = bias {
+        if let Some(bias) = &layer.bias {
             self.tensor(&format!("{prefix}.bias"), bias.val());
         }
-    }
-
-    fn linear<B: Backend>(&mut self, prefix: &str, layer: &SnLinear<B>) {
-        self.sn(prefix, &layer.weight);
-        self.bias(prefix, &layer.bias);
-    }
-
-    fn conv<B: Backend>(&mut self, prefix: &str, layer: &SnConv2d<B>) {
-        self.sn(prefix, &layer.weight);
-        self.bias(prefix, &layer.bias);
     }
 }
 
@@ -323,6 +297,9 @@ mod tests {
     use burn::backend::{Autodiff, Flex};
     use burn::module::AutodiffModule;
     use burn::tensor::Distribution;
+
+    use crate::NetworkModule;
+    use crate::spectral_norm::tests::largest_singular_value;
 
     type A = Autodiff<Flex>;
 
@@ -358,7 +335,7 @@ mod tests {
             |w: &SpectralNormWeight<A, 4>| w.weight.val().grad(&grads).map(|g| g.flatten(0, 3));
         total(flat2(&g.shared_feat.weight), "shared_feat");
         total(
-            flat2(&g.stages[1].bn2.gain),
+            flat2(&g.stages[1].bn2.gain.weight),
             "a conditional batch norm's gain",
         );
         total(flat4(&g.stages[0].conv1.weight), "conv1");
@@ -413,24 +390,18 @@ mod tests {
     fn the_exported_generator_has_unit_spectral_norm_layers() {
         let device = Default::default();
         let g = TrainableGenerator::<A>::init(&config(), &device).unwrap();
-        // Converge every u with training passes, then export on the plain backend. (Kaiming-initialised, this
-        // layer's largest singular value is about 0.7.)
+        // The raw weight is not already of unit norm, so the check below says something.
+        let raw = g.stages[0].conv1.weight.weight.val().inner().flatten(1, 3);
+        let raw_sigma = largest_singular_value(raw);
+        assert!((raw_sigma - 1.0).abs() > 0.05, "raw sigma {raw_sigma}");
+        // Converge every u with training passes, then export on the plain backend.
         for _ in 0..300 {
             let _ = g.generator();
         }
         let exported = g.valid().generator();
-        let w = exported.stages[0].block.conv1.weight.val();
-        let [o, i, kh, kw] = w.dims();
-        let m = w.reshape([o, i * kh * kw]);
-        let gram = m.clone().matmul(m.transpose());
-        let mut x = Tensor::<Flex, 2>::ones([o, 1], &device);
-        for _ in 0..300 {
-            let y = gram.clone().matmul(x.clone());
-            let norm = y.clone().square().sum().sqrt();
-            x = y / norm.reshape([1, 1]);
-        }
-        let sigma: f32 = x.clone().transpose().matmul(gram.matmul(x)).into_scalar();
-        assert!((sigma.sqrt() - 1.0).abs() < 1e-2, "sigma {}", sigma.sqrt());
+        let sigma =
+            largest_singular_value(exported.stages[0].block.conv1.weight.val().flatten(1, 3));
+        assert!((sigma - 1.0).abs() < 1e-2, "sigma {sigma}");
         // Exporting twice gives the same generator: eval mode leaves u alone.
         let again = g.valid().generator();
         assert_eq!(

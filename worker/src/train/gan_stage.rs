@@ -67,8 +67,8 @@ pub(super) fn run<B: AutodiffBackend>(
     let mut average = averaging.then(|| generator.valid());
     if stage.resuming() {
         generator = load_module(generator, &paths[0].with_extension("mpk"), device).context(
-            "the generator trains with spectral norm in every layer; a generator checkpoint from before \
-             that change does not resume: start a new run",
+            "a generator checkpoint from before the generator trained with spectral norm in every layer \
+             does not resume: start a new run",
         )?;
         g_optimizer = load_optimizer(g_optimizer, &paths[2].with_extension("mpk"), device)?;
         if !options.fresh_discriminator {
