@@ -1,5 +1,6 @@
 //! IC-GAN's discriminator `D(x, f)`: BigGAN's residual down-blocks with spectral norm, and projection
-//! conditioning on the instance feature (`<embed(f), h>` added to the linear output). Only training uses it.
+//! conditioning on the instance feature (`<linear_feat(f), h>` added to the linear output). Only training uses
+//! it. Field names follow IC-GAN's `BigGAN.Discriminator`, whose state dicts [`Discriminator::from_torch`] reads.
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -8,8 +9,9 @@ use burn::tensor::module::{avg_pool2d, conv2d};
 use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{CheckpointError, TorchStateDict};
 use crate::layers;
-use crate::spectral_norm::SpectralNormWeight;
+use crate::spectral_norm::{SpectralNormWeight, default_bias};
 
 /// BigGAN's `SN_eps` for discriminators.
 const SN_EPS: f64 = 1e-8;
@@ -43,6 +45,16 @@ impl DiscriminatorConfig {
             downsample: (0..n).map(|i| i + 1 < n).collect(),
         }
     }
+
+    /// Channels of the pooled features.
+    fn width(&self) -> usize {
+        *self.block_out.last().expect("a discriminator has blocks")
+    }
+
+    /// BigGAN's `DBlock` learns its shortcut where the channels change or the block downsamples.
+    fn has_shortcut_conv(&self, block: usize) -> bool {
+        self.block_in[block] != self.block_out[block] || self.downsample[block]
+    }
 }
 
 #[derive(Module, Debug)]
@@ -54,11 +66,28 @@ pub struct SnConv<B: Backend> {
 
 impl<B: Backend> SnConv<B> {
     fn init(c_in: usize, c_out: usize, kernel: usize, device: &B::Device) -> Self {
+        let shape = [c_out, c_in, kernel, kernel];
         Self {
-            weight: SpectralNormWeight::init([c_out, c_in, kernel, kernel], SN_EPS, device),
-            bias: Param::from_tensor(Tensor::zeros([c_out], device)),
+            weight: SpectralNormWeight::init(shape, SN_EPS, device),
+            bias: default_bias(&shape, device),
             padding: kernel / 2,
         }
+    }
+
+    fn from_torch(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        let shape = [c_out, c_in, kernel, kernel];
+        Ok(Self {
+            weight: SpectralNormWeight::from_torch(sd, prefix, shape, SN_EPS, device)?,
+            bias: Param::from_tensor(sd.take(&format!("{prefix}.bias"), [c_out], device)?),
+            padding: kernel / 2,
+        })
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -120,8 +149,11 @@ pub struct Discriminator<B: Backend> {
     /// `linear`: pooled features to one score.
     pub linear: SpectralNormWeight<B, 2>,
     pub linear_bias: Param<Tensor<B, 1>>,
-    /// `embed`: the L2-normalised instance feature to the pooled feature's width, for the projection term.
-    pub embed: SpectralNormWeight<B, 2>,
+    /// `linear_feat`: the L2-normalised instance feature to the pooled feature's width, for the projection term.
+    pub linear_feat: SpectralNormWeight<B, 2>,
+    /// Its bias, which spectral norm leaves alone: through the projection it scores the pooled features
+    /// whatever the instance.
+    pub linear_feat_bias: Param<Tensor<B, 1>>,
 }
 
 impl<B: Backend> Discriminator<B> {
@@ -132,20 +164,69 @@ impl<B: Backend> Discriminator<B> {
                 DiscriminatorBlock {
                     conv1: SnConv::init(c_in, c_out, 3, device),
                     conv2: SnConv::init(c_out, c_out, 3, device),
-                    conv_sc: (c_in != c_out || config.downsample[i])
+                    conv_sc: config
+                        .has_shortcut_conv(i)
                         .then(|| SnConv::init(c_in, c_out, 1, device)),
                     preactivation: i > 0,
                     downsample: config.downsample[i],
                 }
             })
             .collect();
-        let width = *config.block_out.last().expect("a discriminator has blocks");
+        let width = config.width();
+        let linear_feat_shape = [width, config.feature_dim];
         Self {
             blocks,
             linear: SpectralNormWeight::init([1, width], SN_EPS, device),
-            linear_bias: Param::from_tensor(Tensor::zeros([1], device)),
-            embed: SpectralNormWeight::init([width, config.feature_dim], SN_EPS, device),
+            linear_bias: default_bias(&[1, width], device),
+            linear_feat: SpectralNormWeight::init(linear_feat_shape, SN_EPS, device),
+            linear_feat_bias: default_bias(&linear_feat_shape, device),
         }
+    }
+
+    /// Reads a state dict of IC-GAN's `BigGAN.Discriminator` (instance-conditioned, without attention or class
+    /// conditioning) of this configuration: raw weights, biases and `u0`. A missing tensor, a tensor of
+    /// another shape or one left over is an error that names it.
+    pub fn from_torch(
+        sd: TorchStateDict,
+        config: &DiscriminatorConfig,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        let mut sd = sd.for_network("discriminator", "");
+        let mut blocks = Vec::with_capacity(config.block_in.len());
+        for i in 0..config.block_in.len() {
+            let (c_in, c_out) = (config.block_in[i], config.block_out[i]);
+            let p = format!("blocks.{i}.0");
+            let conv_sc = if config.has_shortcut_conv(i) {
+                let name = format!("{p}.conv_sc");
+                Some(SnConv::from_torch(&mut sd, &name, c_in, c_out, 1, device)?)
+            } else {
+                None
+            };
+            blocks.push(DiscriminatorBlock {
+                conv1: SnConv::from_torch(&mut sd, &format!("{p}.conv1"), c_in, c_out, 3, device)?,
+                conv2: SnConv::from_torch(&mut sd, &format!("{p}.conv2"), c_out, c_out, 3, device)?,
+                conv_sc,
+                preactivation: i > 0,
+                downsample: config.downsample[i],
+            });
+        }
+        let width = config.width();
+        let feat_shape = [width, config.feature_dim];
+        let d = Self {
+            blocks,
+            linear: SpectralNormWeight::from_torch(&mut sd, "linear", [1, width], SN_EPS, device)?,
+            linear_bias: Param::from_tensor(sd.take("linear.bias", [1], device)?),
+            linear_feat: SpectralNormWeight::from_torch(
+                &mut sd,
+                "linear_feat",
+                feat_shape,
+                SN_EPS,
+                device,
+            )?,
+            linear_feat_bias: Param::from_tensor(sd.take("linear_feat.bias", [width], device)?),
+        };
+        sd.finish(|name| name.ends_with(".sv0"))?;
+        Ok(d)
     }
 
     /// Images `[N, 3, H, W]` in [-1, 1] and conditioning features `[N, feature_dim]` to scores `[N]`.
@@ -160,8 +241,10 @@ impl<B: Backend> Discriminator<B> {
             .clone()
             .matmul(self.linear.value().transpose())
             .add(self.linear_bias.val().reshape([1, 1]));
-        let embedded = layers::l2_normalize(features).matmul(self.embed.value().transpose());
-        (score + (embedded * pooled).sum_dim(1)).reshape([n])
+        let projection = layers::l2_normalize(features)
+            .matmul(self.linear_feat.value().transpose())
+            .add(self.linear_feat_bias.val().reshape([1, c]));
+        (score + (projection * pooled).sum_dim(1)).reshape([n])
     }
 }
 

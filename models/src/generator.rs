@@ -355,7 +355,7 @@ impl<B: Backend> Generator<B> {
 }
 
 /// Training logs, and the class embedding that instance conditioning never reads.
-fn is_ignored(name: &str) -> bool {
+pub(crate) fn is_ignored(name: &str) -> bool {
     name.ends_with(".sv0") || name == "shared.weight"
 }
 
@@ -522,7 +522,7 @@ impl<B: Backend> NetworkModule<B> for Generator<B> {
 }
 
 /// Reads the architecture off the tensor shapes of an IC-GAN state dict.
-fn infer_config(sd: &TorchStateDict) -> Result<GeneratorConfig, CheckpointError> {
+pub(crate) fn infer_config(sd: &TorchStateDict) -> Result<GeneratorConfig, CheckpointError> {
     let network = Generator::<burn::backend::Flex>::KIND;
     let invalid = |message: String| CheckpointError::InvalidConfig { network, message };
     let shared = sd.shape("shared_feat.weight")?;
@@ -680,14 +680,16 @@ mod tests {
             .assert_approx_eq(&expected.into_data(), tolerance);
         grad.into_data()
             .assert_approx_eq(&expected_grad.into_data(), tolerance);
-        // Stored statistics started at 0 and 1.
+        // Stored statistics started at 0 and 1; the variance folded in is the unbiased one (90 values per
+        // channel), as PyTorch folds it.
         bn.stored_mean
             .value_sync()
             .into_data()
             .assert_approx_eq(&(mean.reshape([4]) * 0.1).into_data(), tolerance);
+        let unbiased = var.reshape([4]).mul_scalar(90.0 / 89.0);
         bn.stored_var
             .value_sync()
             .into_data()
-            .assert_approx_eq(&(var.reshape([4]) * 0.1 + 0.9).into_data(), tolerance);
+            .assert_approx_eq(&(unbiased * 0.1 + 0.9).into_data(), tolerance);
     }
 }

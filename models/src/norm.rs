@@ -12,15 +12,20 @@ use burn::module::RunningState;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 
-/// Per-channel mean and biased variance of `x` over batch and pixels: `[C]` each.
-fn channel_statistics<B: Backend>(x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+/// Per-channel mean and biased variance of `x` over batch and pixels (`[C]` each), and how many values each
+/// channel has.
+fn channel_statistics<B: Backend>(x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>, usize) {
     let [n, c, h, w] = x.dims();
-    let count = (n * h * w) as f64;
+    let count = n * h * w;
     let rows = x.clone().reshape([n, c, h * w]);
-    let mean = rows.clone().sum_dim(2).sum_dim(0).div_scalar(count);
+    let mean = rows.clone().sum_dim(2).sum_dim(0).div_scalar(count as f64);
     let centred = rows - mean.clone().repeat_dim(0, n);
-    let var = centred.square().sum_dim(2).sum_dim(0).div_scalar(count);
-    (mean.reshape([c]), var.reshape([c]))
+    let var = centred
+        .square()
+        .sum_dim(2)
+        .sum_dim(0)
+        .div_scalar(count as f64);
+    (mean.reshape([c]), var.reshape([c]), count)
 }
 
 /// A per-channel vector `[C]` shaped `[N, C, 1, 1]` for broadcasting over an `[N, C, H, W]` tensor.
@@ -42,7 +47,9 @@ fn fold_statistics<B: Backend>(
 }
 
 /// The statistics a batch norm normalises `x` with, as burn's `BatchNorm` decides: under autodiff the batch's
-/// (folded into the running ones with `momentum`), otherwise the running ones.
+/// (folded into the running ones with `momentum`), otherwise the running ones. The batch normalises with its
+/// biased variance but folds in the unbiased one, as PyTorch's batch norm (and so IC-GAN's) does; burn's
+/// `BatchNorm` folds the biased one.
 pub fn normalising_statistics<B: Backend>(
     x: &Tensor<B, 4>,
     running_mean: &RunningState<Tensor<B, 1>>,
@@ -50,9 +57,12 @@ pub fn normalising_statistics<B: Backend>(
     momentum: f64,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
     if B::ad_enabled(&x.device()) {
-        let (mean, var) = channel_statistics(x);
+        let (mean, var, count) = channel_statistics(x);
         fold_statistics(running_mean, &mean, momentum);
-        fold_statistics(running_var, &var, momentum);
+        let unbiased = var
+            .clone()
+            .mul_scalar(count as f64 / (count.max(2) - 1) as f64);
+        fold_statistics(running_var, &unbiased, momentum);
         (mean, var)
     } else {
         (running_mean.value(), running_var.value())
@@ -99,8 +109,8 @@ mod tests {
         bn
     }
 
-    /// Training: output, input gradient, parameter gradients and updated running statistics all match
-    /// burn's own `BatchNorm`.
+    /// Training: output, input gradient, parameter gradients and the running mean match burn's own
+    /// `BatchNorm`; the running variance folds in the unbiased batch variance, as PyTorch's does.
     #[test]
     fn training_matches_burns_batch_norm() {
         let device = Default::default();
@@ -134,13 +144,24 @@ mod tests {
         dbeta
             .into_data()
             .assert_approx_eq(&dbeta_ref.into_data(), tolerance);
-        for (ours, theirs) in [
-            (after.running_mean.value(), after_ref.running_mean.value()),
-            (after.running_var.value(), after_ref.running_var.value()),
-        ] {
-            ours.into_data()
-                .assert_approx_eq(&theirs.into_data(), tolerance);
-        }
+        after
+            .running_mean
+            .value()
+            .into_data()
+            .assert_approx_eq(&after_ref.running_mean.value().into_data(), tolerance);
+        let momentum = after.momentum;
+        let per_channel = x.inner().swap_dims(0, 1).reshape([5, -1]);
+        let unbiased: Tensor<Flex, 1> = per_channel.var(1).reshape([5]);
+        let expected = arbitrary_bn::<Flex>(5, &device)
+            .running_var
+            .value()
+            .mul_scalar(1.0 - momentum)
+            + unbiased.mul_scalar(momentum);
+        after
+            .running_var
+            .value()
+            .into_data()
+            .assert_approx_eq(&expected.into_data(), tolerance);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use burn::module::{Param, RunningState};
 use burn::nn::Initializer;
 use burn::prelude::*;
 
+use crate::checkpoint::{CheckpointError, TorchStateDict};
+
 #[derive(Module, Debug)]
 pub struct SpectralNormWeight<B: Backend, const D: usize> {
     /// The raw weight, PyTorch's layout (`[out, in, ...]`).
@@ -19,15 +21,10 @@ pub struct SpectralNormWeight<B: Backend, const D: usize> {
 }
 
 impl<B: Backend, const D: usize> SpectralNormWeight<B, D> {
-    /// PyTorch's default initialisation of a layer of this shape (fan-in: all but the first dimension), and a
-    /// random unit `u`.
+    /// An orthogonal weight, as BigGAN initialises both networks (`G_init` and `D_init` "ortho"), and a random
+    /// unit `u`.
     pub fn init(shape: [usize; D], eps: f64, device: &B::Device) -> Self {
-        let fan_in = shape[1..].iter().product();
-        let weight = Initializer::KaimingUniform {
-            gain: 1.0 / 3f64.sqrt(),
-            fan_out_only: false,
-        }
-        .init_with(shape, Some(fan_in), None, device);
+        let weight = Initializer::Orthogonal { gain: 1.0 }.init(shape, device);
         let u = Tensor::random(
             [shape[0]],
             burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -38,6 +35,24 @@ impl<B: Backend, const D: usize> SpectralNormWeight<B, D> {
             u: RunningState::new(normalize(u, eps)),
             eps,
         }
+    }
+
+    /// Reads `{prefix}.weight` and `{prefix}.u0` (shape `[1, out]`) of a BigGAN state dict; the weight must have
+    /// `shape`. `{prefix}.sv0`, BigGAN's log of the last sigma, is never read.
+    pub fn from_torch(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        shape: [usize; D],
+        eps: f64,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        let weight = sd.take(&format!("{prefix}.weight"), shape, device)?;
+        let u: Tensor<B, 2> = sd.take(&format!("{prefix}.u0"), [1, shape[0]], device)?;
+        Ok(Self {
+            weight: Param::from_tensor(weight),
+            u: RunningState::new(u.reshape([shape[0]])),
+            eps,
+        })
     }
 
     /// The normalised weight. Under autodiff (training) the step's new `u` is kept, as BigGAN's layers do
@@ -78,9 +93,23 @@ impl<B: Backend, const D: usize> SpectralNormWeight<B, D> {
     }
 }
 
+/// `F.normalize(v, eps=eps)`: divides by the norm, or by `eps` where the norm is smaller.
 fn normalize<B: Backend>(v: Tensor<B, 1>, eps: f64) -> Tensor<B, 1> {
-    let norm = v.clone().square().sum().sqrt().add_scalar(eps);
+    let norm = v.clone().square().sum().sqrt().clamp_min(eps);
     v / norm
+}
+
+/// PyTorch's default initialisation of a linear or convolution layer's bias, which BigGAN keeps (its
+/// `init_weights` sets only the weights): uniform in `±1/sqrt(fan_in)`, where the fan-in is every dimension
+/// of the weight but the first.
+pub fn default_bias<B: Backend>(weight_shape: &[usize], device: &B::Device) -> Param<Tensor<B, 1>> {
+    let fan_in: usize = weight_shape[1..].iter().product();
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Param::from_tensor(Tensor::random(
+        [weight_shape[0]],
+        burn::tensor::Distribution::Uniform(-bound, bound),
+        device,
+    ))
 }
 
 /// A tensor computed from parameters (a normalised weight) as a parameter of a module built for one forward

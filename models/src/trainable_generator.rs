@@ -15,13 +15,14 @@ use burn::prelude::*;
 
 use std::collections::HashMap;
 
-use crate::checkpoint::{CheckpointError, TensorSnapshot};
+use crate::NetworkModule;
+use crate::checkpoint::{CheckpointError, TensorSnapshot, TorchStateDict};
 use crate::generator::{
     Attention, BN_EPS, ConditionalBatchNorm, GENERATOR_SN_EPS, Generator, GeneratorBlock,
-    GeneratorConfig, GeneratorStage,
+    GeneratorConfig, GeneratorStage, infer_config, is_ignored,
 };
 use crate::layers::conv_from_params;
-use crate::spectral_norm::{SpectralNormWeight, computed_param};
+use crate::spectral_norm::{SpectralNormWeight, computed_param, default_bias};
 
 /// A parameter's own tensor, for a module built for one forward pass. Cloning the `Param` would not do: a clone
 /// of a lazily initialised parameter initialises a tensor of its own, which the gradient would reach instead.
@@ -41,7 +42,7 @@ impl<B: Backend, const D: usize> SnLayer<B, D> {
     fn init(shape: [usize; D], bias: bool, device: &B::Device) -> Self {
         Self {
             weight: SpectralNormWeight::init(shape, GENERATOR_SN_EPS, device),
-            bias: bias.then(|| Param::from_tensor(Tensor::zeros([shape[0]], device))),
+            bias: bias.then(|| default_bias(&shape, device)),
         }
     }
 }
@@ -221,46 +222,65 @@ impl<B: Backend> TrainableGenerator<B> {
     /// The raw weights, `u` vectors and stored statistics under the names of IC-GAN's state dict (`G_ema`
     /// checkpoints hold exactly these), so that [`Generator::from_torch`] (or IC-GAN's own code) reads them.
     pub fn torch_state_dict(&self) -> HashMap<String, TensorSnapshot> {
-        let mut sd = TorchNames::default();
-        sd.layer("shared_feat", &self.shared_feat);
-        sd.layer("linear", &self.linear);
-        for (i, stage) in self.stages.iter().enumerate() {
+        let mut writer = TorchWriter::default();
+        // Writing only reads the tensors; the clone shares them.
+        self.clone()
+            .visit_torch_names(&mut writer)
+            .expect("writing a state dict cannot fail");
+        writer.0
+    }
+
+    /// A generator to train from a state dict of IC-GAN's `BigGAN.Generator` (raw weights, `u0` and stored
+    /// statistics, as its `G` and `G_ema` checkpoints hold them), its architecture read off the shapes. A
+    /// missing tensor, one of another shape or one left over is an error that names it.
+    pub fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
+        let mut sd = sd.for_network(Generator::<B>::KIND, "");
+        let mut config = infer_config(&sd)?;
+        // Instance conditioning never reads the class embedding; a trained generator carries none.
+        config.unused_class_embedding = None;
+        let mut generator = Self::init(&config, device)?;
+        generator.visit_torch_names(&mut TorchReader {
+            sd: &mut sd,
+            device,
+        })?;
+        sd.finish(is_ignored)?;
+        Ok(generator)
+    }
+
+    /// Visits every tensor under its name in IC-GAN's state dict: one list of names for writing and reading.
+    fn visit_torch_names(&mut self, names: &mut impl TorchNames<B>) -> Result<(), CheckpointError> {
+        names.layer("shared_feat", &mut self.shared_feat)?;
+        names.layer("linear", &mut self.linear)?;
+        for (i, stage) in self.stages.iter_mut().enumerate() {
             let p = format!("blocks.{i}.0");
-            for (name, bn) in [("bn1", &stage.bn1), ("bn2", &stage.bn2)] {
-                sd.layer(&format!("{p}.{name}.gain"), &bn.gain);
-                sd.layer(&format!("{p}.{name}.bias"), &bn.bias);
-                sd.tensor(
-                    &format!("{p}.{name}.stored_mean"),
-                    bn.stored_mean.value_sync(),
-                );
-                sd.tensor(
-                    &format!("{p}.{name}.stored_var"),
-                    bn.stored_var.value_sync(),
-                );
+            for (name, bn) in [("bn1", &mut stage.bn1), ("bn2", &mut stage.bn2)] {
+                names.layer(&format!("{p}.{name}.gain"), &mut bn.gain)?;
+                names.layer(&format!("{p}.{name}.bias"), &mut bn.bias)?;
+                names.state(&format!("{p}.{name}.stored_mean"), &mut bn.stored_mean)?;
+                names.state(&format!("{p}.{name}.stored_var"), &mut bn.stored_var)?;
             }
-            sd.layer(&format!("{p}.conv1"), &stage.conv1);
-            sd.layer(&format!("{p}.conv2"), &stage.conv2);
-            sd.layer(&format!("{p}.conv_sc"), &stage.conv_sc);
-            if let Some(a) = &stage.attention {
+            names.layer(&format!("{p}.conv1"), &mut stage.conv1)?;
+            names.layer(&format!("{p}.conv2"), &mut stage.conv2)?;
+            names.layer(&format!("{p}.conv_sc"), &mut stage.conv_sc)?;
+            if let Some(a) = &mut stage.attention {
                 let p = format!("blocks.{i}.1");
                 for (name, conv) in [
-                    ("theta", &a.theta),
-                    ("phi", &a.phi),
-                    ("g", &a.g),
-                    ("o", &a.o),
+                    ("theta", &mut a.theta),
+                    ("phi", &mut a.phi),
+                    ("g", &mut a.g),
+                    ("o", &mut a.o),
                 ] {
-                    sd.layer(&format!("{p}.{name}"), conv);
+                    names.layer(&format!("{p}.{name}"), conv)?;
                 }
-                sd.tensor(&format!("{p}.gamma"), a.gamma.val());
+                names.param(&format!("{p}.gamma"), &mut a.gamma)?;
             }
         }
-        let bn = &self.output_bn;
-        sd.tensor("output_layer.0.gain", bn.gamma.val());
-        sd.tensor("output_layer.0.bias", bn.beta.val());
-        sd.tensor("output_layer.0.stored_mean", bn.running_mean.value_sync());
-        sd.tensor("output_layer.0.stored_var", bn.running_var.value_sync());
-        sd.layer("output_layer.2", &self.output_conv);
-        sd.0
+        let bn = &mut self.output_bn;
+        names.param("output_layer.0.gain", &mut bn.gamma)?;
+        names.param("output_layer.0.bias", &mut bn.beta)?;
+        names.state("output_layer.0.stored_mean", &mut bn.running_mean)?;
+        names.state("output_layer.0.stored_var", &mut bn.running_var)?;
+        names.layer("output_layer.2", &mut self.output_conv)
     }
 
     /// `G(z, f)`: one training forward pass under autodiff.
@@ -269,18 +289,46 @@ impl<B: Backend> TrainableGenerator<B> {
     }
 }
 
+/// What is done with each tensor of a state dict: written or read.
+trait TorchNames<B: Backend> {
+    /// `{prefix}.weight`, `{prefix}.u0` (`[1, out]`) and, where the layer has one, `{prefix}.bias`.
+    fn layer<const D: usize>(
+        &mut self,
+        prefix: &str,
+        layer: &mut SnLayer<B, D>,
+    ) -> Result<(), CheckpointError>;
+
+    fn param<const D: usize>(
+        &mut self,
+        name: &str,
+        param: &mut Param<Tensor<B, D>>,
+    ) -> Result<(), CheckpointError>;
+
+    fn state(
+        &mut self,
+        name: &str,
+        state: &mut RunningState<Tensor<B, 1>>,
+    ) -> Result<(), CheckpointError>;
+}
+
 /// A state dict being written under PyTorch's names.
 #[derive(Default)]
-struct TorchNames(HashMap<String, TensorSnapshot>);
+struct TorchWriter(HashMap<String, TensorSnapshot>);
 
-impl TorchNames {
+impl TorchWriter {
     fn tensor<B: Backend, const D: usize>(&mut self, name: &str, tensor: Tensor<B, D>) {
         let snapshot =
             TensorSnapshot::from_data(tensor.into_data(), vec![], vec![], Default::default());
         self.0.insert(name.to_string(), snapshot);
     }
+}
 
-    fn layer<B: Backend, const D: usize>(&mut self, prefix: &str, layer: &SnLayer<B, D>) {
+impl<B: Backend> TorchNames<B> for TorchWriter {
+    fn layer<const D: usize>(
+        &mut self,
+        prefix: &str,
+        layer: &mut SnLayer<B, D>,
+    ) -> Result<(), CheckpointError> {
         self.tensor(&format!("{prefix}.weight"), layer.weight.weight.val());
         let u = layer.weight.u.value_sync();
         let rows = u.dims()[0];
@@ -288,6 +336,66 @@ impl TorchNames {
         if let Some(bias) = &layer.bias {
             self.tensor(&format!("{prefix}.bias"), bias.val());
         }
+        Ok(())
+    }
+
+    fn param<const D: usize>(
+        &mut self,
+        name: &str,
+        param: &mut Param<Tensor<B, D>>,
+    ) -> Result<(), CheckpointError> {
+        self.tensor(name, param.val());
+        Ok(())
+    }
+
+    fn state(
+        &mut self,
+        name: &str,
+        state: &mut RunningState<Tensor<B, 1>>,
+    ) -> Result<(), CheckpointError> {
+        self.tensor(name, state.value_sync());
+        Ok(())
+    }
+}
+
+/// Replaces each tensor of a freshly initialised generator with the state dict's, of the same shape.
+struct TorchReader<'a, B: Backend> {
+    sd: &'a mut TorchStateDict,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> TorchNames<B> for TorchReader<'_, B> {
+    fn layer<const D: usize>(
+        &mut self,
+        prefix: &str,
+        layer: &mut SnLayer<B, D>,
+    ) -> Result<(), CheckpointError> {
+        let shape = layer.weight.weight.val().dims();
+        let eps = layer.weight.eps;
+        layer.weight = SpectralNormWeight::from_torch(self.sd, prefix, shape, eps, self.device)?;
+        if let Some(bias) = &mut layer.bias {
+            self.param(&format!("{prefix}.bias"), bias)?;
+        }
+        Ok(())
+    }
+
+    fn param<const D: usize>(
+        &mut self,
+        name: &str,
+        param: &mut Param<Tensor<B, D>>,
+    ) -> Result<(), CheckpointError> {
+        *param = Param::from_tensor(self.sd.take(name, param.val().dims(), self.device)?);
+        Ok(())
+    }
+
+    fn state(
+        &mut self,
+        name: &str,
+        state: &mut RunningState<Tensor<B, 1>>,
+    ) -> Result<(), CheckpointError> {
+        let shape = state.value_sync().dims();
+        *state = RunningState::new(self.sd.take(name, shape, self.device)?);
+        Ok(())
     }
 }
 
@@ -389,8 +497,10 @@ mod tests {
     #[test]
     fn the_exported_generator_has_unit_spectral_norm_layers() {
         let device = Default::default();
-        let g = TrainableGenerator::<A>::init(&config(), &device).unwrap();
-        // The raw weight is not already of unit norm, so the check below says something.
+        let mut g = TrainableGenerator::<A>::init(&config(), &device).unwrap();
+        // Orthogonal initialisation gives unit norm already; scaled, the check below says something.
+        let conv1 = &mut g.stages[0].conv1.weight.weight;
+        *conv1 = Param::from_tensor(Tensor::from_inner(conv1.val().inner().mul_scalar(3.0)));
         let raw = g.stages[0].conv1.weight.weight.val().inner().flatten(1, 3);
         let raw_sigma = largest_singular_value(raw);
         assert!((raw_sigma - 1.0).abs() > 0.05, "raw sigma {raw_sigma}");

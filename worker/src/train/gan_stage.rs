@@ -121,9 +121,13 @@ pub(super) fn run<B: AutodiffBackend>(
                 .forward(noise(&mut rng), condition.clone())
                 .detach();
             let real = images_tensor::<B>(reals, resolution, device);
+            // One pass over both halves, as IC-GAN's `G_D` concatenates them: each layer's `u` advances
+            // once per update and both halves are scored with the same normalised weights.
+            let both = Tensor::cat(vec![augment(real, &mut rng), augment(fake, &mut rng)], 0);
+            let scores = discriminator.forward(both, condition.clone().repeat_dim(0, 2));
             let d_loss = hinge_discriminator(
-                discriminator.forward(augment(real, &mut rng), condition.clone()),
-                discriminator.forward(augment(fake, &mut rng), condition.clone()),
+                scores.clone().slice(0..batch),
+                scores.slice(batch..2 * batch),
             );
             d_value = scalar(&d_loss);
             let grads = GradientsParams::from_grads(d_loss.backward(), &discriminator);
