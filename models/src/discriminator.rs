@@ -9,7 +9,11 @@ use burn::tensor::module::{avg_pool2d, conv2d};
 use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{CheckpointError, TorchStateDict};
+use std::collections::HashMap;
+
+use crate::checkpoint::{
+    CheckpointError, TensorSnapshot, TorchNames, TorchReader, TorchStateDict, TorchWriter,
+};
 use crate::layers;
 use crate::spectral_norm::{SpectralNormWeight, default_bias};
 
@@ -72,22 +76,6 @@ impl<B: Backend> SnConv<B> {
             bias: default_bias(&shape, device),
             padding: kernel / 2,
         }
-    }
-
-    fn from_torch(
-        sd: &mut TorchStateDict,
-        prefix: &str,
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        device: &B::Device,
-    ) -> Result<Self, CheckpointError> {
-        let shape = [c_out, c_in, kernel, kernel];
-        Ok(Self {
-            weight: SpectralNormWeight::from_torch(sd, prefix, shape, SN_EPS, device)?,
-            bias: Param::from_tensor(sd.take(&format!("{prefix}.bias"), [c_out], device)?),
-            padding: kernel / 2,
-        })
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -192,41 +180,45 @@ impl<B: Backend> Discriminator<B> {
         device: &B::Device,
     ) -> Result<Self, CheckpointError> {
         let mut sd = sd.for_network("discriminator", "");
-        let mut blocks = Vec::with_capacity(config.block_in.len());
-        for i in 0..config.block_in.len() {
-            let (c_in, c_out) = (config.block_in[i], config.block_out[i]);
-            let p = format!("blocks.{i}.0");
-            let conv_sc = if config.has_shortcut_conv(i) {
-                let name = format!("{p}.conv_sc");
-                Some(SnConv::from_torch(&mut sd, &name, c_in, c_out, 1, device)?)
-            } else {
-                None
-            };
-            blocks.push(DiscriminatorBlock {
-                conv1: SnConv::from_torch(&mut sd, &format!("{p}.conv1"), c_in, c_out, 3, device)?,
-                conv2: SnConv::from_torch(&mut sd, &format!("{p}.conv2"), c_out, c_out, 3, device)?,
-                conv_sc,
-                preactivation: i > 0,
-                downsample: config.downsample[i],
-            });
-        }
-        let width = config.width();
-        let feat_shape = [width, config.feature_dim];
-        let d = Self {
-            blocks,
-            linear: SpectralNormWeight::from_torch(&mut sd, "linear", [1, width], SN_EPS, device)?,
-            linear_bias: Param::from_tensor(sd.take("linear.bias", [1], device)?),
-            linear_feat: SpectralNormWeight::from_torch(
-                &mut sd,
-                "linear_feat",
-                feat_shape,
-                SN_EPS,
-                device,
-            )?,
-            linear_feat_bias: Param::from_tensor(sd.take("linear_feat.bias", [width], device)?),
-        };
+        let mut d = Self::init(config, device);
+        d.visit_torch_names(&mut TorchReader {
+            sd: &mut sd,
+            device,
+        })?;
         sd.finish(|name| name.ends_with(".sv0"))?;
         Ok(d)
+    }
+
+    /// The raw weights, biases and `u` vectors under the names of IC-GAN's state dict.
+    pub fn torch_state_dict(&self) -> HashMap<String, TensorSnapshot> {
+        let mut writer = TorchWriter::default();
+        // Writing only reads the tensors; the clone shares them.
+        self.clone()
+            .visit_torch_names(&mut writer)
+            .expect("writing a state dict cannot fail");
+        writer.0
+    }
+
+    /// Visits every tensor under its name in IC-GAN's state dict: one list of names for writing and reading.
+    fn visit_torch_names(&mut self, names: &mut impl TorchNames<B>) -> Result<(), CheckpointError> {
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let convs = [
+                ("conv1", Some(&mut block.conv1)),
+                ("conv2", Some(&mut block.conv2)),
+                ("conv_sc", block.conv_sc.as_mut()),
+            ];
+            for (name, conv) in convs {
+                if let Some(conv) = conv {
+                    let p = format!("blocks.{i}.0.{name}");
+                    names.sn_weight(&p, &mut conv.weight)?;
+                    names.param(&format!("{p}.bias"), &mut conv.bias)?;
+                }
+            }
+        }
+        names.sn_weight("linear", &mut self.linear)?;
+        names.param("linear.bias", &mut self.linear_bias)?;
+        names.sn_weight("linear_feat", &mut self.linear_feat)?;
+        names.param("linear_feat.bias", &mut self.linear_feat_bias)
     }
 
     /// Images `[N, 3, H, W]` in [-1, 1] and conditioning features `[N, feature_dim]` to scores `[N]`.
@@ -264,5 +256,36 @@ mod tests {
         assert_eq!(s.dims(), [2]);
         let values = s.into_data().to_vec::<f32>().unwrap();
         assert!(values.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn its_state_dict_reads_back_and_a_mismatched_one_is_named() {
+        let device = Default::default();
+        let config = DiscriminatorConfig::biggan(2, 64, 8);
+        let d = Discriminator::<Flex>::init(&config, &device);
+        let sd = d.torch_state_dict();
+        let read = |sd: &HashMap<String, TensorSnapshot>, config: &DiscriminatorConfig| {
+            Discriminator::<Flex>::from_torch(
+                TorchStateDict::from_tensors(sd.clone()),
+                config,
+                &device,
+            )
+        };
+        let loaded = read(&sd, &config).unwrap();
+        let x = Tensor::random([2, 3, 64, 64], burn::tensor::Distribution::Default, &device);
+        let f = Tensor::random([2, 8], burn::tensor::Distribution::Default, &device);
+        assert_eq!(
+            d.forward(x.clone(), f.clone()).into_data(),
+            loaded.forward(x, f).into_data()
+        );
+
+        let err = read(&sd, &DiscriminatorConfig::biggan(4, 64, 8))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("blocks.0.0.conv1.weight"), "{err}");
+        let mut extra = sd;
+        extra.insert("embed.weight".into(), extra["linear.bias"].clone());
+        let err = read(&extra, &config).unwrap_err().to_string();
+        assert!(err.contains("embed.weight"), "{err}");
     }
 }

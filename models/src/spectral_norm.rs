@@ -24,7 +24,12 @@ impl<B: Backend, const D: usize> SpectralNormWeight<B, D> {
     /// An orthogonal weight, as BigGAN initialises both networks (`G_init` and `D_init` "ortho"), and a random
     /// unit `u`.
     pub fn init(shape: [usize; D], eps: f64, device: &B::Device) -> Self {
-        let weight = Initializer::Orthogonal { gain: 1.0 }.init(shape, device);
+        // Initialised now, not lazily: clones of a lazy parameter would each draw their own values.
+        let weight = Param::from_tensor(
+            Initializer::Orthogonal { gain: 1.0 }
+                .init::<B, D, _>(shape, device)
+                .val(),
+        );
         let u = Tensor::random(
             [shape[0]],
             burn::tensor::Distribution::Normal(0.0, 1.0),

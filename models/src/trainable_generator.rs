@@ -16,7 +16,9 @@ use burn::prelude::*;
 use std::collections::HashMap;
 
 use crate::NetworkModule;
-use crate::checkpoint::{CheckpointError, TensorSnapshot, TorchStateDict};
+use crate::checkpoint::{
+    CheckpointError, TensorSnapshot, TorchNames, TorchReader, TorchStateDict, TorchWriter,
+};
 use crate::generator::{
     Attention, BN_EPS, ConditionalBatchNorm, GENERATOR_SN_EPS, Generator, GeneratorBlock,
     GeneratorConfig, GeneratorStage, infer_config, is_ignored,
@@ -249,19 +251,19 @@ impl<B: Backend> TrainableGenerator<B> {
 
     /// Visits every tensor under its name in IC-GAN's state dict: one list of names for writing and reading.
     fn visit_torch_names(&mut self, names: &mut impl TorchNames<B>) -> Result<(), CheckpointError> {
-        names.layer("shared_feat", &mut self.shared_feat)?;
-        names.layer("linear", &mut self.linear)?;
+        visit_layer(names, "shared_feat", &mut self.shared_feat)?;
+        visit_layer(names, "linear", &mut self.linear)?;
         for (i, stage) in self.stages.iter_mut().enumerate() {
             let p = format!("blocks.{i}.0");
             for (name, bn) in [("bn1", &mut stage.bn1), ("bn2", &mut stage.bn2)] {
-                names.layer(&format!("{p}.{name}.gain"), &mut bn.gain)?;
-                names.layer(&format!("{p}.{name}.bias"), &mut bn.bias)?;
+                visit_layer(names, &format!("{p}.{name}.gain"), &mut bn.gain)?;
+                visit_layer(names, &format!("{p}.{name}.bias"), &mut bn.bias)?;
                 names.state(&format!("{p}.{name}.stored_mean"), &mut bn.stored_mean)?;
                 names.state(&format!("{p}.{name}.stored_var"), &mut bn.stored_var)?;
             }
-            names.layer(&format!("{p}.conv1"), &mut stage.conv1)?;
-            names.layer(&format!("{p}.conv2"), &mut stage.conv2)?;
-            names.layer(&format!("{p}.conv_sc"), &mut stage.conv_sc)?;
+            visit_layer(names, &format!("{p}.conv1"), &mut stage.conv1)?;
+            visit_layer(names, &format!("{p}.conv2"), &mut stage.conv2)?;
+            visit_layer(names, &format!("{p}.conv_sc"), &mut stage.conv_sc)?;
             if let Some(a) = &mut stage.attention {
                 let p = format!("blocks.{i}.1");
                 for (name, conv) in [
@@ -270,7 +272,7 @@ impl<B: Backend> TrainableGenerator<B> {
                     ("g", &mut a.g),
                     ("o", &mut a.o),
                 ] {
-                    names.layer(&format!("{p}.{name}"), conv)?;
+                    visit_layer(names, &format!("{p}.{name}"), conv)?;
                 }
                 names.param(&format!("{p}.gamma"), &mut a.gamma)?;
             }
@@ -280,7 +282,7 @@ impl<B: Backend> TrainableGenerator<B> {
         names.param("output_layer.0.bias", &mut bn.beta)?;
         names.state("output_layer.0.stored_mean", &mut bn.running_mean)?;
         names.state("output_layer.0.stored_var", &mut bn.running_var)?;
-        names.layer("output_layer.2", &mut self.output_conv)
+        visit_layer(names, "output_layer.2", &mut self.output_conv)
     }
 
     /// `G(z, f)`: one training forward pass under autodiff.
@@ -289,114 +291,17 @@ impl<B: Backend> TrainableGenerator<B> {
     }
 }
 
-/// What is done with each tensor of a state dict: written or read.
-trait TorchNames<B: Backend> {
-    /// `{prefix}.weight`, `{prefix}.u0` (`[1, out]`) and, where the layer has one, `{prefix}.bias`.
-    fn layer<const D: usize>(
-        &mut self,
-        prefix: &str,
-        layer: &mut SnLayer<B, D>,
-    ) -> Result<(), CheckpointError>;
-
-    fn param<const D: usize>(
-        &mut self,
-        name: &str,
-        param: &mut Param<Tensor<B, D>>,
-    ) -> Result<(), CheckpointError>;
-
-    fn state(
-        &mut self,
-        name: &str,
-        state: &mut RunningState<Tensor<B, 1>>,
-    ) -> Result<(), CheckpointError>;
-}
-
-/// A state dict being written under PyTorch's names.
-#[derive(Default)]
-struct TorchWriter(HashMap<String, TensorSnapshot>);
-
-impl TorchWriter {
-    fn tensor<B: Backend, const D: usize>(&mut self, name: &str, tensor: Tensor<B, D>) {
-        let snapshot =
-            TensorSnapshot::from_data(tensor.into_data(), vec![], vec![], Default::default());
-        self.0.insert(name.to_string(), snapshot);
+/// A layer's spectrally normalised weight and, where it has one, `{prefix}.bias`.
+fn visit_layer<B: Backend, const D: usize>(
+    names: &mut impl TorchNames<B>,
+    prefix: &str,
+    layer: &mut SnLayer<B, D>,
+) -> Result<(), CheckpointError> {
+    names.sn_weight(prefix, &mut layer.weight)?;
+    if let Some(bias) = &mut layer.bias {
+        names.param(&format!("{prefix}.bias"), bias)?;
     }
-}
-
-impl<B: Backend> TorchNames<B> for TorchWriter {
-    fn layer<const D: usize>(
-        &mut self,
-        prefix: &str,
-        layer: &mut SnLayer<B, D>,
-    ) -> Result<(), CheckpointError> {
-        self.tensor(&format!("{prefix}.weight"), layer.weight.weight.val());
-        let u = layer.weight.u.value_sync();
-        let rows = u.dims()[0];
-        self.tensor(&format!("{prefix}.u0"), u.reshape([1, rows]));
-        if let Some(bias) = &layer.bias {
-            self.tensor(&format!("{prefix}.bias"), bias.val());
-        }
-        Ok(())
-    }
-
-    fn param<const D: usize>(
-        &mut self,
-        name: &str,
-        param: &mut Param<Tensor<B, D>>,
-    ) -> Result<(), CheckpointError> {
-        self.tensor(name, param.val());
-        Ok(())
-    }
-
-    fn state(
-        &mut self,
-        name: &str,
-        state: &mut RunningState<Tensor<B, 1>>,
-    ) -> Result<(), CheckpointError> {
-        self.tensor(name, state.value_sync());
-        Ok(())
-    }
-}
-
-/// Replaces each tensor of a freshly initialised generator with the state dict's, of the same shape.
-struct TorchReader<'a, B: Backend> {
-    sd: &'a mut TorchStateDict,
-    device: &'a B::Device,
-}
-
-impl<B: Backend> TorchNames<B> for TorchReader<'_, B> {
-    fn layer<const D: usize>(
-        &mut self,
-        prefix: &str,
-        layer: &mut SnLayer<B, D>,
-    ) -> Result<(), CheckpointError> {
-        let shape = layer.weight.weight.val().dims();
-        let eps = layer.weight.eps;
-        layer.weight = SpectralNormWeight::from_torch(self.sd, prefix, shape, eps, self.device)?;
-        if let Some(bias) = &mut layer.bias {
-            self.param(&format!("{prefix}.bias"), bias)?;
-        }
-        Ok(())
-    }
-
-    fn param<const D: usize>(
-        &mut self,
-        name: &str,
-        param: &mut Param<Tensor<B, D>>,
-    ) -> Result<(), CheckpointError> {
-        *param = Param::from_tensor(self.sd.take(name, param.val().dims(), self.device)?);
-        Ok(())
-    }
-
-    fn state(
-        &mut self,
-        name: &str,
-        state: &mut RunningState<Tensor<B, 1>>,
-    ) -> Result<(), CheckpointError> {
-        let shape = state.value_sync().dims();
-        *state = RunningState::new(self.sd.take(name, shape, self.device)?);
-        Ok(())
-    }
+    Ok(())
 }
 
 #[cfg(test)]
