@@ -65,6 +65,13 @@ impl PictureBank {
         chw
     }
 
+    /// The mirror image of a picture as the image encoder reads it.
+    pub fn mirror_encoder_input(&self, index: usize) -> Vec<f32> {
+        let mut chw = mirror(&self.pixels[index], self.size);
+        normalize_unit_pixels(&mut chw);
+        chw
+    }
+
     /// A picture as the generator makes them: [-1, 1], mirrored at random.
     pub fn generator_target(&self, index: usize, rng: &mut StdRng) -> Vec<f32> {
         self.randomly_mirrored(index, rng)
@@ -241,6 +248,18 @@ mod tests {
         PictureBank {
             size: n,
             pixels: vec![chw],
+        }
+    }
+
+    #[test]
+    fn the_mirror_encoder_input_is_the_encoder_input_mirrored() {
+        let bank = bank();
+        let n = bank.size;
+        let plain = bank.encoder_input(0);
+        let mirrored = bank.mirror_encoder_input(0);
+        assert_ne!(plain, mirrored);
+        for (row, mirrored_row) in plain.chunks(n).zip(mirrored.chunks(n)) {
+            assert!(row.iter().eq(mirrored_row.iter().rev()));
         }
     }
 

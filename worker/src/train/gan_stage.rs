@@ -1,6 +1,7 @@
 //! Stage (b): IC-GAN's generator `G(z, f)` and discriminator `D(x, f)` on pictures only. An instance's
 //! feature `f` (from the frozen image encoder) conditions both; the real images shown to `D` for it are drawn
-//! from the instance's nearest neighbours in feature space, so `G` learns the neighbourhood's distribution.
+//! from the instance's nearest neighbours in feature space, so `G` learns the neighbourhood's distribution; half
+//! the time the instance's feature is its mirror image's (IC-GAN's feature augmentation).
 //! Hinge loss, spectral norm in `D` and in `G` (IC-GAN's `G_param="SN"`), Adam with beta1 = 0, as BigGAN
 //! trains; a moving average of `G`'s weights is what the stage exports (BigGAN's `G_ema`), with spectral norm
 //! folded in as for IC-GAN's checkpoints, and DiffAugment guards `D` against memorising a small data set.
@@ -36,15 +37,21 @@ pub(super) fn run<B: AutodiffBackend>(
     let recipe = &options.recipe;
     let mut stage = StageLoop::new(Stage::Generator, options, recipe.gan_steps)?;
     let size = image_encoder.input_size;
-    let features = encode_rows::<B::InnerBackend>(
-        pictures.len(),
-        [3, size, size],
-        32,
-        device,
-        |i| Ok(pictures.encoder_input(i)),
-        |x| s2v_models::layers::l2_normalize(image_encoder.forward(x)),
-    )?;
+    let encode = |input: &(dyn Fn(usize) -> Vec<f32> + Sync)| {
+        encode_rows::<B::InnerBackend>(
+            pictures.len(),
+            [3, size, size],
+            32,
+            device,
+            |i| Ok(input(i)),
+            |x| s2v_models::layers::l2_normalize(image_encoder.forward(x)),
+        )
+    };
+    let features = encode(&|i| pictures.encoder_input(i))?;
     let neighbours = nearest_neighbours(&features, recipe.neighbours);
+    // IC-GAN's feature augmentation: an instance is as likely to condition `G` and `D` through its mirror
+    // image's feature, as real pictures are mirrored. Rows `len..2 len` of the table.
+    let instance_features = [features, encode(&|i| pictures.mirror_encoder_input(i))?].concat();
 
     seed_stage::<B>(device, options.seed, Stage::Generator);
     let mut generator = TrainableGenerator::<B>::init(&recipe.generator, device)?;
@@ -100,7 +107,11 @@ pub(super) fn run<B: AutodiffBackend>(
         let instances: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pictures.len()))
             .collect();
-        let condition = selected_rows::<B>(&features, &instances, device);
+        let rows: Vec<usize> = instances
+            .iter()
+            .map(|&i| i + usize::from(rng.random_bool(0.5)) * pictures.len())
+            .collect();
+        let condition = selected_rows::<B>(&instance_features, &rows, device);
         (instances, condition)
     };
     while let Some((step, mut rng)) = stage.next_step() {
