@@ -80,9 +80,14 @@ impl PictureBank {
             .collect()
     }
 
-    /// A picture as the generator makes it (`[-1, 1]`), as it is: the target of the reconstruction term.
-    pub fn generator_pixels(&self, index: usize) -> Vec<f32> {
-        self.pixels[index].iter().map(|v| v * 2.0 - 1.0).collect()
+    /// A picture, or its mirror image, as the generator makes it (`[-1, 1]`): the reconstruction term's target.
+    pub fn generator_pixels(&self, index: usize, mirrored: bool) -> Vec<f32> {
+        let chw = if mirrored {
+            mirror(&self.pixels[index], self.size)
+        } else {
+            self.pixels[index].clone()
+        };
+        chw.into_iter().map(|v| v * 2.0 - 1.0).collect()
     }
 
     /// A picture as the image encoder reads it, mirrored at random.

@@ -103,26 +103,29 @@ pub(super) fn run<B: AutodiffBackend>(
             .collect();
         Tensor::<B, 2>::from_data(TensorData::new(values, [batch, dim_z]), device)
     };
+    // Instances, whether each conditions through its mirror image's feature, and the conditioning features.
     let draw_instances = |rng: &mut rand::rngs::StdRng| {
         let instances: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pictures.len()))
             .collect();
+        let mirrored: Vec<bool> = instances.iter().map(|_| rng.random_bool(0.5)).collect();
         let rows: Vec<usize> = instances
             .iter()
-            .map(|&i| i + usize::from(rng.random_bool(0.5)) * pictures.len())
+            .zip(&mirrored)
+            .map(|(&i, &m)| i + usize::from(m) * pictures.len())
             .collect();
         let condition = selected_rows::<B>(&instance_features, &rows, device);
-        (instances, condition)
+        (instances, mirrored, condition)
     };
     while let Some((step, mut rng)) = stage.next_step() {
         // Discriminator updates, each on new instances, real neighbours and detached fakes; the generator
         // update then conditions on the last one's instances. The loss logged is the last update's, as
         // BigGAN logs it.
-        let (mut instances, mut condition) = draw_instances(&mut rng);
+        let (mut instances, mut mirrored, mut condition) = draw_instances(&mut rng);
         let mut d_value = 0.0;
         for update in 0..recipe.gan_discriminator_steps.max(1) {
             if update > 0 {
-                (instances, condition) = draw_instances(&mut rng);
+                (instances, mirrored, condition) = draw_instances(&mut rng);
             }
             let reals = par_samples(&instances, &mut rng, |i, rng| {
                 let options = &neighbours[i];
@@ -151,10 +154,12 @@ pub(super) fn run<B: AutodiffBackend>(
             hinge_generator(discriminator.forward(augment(fake.clone(), &mut rng), condition));
         let g_value = scalar(&adversarial);
         let (g_loss, l1_value) = if recipe.gan_reconstruction > 0.0 {
+            // The picture whose feature conditioned the image: the mirror image where that was used.
             let own = images_tensor::<B>(
                 instances
                     .iter()
-                    .map(|&i| pictures.generator_pixels(i))
+                    .zip(&mirrored)
+                    .map(|(&i, &m)| pictures.generator_pixels(i, m))
                     .collect(),
                 resolution,
                 device,

@@ -177,8 +177,9 @@ impl Recipe {
                     gan_steps: 16,
                     gan_batch: 4,
                     neighbours: 2,
-                    // On here so that the training test covers the term's code path.
-                    gan_reconstruction: 1.0,
+                    // On here so that the training test covers the term's code path, and strong enough that
+                    // its fall over 16 steps shows through the adversarial term's swings.
+                    gan_reconstruction: 10.0,
                     gan_ema_decay: 0.5,
                     gan_ema_start: 4,
                     gan_augment: AugmentPolicy::ColorTranslationCutout,
