@@ -9,11 +9,7 @@ use burn::tensor::module::{avg_pool2d, conv2d};
 use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
-use std::collections::HashMap;
-
-use crate::checkpoint::{
-    CheckpointError, TensorSnapshot, TorchNames, TorchReader, TorchStateDict, TorchWriter,
-};
+use crate::checkpoint::{CheckpointError, TorchNamed, TorchNames, TorchStateDict};
 use crate::layers;
 use crate::spectral_norm::{SpectralNormWeight, default_bias};
 
@@ -179,46 +175,11 @@ impl<B: Backend> Discriminator<B> {
         config: &DiscriminatorConfig,
         device: &B::Device,
     ) -> Result<Self, CheckpointError> {
-        let mut sd = sd.for_network("discriminator", "");
-        let mut d = Self::init(config, device);
-        d.visit_torch_names(&mut TorchReader {
-            sd: &mut sd,
+        Self::init(config, device).read_torch(
+            sd.for_network("discriminator", ""),
+            |name| name.ends_with(".sv0"),
             device,
-        })?;
-        sd.finish(|name| name.ends_with(".sv0"))?;
-        Ok(d)
-    }
-
-    /// The raw weights, biases and `u` vectors under the names of IC-GAN's state dict.
-    pub fn torch_state_dict(&self) -> HashMap<String, TensorSnapshot> {
-        let mut writer = TorchWriter::default();
-        // Writing only reads the tensors; the clone shares them.
-        self.clone()
-            .visit_torch_names(&mut writer)
-            .expect("writing a state dict cannot fail");
-        writer.0
-    }
-
-    /// Visits every tensor under its name in IC-GAN's state dict: one list of names for writing and reading.
-    fn visit_torch_names(&mut self, names: &mut impl TorchNames<B>) -> Result<(), CheckpointError> {
-        for (i, block) in self.blocks.iter_mut().enumerate() {
-            let convs = [
-                ("conv1", Some(&mut block.conv1)),
-                ("conv2", Some(&mut block.conv2)),
-                ("conv_sc", block.conv_sc.as_mut()),
-            ];
-            for (name, conv) in convs {
-                if let Some(conv) = conv {
-                    let p = format!("blocks.{i}.0.{name}");
-                    names.sn_weight(&p, &mut conv.weight)?;
-                    names.param(&format!("{p}.bias"), &mut conv.bias)?;
-                }
-            }
-        }
-        names.sn_weight("linear", &mut self.linear)?;
-        names.param("linear.bias", &mut self.linear_bias)?;
-        names.sn_weight("linear_feat", &mut self.linear_feat)?;
-        names.param("linear_feat.bias", &mut self.linear_feat_bias)
+        )
     }
 
     /// Images `[N, 3, H, W]` in [-1, 1] and conditioning features `[N, feature_dim]` to scores `[N]`.
@@ -240,10 +201,39 @@ impl<B: Backend> Discriminator<B> {
     }
 }
 
+impl<B: Backend> TorchNamed<B> for Discriminator<B> {
+    /// IC-GAN's names.
+    fn visit_torch_names<N: TorchNames<B>>(
+        &mut self,
+        names: &mut N,
+    ) -> Result<(), CheckpointError> {
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let convs = [
+                ("conv1", Some(&mut block.conv1)),
+                ("conv2", Some(&mut block.conv2)),
+                ("conv_sc", block.conv_sc.as_mut()),
+            ];
+            for (name, conv) in convs {
+                if let Some(conv) = conv {
+                    let p = format!("blocks.{i}.0.{name}");
+                    names.sn_weight(&p, &mut conv.weight)?;
+                    names.param(&format!("{p}.bias"), &mut conv.bias)?;
+                }
+            }
+        }
+        names.sn_weight("linear", &mut self.linear)?;
+        names.param("linear.bias", &mut self.linear_bias)?;
+        names.sn_weight("linear_feat", &mut self.linear_feat)?;
+        names.param("linear_feat.bias", &mut self.linear_feat_bias)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::TensorSnapshot;
     use burn::backend::Flex;
+    use std::collections::HashMap;
 
     #[test]
     fn scores_one_number_per_image_at_64_pixels() {

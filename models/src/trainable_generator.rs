@@ -13,12 +13,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::prelude::*;
 
-use std::collections::HashMap;
-
 use crate::NetworkModule;
-use crate::checkpoint::{
-    CheckpointError, TensorSnapshot, TorchNames, TorchReader, TorchStateDict, TorchWriter,
-};
+use crate::checkpoint::{CheckpointError, TorchNamed, TorchNames, TorchStateDict};
 use crate::generator::{
     Attention, BN_EPS, ConditionalBatchNorm, GENERATOR_SN_EPS, Generator, GeneratorBlock,
     GeneratorConfig, GeneratorStage, infer_config, is_ignored,
@@ -221,36 +217,30 @@ impl<B: Backend> TrainableGenerator<B> {
         }
     }
 
-    /// The raw weights, `u` vectors and stored statistics under the names of IC-GAN's state dict (`G_ema`
-    /// checkpoints hold exactly these), so that [`Generator::from_torch`] (or IC-GAN's own code) reads them.
-    pub fn torch_state_dict(&self) -> HashMap<String, TensorSnapshot> {
-        let mut writer = TorchWriter::default();
-        // Writing only reads the tensors; the clone shares them.
-        self.clone()
-            .visit_torch_names(&mut writer)
-            .expect("writing a state dict cannot fail");
-        writer.0
-    }
-
     /// A generator to train from a state dict of IC-GAN's `BigGAN.Generator` (raw weights, `u0` and stored
     /// statistics, as its `G` and `G_ema` checkpoints hold them), its architecture read off the shapes. A
     /// missing tensor, one of another shape or one left over is an error that names it.
     pub fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
-        let mut sd = sd.for_network(Generator::<B>::KIND, "");
+        let sd = sd.for_network(Generator::<B>::KIND, "");
         let mut config = infer_config(&sd)?;
         // Instance conditioning never reads the class embedding; a trained generator carries none.
         config.unused_class_embedding = None;
-        let mut generator = Self::init(&config, device)?;
-        generator.visit_torch_names(&mut TorchReader {
-            sd: &mut sd,
-            device,
-        })?;
-        sd.finish(is_ignored)?;
-        Ok(generator)
+        Self::init(&config, device)?.read_torch(sd, is_ignored, device)
     }
 
-    /// Visits every tensor under its name in IC-GAN's state dict: one list of names for writing and reading.
-    fn visit_torch_names(&mut self, names: &mut impl TorchNames<B>) -> Result<(), CheckpointError> {
+    /// `G(z, f)`: one training forward pass under autodiff.
+    pub fn forward(&self, z: Tensor<B, 2>, features: Tensor<B, 2>) -> Tensor<B, 4> {
+        self.generator().forward(z, features)
+    }
+}
+
+impl<B: Backend> TorchNamed<B> for TrainableGenerator<B> {
+    /// IC-GAN's names: its `G_ema` checkpoints hold exactly these tensors, so that [`Generator::from_torch`]
+    /// (or IC-GAN's own code) reads the state dict.
+    fn visit_torch_names<N: TorchNames<B>>(
+        &mut self,
+        names: &mut N,
+    ) -> Result<(), CheckpointError> {
         visit_layer(names, "shared_feat", &mut self.shared_feat)?;
         visit_layer(names, "linear", &mut self.linear)?;
         for (i, stage) in self.stages.iter_mut().enumerate() {
@@ -283,11 +273,6 @@ impl<B: Backend> TrainableGenerator<B> {
         names.state("output_layer.0.stored_mean", &mut bn.running_mean)?;
         names.state("output_layer.0.stored_var", &mut bn.running_var)?;
         visit_layer(names, "output_layer.2", &mut self.output_conv)
-    }
-
-    /// `G(z, f)`: one training forward pass under autodiff.
-    pub fn forward(&self, z: Tensor<B, 2>, features: Tensor<B, 2>) -> Tensor<B, 4> {
-        self.generator().forward(z, features)
     }
 }
 

@@ -10,7 +10,7 @@ pub use burn_store::TensorSnapshot;
 pub use error::CheckpointError;
 pub use native::{NativeHeader, load_native, read_native_header, save_native, to_native_bytes};
 pub use torch::{TorchStateDict, is_batch_counter, read_torch_tensors};
-pub use torch_names::{TorchNames, TorchReader, TorchWriter};
+pub use torch_names::{TorchNamed, TorchNames};
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Reading and writing a trained network's state dict under PyTorch's names with one list of names: a network
-//! visits each of its tensors with its name ([`TorchNames`]), and the visitor either writes it
-//! ([`TorchWriter`]) or replaces it with the state dict's tensor of the same shape ([`TorchReader`]).
+//! ([`TorchNamed`]) visits each of its tensors with its name, and the visitor ([`TorchNames`]) either writes it
+//! or replaces it with the state dict's tensor of the same shape.
 
 use std::collections::HashMap;
 
@@ -10,6 +10,41 @@ use burn_store::TensorSnapshot;
 
 use super::{CheckpointError, TorchStateDict};
 use crate::spectral_norm::SpectralNormWeight;
+
+/// A network that lists its tensors under PyTorch's names once ([`TorchNamed::visit_torch_names`]) and so
+/// both writes and reads state dicts by that one list.
+pub trait TorchNamed<B: Backend>: Clone + Sized {
+    /// Visits every tensor with its name in the state dict.
+    fn visit_torch_names<N: TorchNames<B>>(&mut self, names: &mut N)
+    -> Result<(), CheckpointError>;
+
+    /// The state dict: every visited tensor under its name.
+    fn torch_state_dict(&self) -> HashMap<String, TensorSnapshot> {
+        let mut writer = TorchWriter::default();
+        // Writing only reads the tensors, and the clone shares them (parameters must not be lazy, or the clone
+        // would draw values of its own).
+        self.clone()
+            .visit_torch_names(&mut writer)
+            .expect("writing a state dict cannot fail");
+        writer.0
+    }
+
+    /// Replaces every visited tensor with the state dict's of the same name and shape, then fails on any tensor
+    /// of the state dict left over that `ignored` does not match.
+    fn read_torch(
+        mut self,
+        mut sd: TorchStateDict,
+        ignored: impl Fn(&str) -> bool,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        self.visit_torch_names(&mut TorchReader {
+            sd: &mut sd,
+            device,
+        })?;
+        sd.finish(ignored)?;
+        Ok(self)
+    }
+}
 
 /// What is done with each tensor of a state dict: written or read.
 pub trait TorchNames<B: Backend> {
@@ -36,7 +71,7 @@ pub trait TorchNames<B: Backend> {
 
 /// A state dict being written.
 #[derive(Default)]
-pub struct TorchWriter(pub HashMap<String, TensorSnapshot>);
+struct TorchWriter(HashMap<String, TensorSnapshot>);
 
 impl TorchWriter {
     fn tensor<B: Backend, const D: usize>(&mut self, name: &str, tensor: Tensor<B, D>) {
@@ -79,9 +114,9 @@ impl<B: Backend> TorchNames<B> for TorchWriter {
 }
 
 /// Replaces each tensor of a freshly initialised network with the state dict's, which must have its shape.
-pub struct TorchReader<'a, B: Backend> {
-    pub sd: &'a mut TorchStateDict,
-    pub device: &'a B::Device,
+struct TorchReader<'a, B: Backend> {
+    sd: &'a mut TorchStateDict,
+    device: &'a B::Device,
 }
 
 impl<B: Backend> TorchNames<B> for TorchReader<'_, B> {

@@ -37,7 +37,7 @@ pub(super) fn run<B: AutodiffBackend>(
     let recipe = &options.recipe;
     let mut stage = StageLoop::new(Stage::Generator, options, recipe.gan_steps)?;
     let size = image_encoder.input_size;
-    let encode = |input: &(dyn Fn(usize) -> Vec<f32> + Sync)| {
+    let encode = |input: &dyn Fn(usize) -> Vec<f32>| {
         encode_rows::<B::InnerBackend>(
             pictures.len(),
             [3, size, size],
