@@ -884,6 +884,33 @@ fn evaluation_judges_every_held_out_sound(data: &Path, model: &Path, out: &Path)
         dataset.pairs_in(Split::Train).count() + held_out.len()
     );
     assert!(report.geometry.gap.is_finite() && report.geometry.paired_cosine.is_finite());
+    // Each neighbour share counts whole queries: the training library's pictures, or the held-out pairs.
+    let neighbours = &report.neighbours;
+    assert_eq!(neighbours.held_out_count, held_out.len());
+    assert_eq!(
+        neighbours.training_picture_count,
+        dataset.training_images().len()
+    );
+    for (share, queries) in [
+        (
+            neighbours.training_pictures,
+            neighbours.training_picture_count,
+        ),
+        (
+            neighbours.training_pictures_by_pixels,
+            neighbours.training_picture_count,
+        ),
+        (neighbours.held_out_pictures, held_out.len()),
+        (neighbours.held_out_pictures_by_pixels, held_out.len()),
+        (neighbours.held_out_sounds, held_out.len()),
+        (neighbours.held_out_sounds_to_pictures, held_out.len()),
+    ] {
+        let hits = share * queries as f64;
+        assert!(
+            (0.0..=1.0).contains(&share) && (hits - hits.round()).abs() < 1e-9,
+            "{neighbours:?}"
+        );
+    }
     let gains: Vec<f64> = report.volume.iter().map(|v| v.0).collect();
     assert_eq!(gains, [0.1, 0.3, 1.0, 3.0]);
     let mixable = (0..held_out.len())

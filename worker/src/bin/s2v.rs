@@ -17,7 +17,7 @@ use s2v_worker::dataset::build::{BuildOptions, build_default};
 use s2v_worker::device::{DeviceKind, dispatch};
 use s2v_worker::eval::{EvalJob, EvalOptions};
 use s2v_worker::runtime::{RuntimeConfig, StartRuntime};
-use s2v_worker::train::{AugmentPolicy, Preset, Recipe, Stage, TrainJob, TrainOptions};
+use s2v_worker::train::{AugmentPolicy, Preset, Recipe, Stage, TrainJob, TrainOptions, ViewPolicy};
 
 #[derive(Parser)]
 #[command(
@@ -111,6 +111,9 @@ enum Command {
         /// Override which DiffAugment transforms the discriminator's images get.
         #[arg(long, value_enum)]
         gan_augment: Option<AugmentPolicy>,
+        /// Override the colour changes of the image encoder's SimCLR views.
+        #[arg(long, value_enum)]
+        image_views: Option<ViewPolicy>,
         /// Discriminator updates per generator update, each on a new batch (BigGAN's `num_D_steps`; the
         /// preset has 1).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
@@ -332,6 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             gan_rates,
             discriminator_steps,
             gan_augment,
+            image_views,
             discriminator_ch,
             fresh_discriminator,
             image_encoder,
@@ -364,6 +368,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(policy) = gan_augment {
                 recipe.gan_augment = policy;
+            }
+            if let Some(policy) = image_views {
+                recipe.image_views = policy;
             }
             if let Some(steps) = discriminator_steps {
                 recipe.gan_discriminator_steps = steps.into();

@@ -536,7 +536,7 @@ pub fn category_of(relative: &Path) -> String {
 
 /// Items that are variants of one thing (`pig`, `pig_golden2`; `scissors_small_open`, `..._closed`) share a
 /// group, and a group is held out whole: no picture or sound of a test item reaches training.
-fn group_of(item: &Item) -> String {
+pub fn group_of(item: &Item) -> String {
     let file = source_file(item);
     let first = file.split(['_', '-']).next().unwrap_or(file);
     first

@@ -3,10 +3,12 @@
 //! A classifier trained on the training pictures alone judges (i) images generated from held-out sounds (and,
 //! to judge the generator alone, from the held-out pictures' image features), (ii) the retrieval baseline (the training picture nearest to the audio feature) and (iii) the held-out items'
 //! real pictures (the upper bound). Beside R@1/R@5 it measures the modality gap between audio and visual
-//! features (Sound2Vision Sec. 4.4), and draws a grid per category, the volume and mixing controls, and a 2-D
-//! plot of the features.
+//! features (Sound2Vision Sec. 4.4) and, without the classifier, how often each encoder's nearest neighbours
+//! share a query's category (`neighbours`), and draws a grid per category, the volume and mixing controls,
+//! and a 2-D plot of the features.
 
 mod classifier;
+pub mod neighbours;
 pub mod plots;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use crate::dataset::{Dataset, Split};
 use crate::train::data::{PictureBank, SoundBank};
 use crate::train::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE};
 use classifier::{Classifier, classify, rank_of};
+use neighbours::{Neighbours, pixel_features, same_label_share};
 use plots::Cell;
 
 #[derive(Debug, Clone)]
@@ -87,6 +90,8 @@ pub struct Report {
     pub retrieval_baseline: Recall,
     pub real_pictures: Recall,
     pub geometry: Geometry,
+    /// How often the encoders' nearest neighbours share the query's category, beside raw pixels.
+    pub neighbours: Neighbours,
     /// Per gain: the classifier's mean probability of the sound's category, and the share of non-white
     /// pixels (how much of the picture the object covers), over `samples_per_sound` images per held-out sound.
     pub volume: Vec<(f64, f64, f64)>,
@@ -288,6 +293,20 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
             library.pixels[best].iter().map(|v| v * 2.0 - 1.0).collect()
         })
         .collect();
+    let neighbours = feature_neighbours(
+        &NeighbourInputs {
+            training: &training,
+            library: &library,
+            library_visual: &library_visual,
+            test: &test,
+            test_pictures: &test_pictures,
+            test_visual: &normalised(&test_visual),
+            test_audio: &test_audio_unit,
+            train: &train,
+            train_audio: &train_audio,
+        },
+        size,
+    );
     let retrieval_recall = recall(
         &classify(&judge, &retrieved, size, device)?,
         &test_classes,
@@ -435,6 +454,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
         retrieval_baseline: retrieval_recall,
         real_pictures: real_recall,
         geometry,
+        neighbours,
         volume,
         mixing_both_in_top2: both as f64 / judged.max(1) as f64,
         mixing_either_top1: either as f64 / judged.max(1) as f64,
@@ -445,6 +465,92 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
         serde_json::to_string_pretty(&report)?,
     )?;
     Ok(report)
+}
+
+/// What `feature_neighbours` compares: the training library (every training picture) and the held-out pairs,
+/// with their L2-normalised features.
+struct NeighbourInputs<'a> {
+    training: &'a [(PathBuf, &'a crate::dataset::Item)],
+    library: &'a PictureBank,
+    library_visual: &'a [Vec<f32>],
+    test: &'a [&'a crate::dataset::Item],
+    test_pictures: &'a PictureBank,
+    test_visual: &'a [Vec<f32>],
+    test_audio: &'a [Vec<f32>],
+    train: &'a [&'a crate::dataset::Item],
+    train_audio: &'a [Vec<f32>],
+}
+
+/// The judge-free neighbour measures (see `neighbours`), over pictures of `size` px.
+fn feature_neighbours(n: &NeighbourInputs, size: usize) -> Neighbours {
+    use crate::dataset::build::group_of;
+    const PIXEL_SIDE: usize = 16;
+    let library_labels: Vec<&str> = n
+        .training
+        .iter()
+        .map(|(_, i)| i.category.as_str())
+        .collect();
+    let library_groups: Vec<String> = n.training.iter().map(|(_, i)| group_of(i)).collect();
+    let test_labels: Vec<&str> = n.test.iter().map(|i| i.category.as_str()).collect();
+    let train_labels: Vec<&str> = n.train.iter().map(|i| i.category.as_str()).collect();
+    let other_group = |q: usize, k: usize| library_groups[q] != library_groups[k];
+    // Pixel features of the library and the held-out pictures, centred over both together.
+    let all_pixels = pixel_features(
+        &[
+            n.library.pixels.as_slice(),
+            n.test_pictures.pixels.as_slice(),
+        ]
+        .concat(),
+        size,
+        PIXEL_SIDE,
+    );
+    let (library_pixels, test_pixels) = all_pixels.split_at(n.library.len());
+    Neighbours {
+        training_pictures: same_label_share(
+            n.library_visual,
+            &library_labels,
+            n.library_visual,
+            &library_labels,
+            other_group,
+        ),
+        training_pictures_by_pixels: same_label_share(
+            library_pixels,
+            &library_labels,
+            library_pixels,
+            &library_labels,
+            other_group,
+        ),
+        held_out_pictures: same_label_share(
+            n.test_visual,
+            &test_labels,
+            n.library_visual,
+            &library_labels,
+            |_, _| true,
+        ),
+        held_out_pictures_by_pixels: same_label_share(
+            test_pixels,
+            &test_labels,
+            library_pixels,
+            &library_labels,
+            |_, _| true,
+        ),
+        held_out_sounds: same_label_share(
+            n.test_audio,
+            &test_labels,
+            n.train_audio,
+            &train_labels,
+            |_, _| true,
+        ),
+        held_out_sounds_to_pictures: same_label_share(
+            n.test_audio,
+            &test_labels,
+            n.library_visual,
+            &library_labels,
+            |_, _| true,
+        ),
+        training_picture_count: n.library.len(),
+        held_out_count: n.test.len(),
+    }
 }
 
 fn paths(

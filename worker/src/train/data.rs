@@ -11,6 +11,7 @@ use s2v_models::preprocess::{normalize_unit_pixels, unit_pixels};
 use s2v_shared::audio::{
     CLIP_SAMPLES, Spectrogram, clip_unit, fit_to_length, log_spectrogram, waveform_from_bytes,
 };
+use serde::{Deserialize, Serialize};
 
 /// One sample per index, built on all cores. Each sample gets its own random source, seeded from `rng` in
 /// order, so a batch is the same whatever the number of threads.
@@ -105,9 +106,9 @@ impl PictureBank {
         }
     }
 
-    /// One SimCLR view, ImageNet-normalised: random resized crop (8-100 % of the area), mirror, colour jitter
-    /// (brightness, contrast, saturation) and random greyscale.
-    pub fn simclr_view(&self, index: usize, rng: &mut StdRng) -> Vec<f32> {
+    /// One SimCLR view, ImageNet-normalised: random resized crop (8-100 % of the area), mirror, then the
+    /// colour changes `policy` gives.
+    pub fn simclr_view(&self, index: usize, policy: ViewPolicy, rng: &mut StdRng) -> Vec<f32> {
         let n = self.size;
         let source = &self.pixels[index];
         let area = rng.random_range(0.08..=1.0f32);
@@ -129,30 +130,112 @@ impl PictureBank {
                 }
             }
         }
-        let brightness = rng.random_range(0.6..=1.4f32);
-        let contrast = rng.random_range(0.6..=1.4f32);
-        let saturation = rng.random_range(0.6..=1.4f32);
-        let grey = rng.random_bool(0.2);
-        let plane = n * n;
-        let mean: f32 = view.iter().sum::<f32>() / view.len() as f32;
-        for i in 0..plane {
-            let mut rgb = [view[i], view[plane + i], view[2 * plane + i]];
-            let luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2];
-            for v in &mut rgb {
-                *v = if grey {
-                    luma
-                } else {
-                    luma + (*v - luma) * saturation
-                };
-                *v = ((*v * brightness - mean) * contrast + mean).clamp(0.0, 1.0);
-            }
-            view[i] = rgb[0];
-            view[plane + i] = rgb[1];
-            view[2 * plane + i] = rgb[2];
+        match policy {
+            ViewPolicy::Mild => mild_colour_change(&mut view, rng),
+            ViewPolicy::Simclr => simclr_colour_change(&mut view, rng),
         }
         normalize_unit_pixels(&mut view);
         view
     }
+}
+
+/// Which colour changes SimCLR's views get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViewPolicy {
+    /// Brightness, contrast and saturation within +-40 % on every view, greyscale on a fifth, no change of
+    /// hue: the views the shipped image encoder was trained on. Colour survives them, so colour alone can
+    /// match two views.
+    Mild,
+    /// SimCLR's own (Chen et al. 2020, Appendix A): on 80 % of the views brightness, contrast and saturation
+    /// within +-80 % and hue within +-0.2 of the colour wheel, in random order; greyscale on a fifth. Their
+    /// finding is that without strong colour distortion the views are matched by their colour histograms.
+    Simclr,
+}
+
+/// The pixels of a channel-major picture, as (plane length, one closure per pixel).
+fn for_each_pixel(view: &mut [f32], mut change: impl FnMut(&mut [f32; 3])) {
+    let plane = view.len() / 3;
+    for i in 0..plane {
+        let mut rgb = [view[i], view[plane + i], view[2 * plane + i]];
+        change(&mut rgb);
+        view[i] = rgb[0];
+        view[plane + i] = rgb[1];
+        view[2 * plane + i] = rgb[2];
+    }
+}
+
+fn luma(rgb: &[f32; 3]) -> f32 {
+    0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+}
+
+/// `ViewPolicy::Mild`.
+fn mild_colour_change(view: &mut [f32], rng: &mut StdRng) {
+    let brightness = rng.random_range(0.6..=1.4f32);
+    let contrast = rng.random_range(0.6..=1.4f32);
+    let saturation = rng.random_range(0.6..=1.4f32);
+    let grey = rng.random_bool(0.2);
+    let mean: f32 = view.iter().sum::<f32>() / view.len() as f32;
+    for_each_pixel(view, |rgb| {
+        let l = luma(rgb);
+        for v in rgb.iter_mut() {
+            *v = if grey { l } else { l + (*v - l) * saturation };
+            *v = ((*v * brightness - mean) * contrast + mean).clamp(0.0, 1.0);
+        }
+    });
+}
+
+/// `ViewPolicy::Simclr`, with torchvision's `ColorJitter(0.8, 0.8, 0.8, 0.2)` arithmetic (contrast about the
+/// mean grey level, hue turned in HSV).
+fn simclr_colour_change(view: &mut [f32], rng: &mut StdRng) {
+    use rand::seq::SliceRandom;
+    if rng.random_bool(0.8) {
+        let brightness = rng.random_range(0.2..=1.8f32);
+        let contrast = rng.random_range(0.2..=1.8f32);
+        let saturation = rng.random_range(0.2..=1.8f32);
+        let hue = rng.random_range(-0.2..=0.2f32);
+        let mut order = [0, 1, 2, 3];
+        order.shuffle(rng);
+        for change in order {
+            match change {
+                0 => for_each_pixel(view, |rgb| {
+                    rgb.iter_mut()
+                        .for_each(|v| *v = (*v * brightness).clamp(0.0, 1.0))
+                }),
+                1 => {
+                    let plane = view.len() / 3;
+                    let mut mean = 0.0f32;
+                    for_each_pixel(view, |rgb| mean += luma(rgb) / plane as f32);
+                    for_each_pixel(view, |rgb| {
+                        rgb.iter_mut()
+                            .for_each(|v| *v = ((*v - mean) * contrast + mean).clamp(0.0, 1.0))
+                    });
+                }
+                2 => for_each_pixel(view, |rgb| {
+                    let l = luma(rgb);
+                    rgb.iter_mut()
+                        .for_each(|v| *v = (l + (*v - l) * saturation).clamp(0.0, 1.0))
+                }),
+                _ => for_each_pixel(view, |rgb| *rgb = turn_hue(*rgb, hue)),
+            }
+        }
+    }
+    if rng.random_bool(0.2) {
+        for_each_pixel(view, |rgb| *rgb = [luma(rgb); 3]);
+    }
+}
+
+/// `rgb` (values in [0, 1]) with its HSV hue turned by `turn` of the colour wheel.
+fn turn_hue(rgb: [f32; 3], turn: f32) -> [f32; 3] {
+    use palette::{FromColor, Hsv, Srgb};
+    let mut hsv = Hsv::from_color(Srgb::new(rgb[0], rgb[1], rgb[2]));
+    hsv.hue += turn * 360.0;
+    let out = Srgb::from_color(hsv);
+    [
+        out.red.clamp(0.0, 1.0),
+        out.green.clamp(0.0, 1.0),
+        out.blue.clamp(0.0, 1.0),
+    ]
 }
 
 fn mirror(chw: &[f32], n: usize) -> Vec<f32> {
@@ -272,11 +355,66 @@ mod tests {
     fn views_are_normalised_pictures_of_the_same_size_and_differ() {
         let bank = bank();
         let mut rng = StdRng::seed_from_u64(1);
-        let a = bank.simclr_view(0, &mut rng);
-        let b = bank.simclr_view(0, &mut rng);
-        assert_eq!(a.len(), 3 * 64);
-        assert_ne!(a, b);
-        assert!(a.iter().all(|v| v.is_finite() && v.abs() < 3.0));
+        for policy in [ViewPolicy::Mild, ViewPolicy::Simclr] {
+            let a = bank.simclr_view(0, policy, &mut rng);
+            let b = bank.simclr_view(0, policy, &mut rng);
+            assert_eq!(a.len(), 3 * 64);
+            assert_ne!(a, b);
+            assert!(a.iter().all(|v| v.is_finite() && v.abs() < 3.0));
+        }
+    }
+
+    #[test]
+    fn only_simclr_views_turn_the_hue() {
+        // A plain orange-red picture: mild views keep red the strongest channel (or grey), SimCLR's turn the
+        // hue of some views so that green or blue leads.
+        let n = 8;
+        let mut chw = vec![0.0f32; 3 * n * n];
+        chw[..n * n].fill(0.9);
+        chw[n * n..2 * n * n].fill(0.3);
+        chw[2 * n * n..].fill(0.1);
+        let bank = PictureBank {
+            size: n,
+            pixels: vec![chw],
+        };
+        let red_leads = |view: &[f32]| {
+            // Back from ImageNet normalisation to [0, 1] for the first pixel.
+            let mean = [0.485, 0.456, 0.406];
+            let std = [0.229, 0.224, 0.225];
+            let rgb: Vec<f32> = (0..3).map(|c| view[c * n * n] * std[c] + mean[c]).collect();
+            rgb[0] + 1e-4 >= rgb[1] && rgb[0] + 1e-4 >= rgb[2]
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        let led = |policy, rng: &mut StdRng| -> usize {
+            (0..200)
+                .filter(|_| red_leads(&bank.simclr_view(0, policy, rng)))
+                .count()
+        };
+        assert_eq!(led(ViewPolicy::Mild, &mut rng), 200);
+        let simclr = led(ViewPolicy::Simclr, &mut rng);
+        assert!(
+            (60..190).contains(&simclr),
+            "{simclr} of 200 SimCLR views still red"
+        );
+    }
+
+    #[test]
+    fn a_third_of_a_turn_takes_red_to_green() {
+        let green = turn_hue([1.0, 0.0, 0.0], 1.0 / 3.0);
+        assert!(
+            green
+                .iter()
+                .zip([0.0, 1.0, 0.0])
+                .all(|(a, b)| (a - b).abs() < 1e-5),
+            "{green:?}"
+        );
+        let same = turn_hue([0.2, 0.5, 0.7], 1.0);
+        assert!(
+            same.iter()
+                .zip([0.2, 0.5, 0.7])
+                .all(|(a, b)| (a - b).abs() < 1e-5),
+            "{same:?}"
+        );
     }
 
     #[test]

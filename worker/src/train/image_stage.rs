@@ -55,8 +55,9 @@ pub(super) fn run<B: AutodiffBackend>(
         let chosen: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pictures.len()))
             .collect();
-        let first = par_samples(&chosen, &mut rng, |i, rng| pictures.simclr_view(i, rng));
-        let second = par_samples(&chosen, &mut rng, |i, rng| pictures.simclr_view(i, rng));
+        let view = |i, rng: &mut _| pictures.simclr_view(i, recipe.image_views, rng);
+        let first = par_samples(&chosen, &mut rng, view);
+        let second = par_samples(&chosen, &mut rng, view);
         let views = images_tensor::<B>([first, second].concat(), size, device);
         let projected = model.head.forward(model.encoder.forward(views));
         let halves = projected.chunk(2, 0);

@@ -10,6 +10,7 @@
 mod audio_stage;
 pub mod data;
 mod diff_augment;
+pub use data::ViewPolicy;
 pub use diff_augment::AugmentPolicy;
 mod ema;
 mod gan_stage;
@@ -48,6 +49,9 @@ pub struct Recipe {
     pub audio_encoder: AudioEncoderConfig,
     pub image_steps: usize,
     pub image_batch: usize,
+    /// The colour changes of SimCLR's views (recipes written before this field had `mild`).
+    #[serde(default = "mild_views")]
+    pub image_views: ViewPolicy,
     pub gan_steps: usize,
     pub gan_batch: usize,
     /// Real images for an instance are drawn from its this many nearest neighbours (IC-GAN's k).
@@ -86,6 +90,10 @@ const GAN_RATE: f64 = 2e-4;
 
 fn default_gan_rate() -> f64 {
     GAN_RATE
+}
+
+fn mild_views() -> ViewPolicy {
+    ViewPolicy::Mild
 }
 
 fn one() -> usize {
@@ -130,6 +138,7 @@ impl Recipe {
                     },
                     image_steps: 300,
                     image_batch: 48,
+                    image_views: ViewPolicy::Mild,
                     gan_steps: 1300,
                     gan_batch: 16,
                     neighbours: 5,
@@ -176,6 +185,8 @@ impl Recipe {
                     },
                     image_steps: 40,
                     image_batch: 8,
+                    // SimCLR's own colour changes, so that the training test runs them.
+                    image_views: ViewPolicy::Simclr,
                     gan_steps: 16,
                     gan_batch: 4,
                     neighbours: 2,
