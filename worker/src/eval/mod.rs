@@ -28,7 +28,7 @@ use crate::dataset::{Dataset, Split};
 use crate::train::data::{PictureBank, SoundBank};
 use crate::train::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE};
 use classifier::{Classifier, classify, rank_of};
-use neighbours::{Neighbours, pixel_features, same_label_share};
+use neighbours::{Neighbours, nearest, pixel_features, same_label_share};
 use plots::Cell;
 
 #[derive(Debug, Clone)]
@@ -287,9 +287,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let retrieved: Vec<Vec<f32>> = test_audio_unit
         .iter()
         .map(|a| {
-            let best = (0..library_visual.len())
-                .max_by(|&x, &y| dot(a, &library_visual[x]).total_cmp(&dot(a, &library_visual[y])))
-                .expect("a non-empty library");
+            let best = nearest(a, &library_visual, |_| true).expect("a non-empty library");
             library.pixels[best].iter().map(|v| v * 2.0 - 1.0).collect()
         })
         .collect();

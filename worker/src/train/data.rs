@@ -153,7 +153,7 @@ pub enum ViewPolicy {
     Simclr,
 }
 
-/// The pixels of a channel-major picture, as (plane length, one closure per pixel).
+/// Applies `change` to the RGB values of each pixel of a channel-major picture.
 fn for_each_pixel(view: &mut [f32], mut change: impl FnMut(&mut [f32; 3])) {
     let plane = view.len() / 3;
     for i in 0..plane {
