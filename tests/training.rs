@@ -8,7 +8,7 @@ use image::{Rgba, RgbaImage};
 use s2v_models::discriminator::DiscriminatorConfig;
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
 use s2v_worker::dataset::build::{BuildOptions, build_default};
-use s2v_worker::dataset::{Dataset, PAIRS_CSV, Split, write_items};
+use s2v_worker::dataset::{Dataset, Item, PAIRS_CSV, Split, write_items};
 use s2v_worker::eval::{EvalOptions, evaluate};
 use s2v_worker::train::{
     AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe, Recorder, Stage,
@@ -124,14 +124,20 @@ fn local_build(out: &Path, unpacked: &Path) -> BuildOptions {
 fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
     let dir = tempfile::tempdir().unwrap();
     package_tree(&dir.path().join("unpacked"));
+    // Two clip-art files whose names differ only in a character that item names replace.
+    let transportation = dir
+        .path()
+        .join("unpacked/usr/share/openclipart/png/transportation");
+    picture(&transportation.join("van-red.png"), [200, 0, 0], false);
+    picture(&transportation.join("van_red.png"), [0, 0, 200], false);
     let out = dir.path().join("data");
     let summary = build_default(&local_build(&out, &dir.path().join("unpacked"))).unwrap();
     assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
     assert_eq!(summary.pairs_train + summary.pairs_test, 9);
     assert_eq!(summary.pairs_test, 3, "one item in three per category");
     assert_eq!(
-        summary.image_only, 5,
-        "three stamps (not the symbol) and two clip-art pictures"
+        summary.image_only, 7,
+        "three stamps (not the symbol) and four clip-art pictures"
     );
 
     let dataset = Dataset::open(&out).unwrap();
@@ -165,6 +171,28 @@ fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
         openclipart.licence.starts_with("unknown"),
         "no copyright file in this tree"
     );
+    // Each van keeps its own name and its own picture.
+    let vans: Vec<_> = dataset
+        .image_only
+        .iter()
+        .filter(|i| i.source.contains("van"))
+        .collect();
+    let names: Vec<&str> = vans.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "openclipart_transportation_van_red",
+            "openclipart_transportation_van_red_2"
+        ]
+    );
+    let blue_share = |item: &Item| {
+        let picture = image::open(dataset.image_only_image(item))
+            .unwrap()
+            .to_rgb8();
+        let centre = picture.get_pixel(64, 64);
+        centre[2] as f32 / (1.0 + centre[0] as f32 + centre[2] as f32)
+    };
+    assert!(blue_share(vans[0]) < 0.2 && blue_share(vans[1]) > 0.8);
     // A held-out picture listed for training is refused.
     let test_name = dataset.pairs_in(Split::Test).next().unwrap().name.clone();
     let mut leaked = dataset.image_only.clone();

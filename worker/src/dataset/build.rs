@@ -127,10 +127,15 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
         }
     }
     // Decoding and resizing the pictures is most of the build: all cores, the items kept in file order.
+    let mut taken = TakenNames::default();
+    let stamp_names: Vec<String> = stamps
+        .iter()
+        .map(|(_, relative)| taken.claim(item_name("tuxpaint", relative)))
+        .collect();
     let converted: Vec<_> = stamps
         .par_iter()
-        .map(|(png, relative)| {
-            let name = item_name("tuxpaint", relative);
+        .zip(stamp_names)
+        .map(|((png, relative), name)| {
             let sound = png.with_extension("ogg");
             let paired = sound.exists();
             let result = if paired {
@@ -177,7 +182,10 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
             };
             for (stem, sound, picture) in gcompris_pairs(&resources) {
                 let archive_stem = archive.trim_end_matches(".rcc");
-                let name = item_name("gcompris", Path::new(&format!("{archive_stem}/{stem}")));
+                let name = taken.claim(item_name(
+                    "gcompris",
+                    Path::new(&format!("{archive_stem}/{stem}")),
+                ));
                 let converted =
                     convert_audio_bytes(&sound.data, Some("ogg"), &pair_audio_path(out, &name))
                         .and_then(|()| {
@@ -221,11 +229,18 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
             clipart.extend(find_files(&dir, "png")?);
         }
     }
+    let clipart_names: Vec<String> = clipart
+        .iter()
+        .map(|png| {
+            let relative = png.strip_prefix(&openclipart_root).unwrap_or(png);
+            taken.claim(item_name("openclipart", &relative.with_extension("")))
+        })
+        .collect();
     let converted: Vec<_> = clipart
         .par_iter()
-        .map(|png| -> Result<Item> {
+        .zip(clipart_names)
+        .map(|(png, name)| -> Result<Item> {
             let relative = png.strip_prefix(&openclipart_root)?.with_extension("");
-            let name = item_name("openclipart", &relative);
             convert_image(png, &image_only_image_path(out, &name))?;
             Ok(Item {
                 name,
@@ -493,6 +508,29 @@ fn find_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// The item names given so far in a build. Two sources whose paths differ only in characters that
+/// `item_name` replaces (Openclipart's `magnolia-white_patricia__01` and `magnolia_white_patricia__01`) would
+/// otherwise share a name, and one picture would overwrite the other's file while both rows stayed listed.
+#[derive(Default)]
+struct TakenNames(HashSet<String>);
+
+impl TakenNames {
+    /// `name`, or the first of `name_2`, `name_3`, ... not yet taken.
+    fn claim(&mut self, name: String) -> String {
+        if self.0.insert(name.clone()) {
+            return name;
+        }
+        let mut n = 2;
+        loop {
+            let candidate = format!("{name}_{n}");
+            if self.0.insert(candidate.clone()) {
+                return candidate;
+            }
+            n += 1;
+        }
+    }
+}
+
 /// `source_path_to_item`, lower case, with every other character an underscore.
 fn item_name(source: &str, relative: &Path) -> String {
     let path = relative.to_string_lossy().to_lowercase();
@@ -711,6 +749,16 @@ pub fn square_on_white(picture: &DynamicImage, size: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_already_given_gets_the_first_free_suffix() {
+        let mut taken = TakenNames::default();
+        assert_eq!(taken.claim("openclipart_x".into()), "openclipart_x");
+        assert_eq!(taken.claim("openclipart_x_2".into()), "openclipart_x_2");
+        assert_eq!(taken.claim("openclipart_x".into()), "openclipart_x_3");
+        assert_eq!(taken.claim("openclipart_x".into()), "openclipart_x_4");
+        assert_eq!(taken.claim("openclipart_y".into()), "openclipart_y");
+    }
 
     #[test]
     fn licences_come_from_the_readmes_beside_the_resources() {
