@@ -226,32 +226,31 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
     for folder in OPENCLIPART_FOLDERS {
         let dir = openclipart_root.join(folder);
         if dir.is_dir() {
-            clipart.extend(find_files(&dir, "png")?);
+            for png in find_files(&dir, "png")? {
+                let relative = png.strip_prefix(&openclipart_root)?.with_extension("");
+                clipart.push((png, relative));
+            }
         }
     }
     let clipart_names: Vec<String> = clipart
         .iter()
-        .map(|png| {
-            let relative = png.strip_prefix(&openclipart_root).unwrap_or(png);
-            taken.claim(item_name("openclipart", &relative.with_extension("")))
-        })
+        .map(|(_, relative)| taken.claim(item_name("openclipart", relative)))
         .collect();
     let converted: Vec<_> = clipart
         .par_iter()
         .zip(clipart_names)
-        .map(|(png, name)| -> Result<Item> {
-            let relative = png.strip_prefix(&openclipart_root)?.with_extension("");
+        .map(|((png, relative), name)| -> Result<Item> {
             convert_image(png, &image_only_image_path(out, &name))?;
             Ok(Item {
                 name,
-                category: category_of(&relative),
+                category: category_of(relative),
                 source: format!("{OPENCLIPART_PACKAGE}:{}", relative.display()),
                 licence: openclipart_licence.clone(),
                 split: Split::Train,
             })
         })
         .collect();
-    for (png, result) in clipart.iter().zip(converted) {
+    for ((png, _), result) in clipart.iter().zip(converted) {
         match result {
             Ok(item) => image_only.push(item),
             Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),

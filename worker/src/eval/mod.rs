@@ -231,6 +231,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let test_visual = visual_of(&test_pictures)?;
     // L2-normalised copies for the gap, retrieval and geometry (the generator normalises its input itself).
     let test_audio_unit = normalised(&test_audio);
+    let test_visual_unit = normalised(&test_visual);
     let train_audio = normalised(&audio_of(&train_sounds.waveforms)?);
     let train_visual = normalised(&visual_of(&train_pictures)?);
 
@@ -288,7 +289,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
         .iter()
         .map(|a| {
             let best = nearest(a, &library_visual, |_| true).expect("a non-empty library");
-            library.pixels[best].iter().map(|v| v * 2.0 - 1.0).collect()
+            library.generator_pixels(best, false)
         })
         .collect();
     let neighbours = feature_neighbours(
@@ -298,7 +299,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
             library_visual: &library_visual,
             test: &test,
             test_pictures: &test_pictures,
-            test_visual: &normalised(&test_visual),
+            test_visual: &test_visual_unit,
             test_audio: &test_audio_unit,
             train: &train,
             train_audio: &train_audio,
@@ -314,12 +315,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
 
     // (iii) the held-out items' own pictures.
     let real: Vec<Vec<f32>> = (0..test_pictures.len())
-        .map(|i| {
-            test_pictures.pixels[i]
-                .iter()
-                .map(|v| v * 2.0 - 1.0)
-                .collect()
-        })
+        .map(|i| test_pictures.generator_pixels(i, false))
         .collect();
     let real_recall = recall(
         &classify(&judge, &real, size, device)?,
@@ -339,7 +335,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
 
     // Geometry over every pair, held-out and training.
     let all_audio = [test_audio_unit, train_audio].concat();
-    let all_visual = [normalised(&test_visual), train_visual].concat();
+    let all_visual = [test_visual_unit, train_visual].concat();
     let geometry = geometry(&all_audio, &all_visual);
     plots::scatter_pairs(&all_audio, &all_visual, 640).save(options.out.join("features.png"))?;
 
@@ -558,7 +554,7 @@ fn paths(
     items.iter().map(|i| path(i)).collect()
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 

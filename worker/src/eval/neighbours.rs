@@ -33,10 +33,9 @@ pub struct Neighbours {
 
 /// The index of the row of `keys` with the largest dot product with `query`, among those `allowed` admits.
 pub fn nearest(query: &[f32], keys: &[Vec<f32>], allowed: impl Fn(usize) -> bool) -> Option<usize> {
-    let dot = |k: &[f32]| -> f32 { query.iter().zip(k).map(|(a, b)| a * b).sum() };
     (0..keys.len())
         .filter(|&k| allowed(k))
-        .map(|k| (k, dot(&keys[k])))
+        .map(|k| (k, super::dot(query, &keys[k])))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(k, _)| k)
 }

@@ -61,45 +61,41 @@ impl PictureBank {
 
     /// A picture as the image encoder reads it (ImageNet-normalised).
     pub fn encoder_input(&self, index: usize) -> Vec<f32> {
-        let mut chw = self.pixels[index].clone();
+        let mut chw = self.oriented(index, false);
         normalize_unit_pixels(&mut chw);
         chw
     }
 
     /// The mirror image of a picture as the image encoder reads it.
     pub fn mirror_encoder_input(&self, index: usize) -> Vec<f32> {
-        let mut chw = mirror(&self.pixels[index], self.size);
+        let mut chw = self.oriented(index, true);
         normalize_unit_pixels(&mut chw);
         chw
     }
 
     /// A picture as the generator makes them: [-1, 1], mirrored at random.
     pub fn generator_target(&self, index: usize, rng: &mut StdRng) -> Vec<f32> {
-        self.randomly_mirrored(index, rng)
+        self.generator_pixels(index, rng.random_bool(0.5))
+    }
+
+    /// A picture, or its mirror image, as the generator makes it (`[-1, 1]`): the reconstruction term's target.
+    pub fn generator_pixels(&self, index: usize, mirrored: bool) -> Vec<f32> {
+        self.oriented(index, mirrored)
             .into_iter()
             .map(|v| v * 2.0 - 1.0)
             .collect()
     }
 
-    /// A picture, or its mirror image, as the generator makes it (`[-1, 1]`): the reconstruction term's target.
-    pub fn generator_pixels(&self, index: usize, mirrored: bool) -> Vec<f32> {
-        let chw = if mirrored {
-            mirror(&self.pixels[index], self.size)
-        } else {
-            self.pixels[index].clone()
-        };
-        chw.into_iter().map(|v| v * 2.0 - 1.0).collect()
-    }
-
     /// A picture as the image encoder reads it, mirrored at random.
     pub fn mirrored_encoder_input(&self, index: usize, rng: &mut StdRng) -> Vec<f32> {
-        let mut chw = self.randomly_mirrored(index, rng);
+        let mut chw = self.oriented(index, rng.random_bool(0.5));
         normalize_unit_pixels(&mut chw);
         chw
     }
 
-    fn randomly_mirrored(&self, index: usize, rng: &mut StdRng) -> Vec<f32> {
-        if rng.random_bool(0.5) {
+    /// A picture's values in [0, 1], as it is or mirrored.
+    fn oriented(&self, index: usize, mirrored: bool) -> Vec<f32> {
+        if mirrored {
             mirror(&self.pixels[index], self.size)
         } else {
             self.pixels[index].clone()
@@ -169,6 +165,14 @@ fn luma(rgb: &[f32; 3]) -> f32 {
     0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
 }
 
+/// The mean grey level of a channel-major picture.
+fn mean_luma(view: &[f32]) -> f32 {
+    let plane = view.len() / 3;
+    let (r, g, b) = (&view[..plane], &view[plane..2 * plane], &view[2 * plane..]);
+    let sum: f32 = (0..plane).map(|i| luma(&[r[i], g[i], b[i]])).sum();
+    sum / plane.max(1) as f32
+}
+
 /// `ViewPolicy::Mild`.
 fn mild_colour_change(view: &mut [f32], rng: &mut StdRng) {
     let brightness = rng.random_range(0.6..=1.4f32);
@@ -203,9 +207,7 @@ fn simclr_colour_change(view: &mut [f32], rng: &mut StdRng) {
                         .for_each(|v| *v = (*v * brightness).clamp(0.0, 1.0))
                 }),
                 1 => {
-                    let plane = view.len() / 3;
-                    let mut mean = 0.0f32;
-                    for_each_pixel(view, |rgb| mean += luma(rgb) / plane as f32);
+                    let mean = mean_luma(view);
                     for_each_pixel(view, |rgb| {
                         rgb.iter_mut()
                             .for_each(|v| *v = ((*v - mean) * contrast + mean).clamp(0.0, 1.0))
@@ -319,6 +321,7 @@ impl SoundBank {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use s2v_models::preprocess::{MEAN, STD};
 
     fn bank() -> PictureBank {
         // Left half red, right half blue.
@@ -379,9 +382,7 @@ mod tests {
         };
         let red_leads = |view: &[f32]| {
             // Back from ImageNet normalisation to [0, 1] for the first pixel.
-            let mean = [0.485, 0.456, 0.406];
-            let std = [0.229, 0.224, 0.225];
-            let rgb: Vec<f32> = (0..3).map(|c| view[c * n * n] * std[c] + mean[c]).collect();
+            let rgb: Vec<f32> = (0..3).map(|c| view[c * n * n] * STD[c] + MEAN[c]).collect();
             rgb[0] + 1e-4 >= rgb[1] && rgb[0] + 1e-4 >= rgb[2]
         };
         let mut rng = StdRng::seed_from_u64(3);
