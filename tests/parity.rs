@@ -4,7 +4,7 @@
 use burn::backend::Flex;
 use burn::prelude::*;
 use s2v_models::checkpoint::TorchStateDict;
-use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule};
+use s2v_models::{AudioEncoder, FromTorch, Generator, ImageEncoder, NetworkModule};
 use s2v_tests::*;
 
 type B = Flex;

@@ -7,9 +7,13 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{CheckpointError, TorchStateDict};
-use crate::resnet::{BasicBlock, Stem, block_plan, count_blocks};
-use crate::{NetworkModule, layers};
+use crate::checkpoint::CheckpointError;
+#[cfg(feature = "torch")]
+use crate::checkpoint::{FromTorch, TorchStateDict, torch_layers::read_linear};
+#[cfg(feature = "torch")]
+use crate::resnet::count_blocks;
+use crate::resnet::{BasicBlock, Stem, block_plan};
+use crate::{NetworkKind, NetworkModule};
 
 /// The shape of an audio encoder; read from a checkpoint's tensor shapes, never assumed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +41,7 @@ impl AudioEncoderConfig {
     fn validate(&self) -> Result<(), CheckpointError> {
         let invalid = |message: &str| {
             Err(CheckpointError::InvalidConfig {
-                network: AudioEncoder::<burn::backend::Flex>::KIND,
+                network: NetworkKind::AudioEncoder.name(),
                 message: message.into(),
             })
         };
@@ -78,7 +82,7 @@ impl<B: Backend> AudioEncoder<B> {
 
 impl<B: Backend> NetworkModule<B> for AudioEncoder<B> {
     type Config = AudioEncoderConfig;
-    const KIND: &'static str = "audio encoder";
+    const KIND: NetworkKind = NetworkKind::AudioEncoder;
 
     fn config(&self) -> AudioEncoderConfig {
         let [stem_width, in_channels, _, _] = self.stem.conv.weight.dims();
@@ -121,13 +125,16 @@ impl<B: Backend> NetworkModule<B> for AudioEncoder<B> {
             .init(device),
         })
     }
+}
 
+#[cfg(feature = "torch")]
+impl<B: Backend> FromTorch<B> for AudioEncoder<B> {
     fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
         // Sound2Scene saves `AVENet`, whose ResNet sits under `audnet.`.
-        let mut sd = sd.for_network(Self::KIND, "audnet.");
+        let mut sd = sd.for_network(Self::KIND.name(), "audnet.");
         let [stem_width, in_channels, ..] = sd.shape("conv1.weight")?[..] else {
             return Err(CheckpointError::InvalidConfig {
-                network: Self::KIND,
+                network: Self::KIND.name(),
                 message: "conv1.weight must be 4-d".into(),
             });
         };
@@ -156,7 +163,7 @@ impl<B: Backend> NetworkModule<B> for AudioEncoder<B> {
             stages.push(blocks.collect::<Result<Vec<_>, _>>()?);
         }
         let c_in = *config.stage_widths.last().expect("validated non-empty");
-        let fc = layers::linear(&mut sd, "fc", [embedding_dim, c_in], true, device)?;
+        let fc = read_linear(&mut sd, "fc", [embedding_dim, c_in], true, device)?;
         sd.finish(crate::checkpoint::is_batch_counter)?;
         Ok(Self { stem, stages, fc })
     }

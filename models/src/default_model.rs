@@ -5,7 +5,7 @@
 use burn::prelude::*;
 
 use crate::checkpoint::{CheckpointError, load_native};
-use crate::{AudioEncoder, Generator, ImageEncoder, NetworkModule};
+use crate::{NetworkKind, NetworkModule};
 
 /// The model id that generations made with these weights record.
 pub const MODEL_ID: &str = "s2v-default";
@@ -15,22 +15,15 @@ pub const GENERATOR: &[u8] = include_bytes!("../default/generator.safetensors");
 pub const AUDIO_ENCODER: &[u8] = include_bytes!("../default/audio_encoder.safetensors");
 
 /// The embedded file of a network, by its kind.
-pub fn bytes_for(kind: &str) -> Option<&'static [u8]> {
+pub fn bytes_for(kind: NetworkKind) -> &'static [u8] {
     match kind {
-        k if k == <ImageEncoder<burn::backend::Flex> as NetworkModule<_>>::KIND => {
-            Some(IMAGE_ENCODER)
-        }
-        k if k == <Generator<burn::backend::Flex> as NetworkModule<_>>::KIND => Some(GENERATOR),
-        k if k == <AudioEncoder<burn::backend::Flex> as NetworkModule<_>>::KIND => {
-            Some(AUDIO_ENCODER)
-        }
-        _ => None,
+        NetworkKind::ImageEncoder => IMAGE_ENCODER,
+        NetworkKind::Generator => GENERATOR,
+        NetworkKind::AudioEncoder => AUDIO_ENCODER,
     }
 }
 
 /// Decodes the embedded weights of network `N`.
 pub fn load<B: Backend, N: NetworkModule<B>>(device: &B::Device) -> Result<N, CheckpointError> {
-    let bytes = bytes_for(N::KIND)
-        .ok_or_else(|| CheckpointError::Native(format!("the default model has no {}", N::KIND)))?;
-    load_native(bytes, device)
+    load_native(bytes_for(N::KIND), device)
 }

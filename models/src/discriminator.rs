@@ -194,7 +194,7 @@ impl<B: Backend> Discriminator<B> {
             .clone()
             .matmul(self.linear.value().transpose())
             .add(self.linear_bias.val().reshape([1, 1]));
-        let projection = layers::l2_normalize(features)
+        let projection = layers::l2_normalise(features)
             .matmul(self.linear_feat.value().transpose())
             .add(self.linear_feat_bias.val().reshape([1, c]));
         (score + (projection * pooled).sum_dim(1)).reshape([n])

@@ -5,9 +5,13 @@ use burn::prelude::*;
 use burn::tensor::module::adaptive_avg_pool2d;
 use serde::{Deserialize, Serialize};
 
-use crate::NetworkModule;
-use crate::checkpoint::{CheckpointError, TorchStateDict};
-use crate::resnet::{Bottleneck, Stem, block_plan, count_blocks};
+use crate::checkpoint::CheckpointError;
+#[cfg(feature = "torch")]
+use crate::checkpoint::{FromTorch, TorchStateDict};
+#[cfg(feature = "torch")]
+use crate::resnet::count_blocks;
+use crate::resnet::{Bottleneck, Stem, block_plan};
+use crate::{NetworkKind, NetworkModule};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageEncoderConfig {
@@ -23,8 +27,11 @@ pub struct ImageEncoderConfig {
     pub input_size: usize,
 }
 
+/// SwAV's (and IC-GAN's) input size.
+pub const SWAV_INPUT_SIZE: usize = 224;
+
 fn swav_input_size() -> usize {
-    crate::preprocess::IMAGE_SIZE
+    SWAV_INPUT_SIZE
 }
 
 impl ImageEncoderConfig {
@@ -44,7 +51,7 @@ impl ImageEncoderConfig {
         let n = self.stage_widths.len();
         if n == 0 || self.stage_outputs.len() != n || self.blocks_per_stage.len() != n {
             return Err(CheckpointError::InvalidConfig {
-                network: "image encoder",
+                network: NetworkKind::ImageEncoder.name(),
                 message:
                     "stage widths, outputs and block counts must be non-empty and of equal length"
                         .into(),
@@ -79,16 +86,9 @@ impl<B: Backend> ImageEncoder<B> {
     }
 }
 
-/// SwAV checkpoints also hold the training heads; the feature extractor never reads them.
-fn is_ignored(name: &str) -> bool {
-    crate::checkpoint::is_batch_counter(name)
-        || name.starts_with("projection_head.")
-        || name.starts_with("prototypes.")
-}
-
 impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
     type Config = ImageEncoderConfig;
-    const KIND: &'static str = "image encoder";
+    const KIND: NetworkKind = NetworkKind::ImageEncoder;
 
     fn config(&self) -> ImageEncoderConfig {
         let [stem_width, in_channels, _, _] = self.stem.conv.weight.dims();
@@ -133,12 +133,23 @@ impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
             input_size: config.input_size,
         })
     }
+}
 
+/// SwAV checkpoints also hold the training heads; the feature extractor never reads them.
+#[cfg(feature = "torch")]
+fn is_ignored(name: &str) -> bool {
+    crate::checkpoint::is_batch_counter(name)
+        || name.starts_with("projection_head.")
+        || name.starts_with("prototypes.")
+}
+
+#[cfg(feature = "torch")]
+impl<B: Backend> FromTorch<B> for ImageEncoder<B> {
     fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
-        let mut sd = sd.for_network(Self::KIND, "");
+        let mut sd = sd.for_network(Self::KIND.name(), "");
         let [stem_width, in_channels, ..] = sd.shape("conv1.weight")?[..] else {
             return Err(CheckpointError::InvalidConfig {
-                network: Self::KIND,
+                network: Self::KIND.name(),
                 message: "conv1.weight must be 4-d".into(),
             });
         };

@@ -1,45 +1,45 @@
 //! The Sound2Vision networks in burn: the audio encoder `f_A`, the image encoder `f_V` and IC-GAN's generator
-//! `G`, with PyTorch checkpoint import, the project's own checkpoint format and the training loss.
+//! `G`, the project's own checkpoint format, PyTorch import (feature `torch`), image preprocessing (feature
+//! `image`) and what training needs (feature `train`).
 //!
 //! Every network reads its configuration off a checkpoint's tensor shapes, so the narrow reference models of
-//! the tests and the full published ones load through the same code.
+//! the tests and the full published ones load through the same code. Without default features the crate
+//! builds for `wasm32-unknown-unknown`, where the page loads the audio encoder from bytes
+//! ([`checkpoint::load_native`]).
 
 pub mod audio_encoder;
 pub mod checkpoint;
 pub mod default_model;
-pub mod discriminator;
 pub mod generator;
 pub mod image_encoder;
 pub mod layers;
-pub mod loss;
+pub mod network;
 pub mod norm;
-pub mod preprocess;
-pub mod projection;
 mod resnet;
+
+#[cfg(feature = "image")]
+pub mod preprocess;
+
+#[cfg(feature = "train")]
+pub mod discriminator;
+#[cfg(feature = "train")]
+pub mod loss;
+#[cfg(feature = "train")]
+pub mod projection;
+#[cfg(feature = "train")]
 pub mod spectral_norm;
+#[cfg(feature = "train")]
 pub mod trainable_generator;
 
 pub use audio_encoder::{AudioEncoder, AudioEncoderConfig};
-pub use checkpoint::{CheckpointError, load_checkpoint};
+pub use checkpoint::CheckpointError;
+#[cfg(feature = "torch")]
+pub use checkpoint::{FromTorch, load_checkpoint};
 pub use generator::{Generator, GeneratorConfig};
 pub use image_encoder::{ImageEncoder, ImageEncoderConfig};
+pub use network::{NetworkKind, NetworkModule};
 
 use burn::prelude::*;
-
-/// What every network offers the checkpoint code: its configuration, random initialisation from one, and
-/// import from a PyTorch state dict.
-pub trait NetworkModule<B: Backend>: Module<B> + Sized {
-    type Config: serde::Serialize + serde::de::DeserializeOwned;
-    /// Human-readable name, also stored in native checkpoints to refuse loading one network as another.
-    const KIND: &'static str;
-
-    fn config(&self) -> Self::Config;
-    fn init(config: &Self::Config, device: &B::Device) -> Result<Self, CheckpointError>;
-    fn from_torch(
-        state_dict: checkpoint::TorchStateDict,
-        device: &B::Device,
-    ) -> Result<Self, CheckpointError>;
-}
 
 /// Parameters as PyTorch counts them: batch-norm statistics are buffers there, not parameters.
 pub fn parameter_count<B: Backend, M: burn_store::ModuleSnapshot<B>>(module: &M) -> usize {

@@ -4,14 +4,14 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::layers::l2_normalize;
+use crate::layers::l2_normalise;
 
 /// Symmetric InfoNCE whose logits are minus the Euclidean distances between L2-normalised features
 /// (temperature 1): `(CE(-D, I) + CE(-D^T, I)) / 2` with `D[i, j] = ||v_i - a_j||`.
 pub fn info_nce_l2<B: Backend>(audio: Tensor<B, 2>, visual: Tensor<B, 2>) -> Tensor<B, 1> {
     let [n, d] = audio.dims();
-    let audio = l2_normalize(audio);
-    let visual = l2_normalize(visual);
+    let audio = l2_normalise(audio);
+    let visual = l2_normalise(visual);
     // Pairwise differences rather than the |a|^2 + |b|^2 - 2ab expansion: exact near zero distance. The tiny
     // offset keeps the square root differentiable when a pair coincides.
     let diff = visual.reshape([n, 1, d]) - audio.reshape([1, n, d]);
@@ -35,7 +35,7 @@ pub fn nt_xent<B: Backend>(
     temperature: f64,
 ) -> Tensor<B, 1> {
     let [n, _] = first.dims();
-    let z = l2_normalize(Tensor::cat(vec![first, second], 0));
+    let z = l2_normalise(Tensor::cat(vec![first, second], 0));
     let device = z.device();
     let similarity = z.clone().matmul(z.transpose()).div_scalar(temperature);
     // An image is never its own candidate.

@@ -12,6 +12,9 @@ use burn::module::RunningState;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 
+/// Batch norm's epsilon in every network here: PyTorch's default, which torchvision's ResNets and BigGAN keep.
+pub const BN_EPS: f64 = 1e-5;
+
 /// Per-channel mean and biased variance of `x` over batch and pixels (`[C]` each), and how many values each
 /// channel has.
 fn channel_statistics<B: Backend>(x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>, usize) {
@@ -70,7 +73,7 @@ pub fn normalising_statistics<B: Backend>(
 }
 
 /// `bn.forward(x)` for `[N, C, H, W]`.
-pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn apply_batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let n = x.dims()[0];
     let (mean, var) = normalising_statistics(&x, &bn.running_mean, &bn.running_var, bn.momentum);
     // y = (x - mean) / sqrt(var + eps) * gamma + beta, as x * scale + shift: two passes over x, not four.
@@ -130,7 +133,7 @@ mod tests {
                 bn.valid(),
             )
         };
-        let (y, dx, dgamma, dbeta, after) = run(&|bn, x| batch_norm(bn, x));
+        let (y, dx, dgamma, dbeta, after) = run(&|bn, x| apply_batch_norm(bn, x));
         let (y_ref, dx_ref, dgamma_ref, dbeta_ref, after_ref) = run(&|bn, x| bn.forward(x));
 
         let tolerance = Tolerance::<f32>::absolute(1e-5);
@@ -169,7 +172,7 @@ mod tests {
         let device = Default::default();
         let bn = arbitrary_bn::<Flex>(4, &device);
         let x = Tensor::<Flex, 4>::random([2, 4, 3, 5], Distribution::Normal(0.0, 3.0), &device);
-        batch_norm(&bn, x.clone())
+        apply_batch_norm(&bn, x.clone())
             .into_data()
             .assert_approx_eq(&bn.forward(x).into_data(), Tolerance::<f32>::absolute(1e-5));
     }

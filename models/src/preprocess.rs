@@ -5,8 +5,6 @@
 use image::{DynamicImage, imageops::FilterType};
 use thiserror::Error;
 
-/// SwAV's (and IC-GAN's) input size.
-pub const IMAGE_SIZE: usize = 224;
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
@@ -31,7 +29,7 @@ pub fn preprocess_image_bytes(bytes: &[u8], size: usize) -> Result<Vec<f32>, Ima
 
 pub fn preprocess_image(image: &DynamicImage, size: usize) -> Result<Vec<f32>, ImageError> {
     let mut out = unit_pixels(image, size)?;
-    normalize_unit_pixels(&mut out);
+    normalise_unit_pixels(&mut out);
     Ok(out)
 }
 
@@ -56,7 +54,7 @@ pub fn unit_pixels(image: &DynamicImage, size: usize) -> Result<Vec<f32>, ImageE
 }
 
 /// ImageNet mean/std normalisation of channel-major `3 x H x W` pixels in [0, 1], in place.
-pub fn normalize_unit_pixels(chw: &mut [f32]) {
+pub fn normalise_unit_pixels(chw: &mut [f32]) {
     let plane = chw.len() / 3;
     for (c, channel) in chw.chunks_mut(plane.max(1)).enumerate().take(3) {
         for v in channel {
@@ -68,6 +66,7 @@ pub fn normalize_unit_pixels(chw: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image_encoder::SWAV_INPUT_SIZE;
 
     #[test]
     fn crops_the_long_edge_and_normalises() {
@@ -80,7 +79,7 @@ mod tests {
                 image::Rgb([0, 0, 0])
             };
         }
-        let out = preprocess_image(&DynamicImage::ImageRgb8(img), IMAGE_SIZE).unwrap();
+        let out = preprocess_image(&DynamicImage::ImageRgb8(img), SWAV_INPUT_SIZE).unwrap();
         assert_eq!(out.len(), 3 * 224 * 224);
         for c in 0..3 {
             let expected = (1.0 - MEAN[c]) / STD[c];
@@ -91,11 +90,11 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         assert!(matches!(
-            preprocess_image_bytes(b"not an image", IMAGE_SIZE),
+            preprocess_image_bytes(b"not an image", SWAV_INPUT_SIZE),
             Err(ImageError::Decode(_))
         ));
         assert!(matches!(
-            preprocess_image_bytes(b"", IMAGE_SIZE),
+            preprocess_image_bytes(b"", SWAV_INPUT_SIZE),
             Err(ImageError::Empty)
         ));
     }

@@ -1,7 +1,7 @@
 //! Spectral normalisation as BigGAN trains with it (`layers.SN`): a raw weight, divided by its largest
 //! singular value, estimated by one power-iteration step per training forward pass from a persistent vector
 //! `u` (Miyato et al. 2018). IC-GAN's discriminator and generator both train this way; a trained generator is
-//! exported by folding the division in once, as [`crate::layers::spectral_normalized_values`] does for
+//! exported by folding the division in once, as [`crate::checkpoint::torch_layers::read_spectral_normalised`] does for
 //! IC-GAN's own checkpoints.
 
 use burn::module::{Param, RunningState};
@@ -37,7 +37,7 @@ impl<B: Backend, const D: usize> SpectralNormWeight<B, D> {
         );
         Self {
             weight,
-            u: RunningState::new(normalize(u, eps)),
+            u: RunningState::new(normalise(u, eps)),
             eps,
         }
     }
@@ -68,7 +68,7 @@ impl<B: Backend, const D: usize> SpectralNormWeight<B, D> {
         let rows = weight.dims()[0];
         let matrix: Tensor<B, 2> = weight.clone().reshape([rows as i32, -1]);
         let u = self.u.value_sync().to_device(&weight.device());
-        let v = normalize(
+        let v = normalise(
             matrix
                 .clone()
                 .detach()
@@ -78,7 +78,7 @@ impl<B: Backend, const D: usize> SpectralNormWeight<B, D> {
             self.eps,
         );
         let cols = v.dims()[0];
-        let u = normalize(
+        let u = normalise(
             matrix
                 .clone()
                 .detach()
@@ -99,7 +99,7 @@ impl<B: Backend, const D: usize> SpectralNormWeight<B, D> {
 }
 
 /// `F.normalize(v, eps=eps)`: divides by the norm, or by `eps` where the norm is smaller.
-fn normalize<B: Backend>(v: Tensor<B, 1>, eps: f64) -> Tensor<B, 1> {
+fn normalise<B: Backend>(v: Tensor<B, 1>, eps: f64) -> Tensor<B, 1> {
     let norm = v.clone().square().sum().sqrt().clamp_min(eps);
     v / norm
 }

@@ -13,13 +13,14 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::prelude::*;
 
-use crate::NetworkModule;
+use crate::NetworkKind;
 use crate::checkpoint::{CheckpointError, TorchNamed, TorchNames, TorchStateDict};
 use crate::generator::{
-    Attention, BN_EPS, ConditionalBatchNorm, GENERATOR_SN_EPS, Generator, GeneratorBlock,
-    GeneratorConfig, GeneratorStage, infer_config, is_ignored,
+    Attention, ConditionalBatchNorm, GENERATOR_SN_EPS, Generator, GeneratorBlock, GeneratorConfig,
+    GeneratorStage, infer_config, is_ignored,
 };
 use crate::layers::conv_from_params;
+use crate::norm::BN_EPS;
 use crate::spectral_norm::{SpectralNormWeight, computed_param, default_bias};
 
 /// A parameter's own tensor, for a module built for one forward pass. Cloning the `Param` would not do: a clone
@@ -99,7 +100,7 @@ impl<B: Backend> SnConditionalBatchNorm<B> {
         }
     }
 
-    fn batch_norm(&self) -> ConditionalBatchNorm<B> {
+    fn conditional_batch_norm(&self) -> ConditionalBatchNorm<B> {
         ConditionalBatchNorm {
             gain: self.gain.linear(),
             bias: self.bias.linear(),
@@ -185,9 +186,9 @@ impl<B: Backend> TrainableGenerator<B> {
             .iter()
             .map(|stage| GeneratorStage {
                 block: GeneratorBlock {
-                    bn1: stage.bn1.batch_norm(),
+                    bn1: stage.bn1.conditional_batch_norm(),
                     conv1: stage.conv1.conv(),
-                    bn2: stage.bn2.batch_norm(),
+                    bn2: stage.bn2.conditional_batch_norm(),
                     conv2: stage.conv2.conv(),
                     conv_sc: stage.conv_sc.conv(),
                 },
@@ -221,7 +222,7 @@ impl<B: Backend> TrainableGenerator<B> {
     /// statistics, as its `G` and `G_ema` checkpoints hold them), its architecture read off the shapes. A
     /// missing tensor, one of another shape or one left over is an error that names it.
     pub fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
-        let sd = sd.for_network(Generator::<B>::KIND, "");
+        let sd = sd.for_network(NetworkKind::Generator.name(), "");
         let mut config = infer_config(&sd)?;
         // Instance conditioning never reads the class embedding; a trained generator carries none.
         config.unused_class_embedding = None;
@@ -296,7 +297,7 @@ mod tests {
     use burn::module::AutodiffModule;
     use burn::tensor::Distribution;
 
-    use crate::NetworkModule;
+    use crate::checkpoint::FromTorch;
     use crate::spectral_norm::tests::largest_singular_value;
 
     type A = Autodiff<Flex>;

@@ -1,11 +1,10 @@
 //! Where generation requests go: the generator runtime in this process (the default), or worker processes
 //! behind a NATS JetStream queue (`--nats`).
 
-use s2v_worker::broker::BrokerClient;
-use s2v_worker::runtime::{GenerationRequest, GeneratorRuntime, ImageResult, SubmitError};
+use s2v_serving::broker::BrokerClient;
+use s2v_serving::{GeneratorRuntime, ImageResult, SubmitError};
+use s2v_shared::wire::{GenerationRequest, ModelInfo};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-
-use crate::ModelInfo;
 
 pub enum Generators {
     Local {
@@ -20,6 +19,8 @@ pub struct Serving {
     pub model: ModelInfo,
     /// The length of the latents the generator is conditioned on.
     pub feature_dim: usize,
+    /// Side of the square pictures.
+    pub resolution: usize,
 }
 
 impl Generators {
@@ -29,10 +30,12 @@ impl Generators {
             Generators::Local { runtime, model } => Some(Serving {
                 model: model.clone(),
                 feature_dim: runtime.feature_dim(),
+                resolution: runtime.resolution(),
             }),
             Generators::Broker(broker) => broker.live_worker().map(|w| Serving {
                 model: w.model,
                 feature_dim: w.feature_dim,
+                resolution: w.resolution,
             }),
         }
     }

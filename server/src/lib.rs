@@ -1,6 +1,6 @@
-//! The generation service: an axum HTTP API in front of the generator runtime. The browser sends a 2048-d
-//! latent and receives the images as server-sent events as soon as each is encoded; every generation is
-//! recorded so that its share link keeps working.
+//! The generation service: an axum HTTP API in front of the generator runtime (`s2v-serving`). The browser
+//! sends a latent and receives the images as server-sent events as soon as each is encoded; every generation
+//! is recorded so that its share link keeps working.
 
 pub mod error;
 pub mod generators;
@@ -9,11 +9,9 @@ pub mod store;
 
 use std::sync::Arc;
 
-use s2v_worker::encoders::EncoderService;
+use s2v_serving::encoders::EncoderService;
 
 use generators::Generators;
-
-pub use s2v_worker::commands::ModelInfo;
 
 /// Limits the API enforces.
 #[derive(Debug, Clone, Copy)]

@@ -12,26 +12,11 @@ use std::sync::Arc;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::ModelInfo;
+pub use s2v_shared::wire::GenerationRecord;
 
 const TMP_SUFFIX: &str = ".partial";
-
-/// A finished generation, as its share link shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerationRecord {
-    pub id: String,
-    /// Seconds since the Unix epoch.
-    pub created: u64,
-    pub model: ModelInfo,
-    pub seed: u64,
-    pub count: usize,
-    pub truncation: Option<f32>,
-    /// The SHA-256 of each image's PNG, in order.
-    pub images: Vec<String>,
-}
 
 /// Where images and records live: a local directory (the default) or an S3-compatible bucket.
 pub struct Store {
@@ -218,6 +203,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use s2v_shared::wire::ModelInfo;
 
     fn record(image: String) -> GenerationRecord {
         GenerationRecord {

@@ -5,15 +5,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use burn::prelude::*;
 use s2v_models::checkpoint::{
-    CheckpointFormat, TorchStateDict, load_native, read_native_header, save_native,
+    CheckpointFormat, FromTorch, TorchStateDict, load_native, read_native_header, save_native,
 };
 use s2v_models::generator::sample_noise;
 use s2v_models::preprocess::preprocess_image_bytes;
-use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
+use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkKind, NetworkModule};
+use s2v_serving::device::OnBackend;
+use s2v_serving::networks::{encode_rows, load_network};
+use s2v_serving::pictures::{encode_png, to_rgb8};
 use s2v_shared::audio::{FREQ_BINS, Spectrogram, TIME_FRAMES, spectrogram_from_bytes};
 
 use crate::arrays::Array;
-use crate::device::OnBackend;
 
 /// Inputs are processed this many at a time to bound memory.
 pub const DEFAULT_BATCH: usize = 8;
@@ -31,54 +33,6 @@ pub fn write_spectrogram(spectrogram: &Spectrogram, out: &Path) -> anyhow::Resul
         data: spectrogram.data.clone(),
     }
     .write(out)
-}
-
-/// A network from a checkpoint file (PyTorch or s2v format), or the embedded default model's when `None`.
-pub fn load_network<B: Backend, N: NetworkModule<B>>(
-    checkpoint: Option<&Path>,
-    device: &B::Device,
-) -> anyhow::Result<N> {
-    match checkpoint {
-        Some(path) => load_checkpoint::<B, N>(path, device)
-            .with_context(|| format!("cannot load the {} from {}", N::KIND, path.display())),
-        None => s2v_models::default_model::load::<B, N>(device)
-            .with_context(|| format!("cannot load the default model's {}", N::KIND)),
-    }
-}
-
-/// Which weights made an image: recorded with every generation so an old share link shows what it showed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ModelInfo {
-    pub id: String,
-    pub version: String,
-}
-
-impl ModelInfo {
-    /// A generator's id is its file's name (or the default model's id); its version the start of the
-    /// weights' SHA-256, so changed weights are a new version even under the same name.
-    pub fn of_generator(checkpoint: Option<&Path>) -> anyhow::Result<Self> {
-        use sha2::{Digest, Sha256};
-        let (id, bytes) = match checkpoint {
-            Some(path) => (
-                path.file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("generator")
-                    .to_string(),
-                std::borrow::Cow::Owned(
-                    std::fs::read(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?,
-                ),
-            ),
-            None => (
-                s2v_models::default_model::MODEL_ID.to_string(),
-                std::borrow::Cow::Borrowed(s2v_models::default_model::GENERATOR),
-            ),
-        };
-        Ok(Self {
-            id,
-            version: hex::encode(&Sha256::digest(&bytes)[..6]),
-        })
-    }
 }
 
 /// Runs `encode` over `inputs` (rows of `input_shape` flattened one after another), `batch_size` rows at a
@@ -104,35 +58,6 @@ fn encode_in_batches<B: Backend>(
         shape: vec![rows, outputs.first().map_or(0, Vec::len)],
         data: outputs.into_iter().flatten().collect(),
     })
-}
-
-/// A network's output rows for `rows` inputs of `input_shape`, each made by `input_row` only when its batch of
-/// `batch` rows is run (so a large set is never held in memory as inputs).
-pub fn encode_rows<B: Backend>(
-    rows: usize,
-    input_shape: [usize; 3],
-    batch: usize,
-    device: &B::Device,
-    input_row: impl Fn(usize) -> anyhow::Result<Vec<f32>>,
-    forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
-) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(rows);
-    for start in (0..rows).step_by(batch.max(1)) {
-        let end = (start + batch.max(1)).min(rows);
-        let mut data = Vec::new();
-        for row in start..end {
-            data.extend(input_row(row)?);
-        }
-        let [c, h, w] = input_shape;
-        let x = Tensor::<B, 4>::from_data(TensorData::new(data, [end - start, c, h, w]), device);
-        let y = forward(x)
-            .into_data()
-            .into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading the network's output: {e:?}"))?;
-        let dim = y.len() / (end - start);
-        out.extend(y.chunks(dim).map(<[f32]>::to_vec));
-    }
-    Ok(out)
 }
 
 /// `s2v encode-audio`: one embedding row per audio file, the encoder's raw output.
@@ -170,7 +95,7 @@ impl OnBackend for EncodeAudio {
 
 /// What `s2v encode-image` reads: an already normalised array, or image files.
 pub enum ImageInput {
-    Normalized(PathBuf),
+    Normalised(PathBuf),
     Files(Vec<PathBuf>),
 }
 
@@ -189,7 +114,7 @@ impl OnBackend for EncodeImage {
         let size = encoder.input_size;
         let per_image = 3 * size * size;
         let images = match &self.input {
-            ImageInput::Normalized(path) => {
+            ImageInput::Normalised(path) => {
                 let array = Array::read(path)?;
                 if array.shape.len() != 4
                     || array.shape[1..] != [3, size, size]
@@ -333,8 +258,7 @@ pub fn write_pngs(images: &Array, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     };
     let mut written = Vec::new();
     for (i, chunk) in images.data.chunks(3 * h * w).enumerate() {
-        let png = crate::pictures::encode_png(&crate::pictures::to_rgb8(chunk, h, w), w, h)
-            .map_err(anyhow::Error::msg)?;
+        let png = encode_png(&to_rgb8(chunk, h, w), w, h).map_err(anyhow::Error::msg)?;
         let path = dir.join(format!("{i:03}.png"));
         std::fs::write(&path, png).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
@@ -342,46 +266,7 @@ pub fn write_pngs(images: &Array, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// Which network a `s2v convert` input holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum NetworkKind {
-    AudioEncoder,
-    ImageEncoder,
-    Generator,
-}
-
-impl NetworkKind {
-    /// The kind a native checkpoint's metadata names.
-    pub fn from_kind_name(name: &str) -> Option<Self> {
-        [Self::AudioEncoder, Self::ImageEncoder, Self::Generator]
-            .into_iter()
-            .find(|k| k.kind_name() == name)
-    }
-
-    fn kind_name(self) -> &'static str {
-        match self {
-            Self::AudioEncoder => <AudioEncoder<burn::backend::Flex> as NetworkModule<_>>::KIND,
-            Self::ImageEncoder => <ImageEncoder<burn::backend::Flex> as NetworkModule<_>>::KIND,
-            Self::Generator => <Generator<burn::backend::Flex> as NetworkModule<_>>::KIND,
-        }
-    }
-
-    /// Tells the network from the tensor names of a PyTorch state dict.
-    pub fn detect(sd: &TorchStateDict) -> Option<Self> {
-        if sd.contains("shared_feat.weight") || sd.contains("blocks.0.0.conv1.weight") {
-            Some(Self::Generator)
-        } else if sd.contains("audnet.conv1.weight")
-            || sd.contains("layer1.0.conv2.weight") && !sd.contains("layer1.0.conv3.weight")
-        {
-            Some(Self::AudioEncoder)
-        } else if sd.contains("layer1.0.conv3.weight") {
-            Some(Self::ImageEncoder)
-        } else {
-            None
-        }
-    }
-}
-
+/// `s2v convert`: a PyTorch checkpoint to the project's own format, or a native one to another precision.
 pub struct Convert {
     pub input: PathBuf,
     pub output: PathBuf,
@@ -406,25 +291,11 @@ impl OnBackend for Convert {
                 self.input.display()
             ),
         };
-        let context = || format!("cannot convert {}", self.input.display());
         match kind {
-            NetworkKind::AudioEncoder => save_native(
-                &AudioEncoder::<B>::from_torch(sd, &device).with_context(context)?,
-                &self.output,
-                self.half,
-            ),
-            NetworkKind::ImageEncoder => save_native(
-                &ImageEncoder::<B>::from_torch(sd, &device).with_context(context)?,
-                &self.output,
-                self.half,
-            ),
-            NetworkKind::Generator => save_native(
-                &Generator::<B>::from_torch(sd, &device).with_context(context)?,
-                &self.output,
-                self.half,
-            ),
-        }
-        .with_context(|| format!("cannot write {}", self.output.display()))?;
+            NetworkKind::AudioEncoder => self.save_torch::<B, AudioEncoder<B>>(sd, &device),
+            NetworkKind::ImageEncoder => self.save_torch::<B, ImageEncoder<B>>(sd, &device),
+            NetworkKind::Generator => self.save_torch::<B, Generator<B>>(sd, &device),
+        }?;
         Ok(kind)
     }
 }
@@ -438,7 +309,7 @@ impl Convert {
         device: &B::Device,
     ) -> anyhow::Result<NetworkKind> {
         let header = read_native_header(bytes)?;
-        let kind = NetworkKind::from_kind_name(&header.network)
+        let kind = NetworkKind::from_name(&header.network)
             .with_context(|| format!("{} holds an unknown network", self.input.display()))?;
         if self.network.is_some_and(|asked| asked != kind) {
             bail!(
@@ -448,23 +319,29 @@ impl Convert {
             );
         }
         match kind {
-            NetworkKind::AudioEncoder => save_native(
-                &load_native::<B, AudioEncoder<B>>(bytes, device)?,
-                &self.output,
-                self.half,
-            ),
-            NetworkKind::ImageEncoder => save_native(
-                &load_native::<B, ImageEncoder<B>>(bytes, device)?,
-                &self.output,
-                self.half,
-            ),
-            NetworkKind::Generator => save_native(
-                &load_native::<B, Generator<B>>(bytes, device)?,
-                &self.output,
-                self.half,
-            ),
-        }
-        .with_context(|| format!("cannot write {}", self.output.display()))?;
+            NetworkKind::AudioEncoder => {
+                self.save(&load_native::<B, AudioEncoder<B>>(bytes, device)?)
+            }
+            NetworkKind::ImageEncoder => {
+                self.save(&load_native::<B, ImageEncoder<B>>(bytes, device)?)
+            }
+            NetworkKind::Generator => self.save(&load_native::<B, Generator<B>>(bytes, device)?),
+        }?;
         Ok(kind)
+    }
+
+    fn save_torch<B: Backend, N: FromTorch<B>>(
+        &self,
+        sd: TorchStateDict,
+        device: &B::Device,
+    ) -> anyhow::Result<()> {
+        let network = N::from_torch(sd, device)
+            .with_context(|| format!("cannot convert {}", self.input.display()))?;
+        self.save(&network)
+    }
+
+    fn save<B: Backend, N: NetworkModule<B>>(&self, network: &N) -> anyhow::Result<()> {
+        save_native(network, &self.output, self.half)
+            .with_context(|| format!("cannot write {}", self.output.display()))
     }
 }

@@ -1,12 +1,6 @@
-//! The generator runtime: device selection, array files, and the commands of the `s2v` tool.
+//! The `s2v` command-line tool: what each subcommand does ([`commands`]) and the `.npy` files it reads and
+//! writes ([`arrays`]). Serving and training live in `s2v-serving` and `s2v-train`; this crate is the layer
+//! on top of both.
 
 pub mod arrays;
-pub mod broker;
 pub mod commands;
-pub mod dataset;
-pub mod device;
-pub mod encoders;
-pub mod eval;
-pub mod pictures;
-pub mod runtime;
-pub mod train;

@@ -1,22 +1,24 @@
-//! Checkpoints: PyTorch `.pth` / `.pth.tar` import, and the project's own format (safetensors with the network's
-//! configuration in its metadata, optionally f16).
+//! Checkpoints: the project's own format (safetensors with the network's configuration in its metadata,
+//! optionally f16), and PyTorch `.pth` / `.pth.tar` import (feature `torch`).
 
 mod error;
 mod native;
+#[cfg(feature = "torch")]
 mod torch;
+#[cfg(feature = "torch")]
+pub mod torch_layers;
+#[cfg(feature = "train")]
 mod torch_names;
 
 pub use burn_store::TensorSnapshot;
 pub use error::CheckpointError;
-pub use native::{NativeHeader, load_native, read_native_header, save_native, to_native_bytes};
-pub use torch::{TorchStateDict, is_batch_counter, read_torch_tensors};
+#[cfg(feature = "std")]
+pub use native::save_native;
+pub use native::{NativeHeader, load_native, read_native_header, to_native_bytes};
+#[cfg(feature = "torch")]
+pub use torch::{FromTorch, TorchStateDict, is_batch_counter, load_checkpoint, read_torch_tensors};
+#[cfg(feature = "train")]
 pub use torch_names::{TorchNamed, TorchNames};
-
-use std::path::Path;
-
-use burn::prelude::*;
-
-use crate::NetworkModule;
 
 /// How a checkpoint file is stored, told from its first bytes (never from its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,26 +43,5 @@ impl CheckpointFormat {
             }
             _ => Err(CheckpointError::UnknownFormat),
         }
-    }
-}
-
-/// Loads a network from either a PyTorch checkpoint or the project's own format.
-pub fn load_checkpoint<B: Backend, N: NetworkModule<B>>(
-    path: &Path,
-    device: &B::Device,
-) -> Result<N, CheckpointError> {
-    let io = |e: std::io::Error| CheckpointError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let mut head = [0u8; 16];
-    let read = {
-        use std::io::Read;
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        file.read(&mut head).map_err(io)?
-    };
-    match CheckpointFormat::detect(&head[..read])? {
-        CheckpointFormat::Torch => N::from_torch(TorchStateDict::read(path)?, device),
-        CheckpointFormat::Native => load_native(&std::fs::read(path).map_err(io)?, device),
     }
 }

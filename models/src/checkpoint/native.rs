@@ -58,7 +58,7 @@ fn store_for<B: Backend, N: NetworkModule<B>>(
     let config = serde_json::to_string(&module.config())
         .map_err(|e| CheckpointError::Native(e.to_string()))?;
     let store = SafetensorsStore::from_bytes(None)
-        .metadata(KEY_NETWORK, N::KIND)
+        .metadata(KEY_NETWORK, N::KIND.name())
         .metadata(KEY_CONFIG, config)
         .metadata(KEY_VERSION, FORMAT_VERSION)
         .metadata(KEY_PRECISION, if half { "f16" } else { "f32" });
@@ -84,6 +84,7 @@ pub fn to_native_bytes<B: Backend, N: NetworkModule<B>>(
 }
 
 /// Writes a network to a native checkpoint file (atomically: a crash never leaves half a file).
+#[cfg(feature = "std")]
 pub fn save_native<B: Backend, N: NetworkModule<B>>(
     module: &N,
     path: &std::path::Path,
@@ -105,9 +106,9 @@ pub fn load_native<B: Backend, N: NetworkModule<B>>(
     device: &B::Device,
 ) -> Result<N, CheckpointError> {
     let header = read_native_header(bytes)?;
-    if header.network != N::KIND {
+    if header.network != N::KIND.name() {
         return Err(CheckpointError::WrongNetwork {
-            expected: N::KIND,
+            expected: N::KIND.name(),
             found: header.network,
         });
     }

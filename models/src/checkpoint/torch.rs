@@ -8,7 +8,52 @@ use burn::tensor::DType;
 use burn_store::TensorSnapshot;
 use burn_store::pytorch::PytorchReader;
 
-use super::CheckpointError;
+use super::{CheckpointError, CheckpointFormat, load_native};
+use crate::{NetworkKind, NetworkModule};
+
+/// A network that imports the authors' PyTorch state dicts.
+pub trait FromTorch<B: Backend>: NetworkModule<B> {
+    fn from_torch(state_dict: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError>;
+}
+
+/// Loads a network from either a PyTorch checkpoint or the project's own format, told apart by the file's
+/// first bytes.
+pub fn load_checkpoint<B: Backend, N: FromTorch<B>>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<N, CheckpointError> {
+    let io = |e: std::io::Error| CheckpointError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut head = [0u8; 16];
+    let read = {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        file.read(&mut head).map_err(io)?
+    };
+    match CheckpointFormat::detect(&head[..read])? {
+        CheckpointFormat::Torch => N::from_torch(TorchStateDict::read(path)?, device),
+        CheckpointFormat::Native => load_native(&std::fs::read(path).map_err(io)?, device),
+    }
+}
+
+impl NetworkKind {
+    /// Tells the network from the tensor names of a PyTorch state dict.
+    pub fn detect(sd: &TorchStateDict) -> Option<Self> {
+        if sd.contains("shared_feat.weight") || sd.contains("blocks.0.0.conv1.weight") {
+            Some(Self::Generator)
+        } else if sd.contains("audnet.conv1.weight")
+            || sd.contains("layer1.0.conv2.weight") && !sd.contains("layer1.0.conv3.weight")
+        {
+            Some(Self::AudioEncoder)
+        } else if sd.contains("layer1.0.conv3.weight") {
+            Some(Self::ImageEncoder)
+        } else {
+            None
+        }
+    }
+}
 
 /// Containers that training scripts wrap a state dict in (`{"state_dict": ...}`, `DataParallel`'s `module.`).
 const WRAPPER_PREFIXES: [&str; 4] = ["state_dict.", "model_state_dict.", "model.", "module."];

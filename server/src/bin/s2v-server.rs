@@ -11,12 +11,12 @@ use clap::Parser;
 use s2v_models::{AudioEncoder, ImageEncoder};
 use s2v_server::generators::Generators;
 use s2v_server::store::Store;
-use s2v_server::{AppState, Limits, ModelInfo, router};
-use s2v_worker::broker::BrokerClient;
-use s2v_worker::commands::load_network;
-use s2v_worker::device::{DeviceKind, OnBackend, dispatch};
-use s2v_worker::encoders::EncoderService;
-use s2v_worker::runtime::{RuntimeConfig, StartRuntime};
+use s2v_server::{AppState, Limits, router};
+use s2v_serving::broker::BrokerClient;
+use s2v_serving::device::{DeviceKind, OnBackend, dispatch};
+use s2v_serving::encoders::EncoderService;
+use s2v_serving::networks::{generator_model_info, load_network};
+use s2v_serving::runtime::{RuntimeConfig, StartRuntime};
 
 #[derive(Parser)]
 #[command(
@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
                 max_batch: args.max_batch,
                 batch_wait: Duration::from_millis(args.batch_wait_ms),
             };
-            let model = ModelInfo::of_generator(args.generator.as_deref())?;
+            let model = generator_model_info(args.generator.as_deref())?;
             let runtime = dispatch(
                 args.device,
                 StartRuntime {

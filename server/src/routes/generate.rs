@@ -8,65 +8,34 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
-use s2v_worker::runtime::{GenerationRequest, ImageResult, SubmitError};
-use serde::Deserialize;
-use serde_json::json;
+use s2v_serving::ImageResult;
+use s2v_shared::wire::{
+    DONE_EVENT, DoneEvent, ERROR_EVENT, GenerateRequest, GenerationRecord, GenerationRequest,
+    IMAGE_EVENT, ImageEvent, ModelInfo,
+};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::SharedState;
 use crate::error::ApiError;
-use crate::store::{GenerationRecord, new_generation_id};
-use crate::{ModelInfo, SharedState};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerateBody {
-    pub latent: Vec<f32>,
-    pub count: usize,
-    pub seed: Option<u64>,
-    pub truncation: Option<f32>,
-    pub model: Option<String>,
-}
+use crate::store::new_generation_id;
 
 pub async fn generate(
     State(state): State<SharedState>,
-    body: Result<Json<GenerateBody>, JsonRejection>,
+    body: Result<Json<GenerateRequest>, JsonRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        state
-            .metrics
-            .errors
-            .with_label_values(&["bad_request"])
-            .inc();
-        ApiError::from(e)
-    })?;
-    let request = validate(&state, body)
-        .inspect_err(|e| state.metrics.errors.with_label_values(&[e.error]).inc())?;
-    let generators = state.generators.as_ref().ok_or_else(|| {
-        state
-            .metrics
-            .errors
-            .with_label_values(&["unavailable"])
-            .inc();
-        ApiError::unavailable("no generator worker is running")
-    })?;
-    let (model, receiver) = generators.submit(request.clone()).await.map_err(|e| {
-        let error = match e {
-            SubmitError::QueueFull => {
-                ApiError::busy("the generation queue is full; try again shortly")
-            }
-            SubmitError::Stopped => ApiError::unavailable("no generator worker is running"),
-            SubmitError::Unavailable(detail) => ApiError::unavailable(detail),
-            SubmitError::Invalid(detail) => ApiError::bad_request(detail),
-        };
-        state.metrics.errors.with_label_values(&[error.error]).inc();
-        error
-    })?;
+    let Json(body) = body?;
+    let request = validate(&state, body)?;
+    let generators = state
+        .generators
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("no generator worker is running"))?;
+    let (model, receiver) = generators.submit(request.clone()).await?;
     Ok(Sse::new(image_events(state, request, model, receiver)).keep_alive(KeepAlive::default()))
 }
 
 /// The API's own limits (count, model). The latent and the truncation are checked where they are used, by
 /// the runtime's `submit`, whose `Invalid` answers become 400 too.
-fn validate(state: &SharedState, body: GenerateBody) -> Result<GenerationRequest, ApiError> {
+fn validate(state: &SharedState, body: GenerateRequest) -> Result<GenerationRequest, ApiError> {
     if !(1..=state.limits.max_count).contains(&body.count) {
         return Err(ApiError::bad_request(format!(
             "count must be between 1 and {}",
@@ -130,41 +99,46 @@ fn image_events(
     })
 }
 
+/// The `error` event that ends a stream: the response has started, so the error is counted here, not by
+/// the middleware.
+fn fail(p: &mut Progress, error: ApiError) -> Event {
+    p.finished = true;
+    p.state.metrics.count_error(error.kind);
+    json_event(ERROR_EVENT, &error.body())
+}
+
+fn json_event(name: &str, payload: &impl serde::Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(payload)
+        .unwrap_or_else(|_| Event::default().event(ERROR_EVENT))
+}
+
 async fn next_event(p: &mut Progress) -> Event {
-    let fail = |p: &mut Progress, detail: String| {
-        p.finished = true;
-        p.state
-            .metrics
-            .errors
-            .with_label_values(&["internal"])
-            .inc();
-        Event::default()
-            .event("error")
-            .data(json!({"error": "internal", "detail": detail}).to_string())
-    };
     if p.images.len() == p.request.count {
         p.finished = true;
         return match finish(p).await {
             Ok(event) => event,
-            Err(detail) => fail(p, detail),
+            Err(error) => fail(p, error),
         };
     }
     let image = match p.receiver.recv().await {
         Some(Ok(image)) => image,
-        Some(Err(detail)) => return fail(p, detail),
-        None => return fail(p, "the generator worker stopped".into()),
+        Some(Err(error)) => return fail(p, error.into()),
+        None => return fail(p, s2v_serving::GenerationError::Stopped.into()),
     };
     let stored = async {
         let png = tokio::task::spawn_blocking(move || {
-            s2v_worker::pictures::encode_png(&image.rgb, image.width, image.height)
+            s2v_serving::pictures::encode_png(&image.rgb, image.width, image.height)
         })
         .await
-        .map_err(|e| format!("encoding task failed: {e}"))??;
+        .map_err(|e| ApiError::internal(format!("encoding task failed: {e}")))?
+        .map_err(ApiError::internal)?;
         p.state
             .store
             .put_image(png)
             .await
-            .map_err(|e| format!("storing an image: {e}"))
+            .map_err(|e| ApiError::internal(format!("storing an image: {e}")))
     }
     .await;
     match stored {
@@ -179,15 +153,13 @@ async fn next_event(p: &mut Progress) -> Event {
             let index = p.images.len();
             let url = format!("/img/{hash}.png");
             p.images.push(hash);
-            Event::default()
-                .event("image")
-                .data(json!({"index": index, "url": url}).to_string())
+            json_event(IMAGE_EVENT, &ImageEvent { index, url })
         }
-        Err(detail) => fail(p, detail),
+        Err(error) => fail(p, error),
     }
 }
 
-async fn finish(p: &mut Progress) -> Result<Event, String> {
+async fn finish(p: &mut Progress) -> Result<Event, ApiError> {
     let record = GenerationRecord {
         id: new_generation_id(),
         created: SystemTime::now()
@@ -204,12 +176,16 @@ async fn finish(p: &mut Progress) -> Result<Event, String> {
         .store
         .put_generation(&record)
         .await
-        .map_err(|e| format!("storing the generation: {e}"))?;
+        .map_err(|e| ApiError::internal(format!("storing the generation: {e}")))?;
     p.state
         .metrics
         .generation_seconds
         .observe(p.started.elapsed().as_secs_f64());
-    Ok(Event::default()
-        .event("done")
-        .data(json!({"id": record.id, "share": format!("/s/{}", record.id)}).to_string()))
+    Ok(json_event(
+        DONE_EVENT,
+        &DoneEvent {
+            share: format!("/s/{}", record.id),
+            id: record.id,
+        },
+    ))
 }

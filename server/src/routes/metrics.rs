@@ -9,11 +9,12 @@ use prometheus::{
 };
 
 use crate::SharedState;
+use crate::error::ErrorKind;
 
 pub struct Metrics {
     registry: Registry,
     pub images: IntCounter,
-    pub errors: IntCounterVec,
+    errors: IntCounterVec,
     pub first_image_seconds: Histogram,
     pub generation_seconds: Histogram,
     queue_depth: IntGauge,
@@ -89,6 +90,13 @@ impl Metrics {
             batches,
             sync: std::sync::Mutex::new(()),
         }
+    }
+}
+
+impl Metrics {
+    /// Counts an error answered to a client, by kind: the one place the error metric is counted.
+    pub fn count_error(&self, kind: ErrorKind) {
+        self.errors.with_label_values(&[kind.as_str()]).inc();
     }
 }
 

@@ -8,14 +8,15 @@ pub mod openapi;
 pub mod share;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::response::IntoResponse;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 
 use crate::SharedState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 /// The API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the rate limit is per
 /// client address.
@@ -52,6 +53,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(metrics::healthz))
         .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state);
     match page {
@@ -60,7 +62,16 @@ pub fn router(state: SharedState) -> Router {
     }
 }
 
-fn rate_limited(error: tower_governor::GovernorError) -> axum::response::Response {
+/// Counts every error answer by its kind ([`ApiError`] marks its responses), rate limiting's included.
+async fn count_errors(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(kind) = response.extensions().get::<ErrorKind>() {
+        state.metrics.count_error(*kind);
+    }
+    response
+}
+
+fn rate_limited(error: tower_governor::GovernorError) -> Response {
     match error {
         tower_governor::GovernorError::TooManyRequests { wait_time, .. } => ApiError {
             retry_after: Some(wait_time.max(1)),

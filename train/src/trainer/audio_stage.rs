@@ -1,0 +1,108 @@
+//! Stage (c): the audio encoder, trained with the paper's loss (symmetric InfoNCE over minus Euclidean
+//! distances of L2-normalised features) against the frozen image encoder's features of the paired pictures;
+//! Adam 1e-3 with weight decay 1e-5, as Sound2Scene trains.
+
+use anyhow::Result;
+use burn::module::AutodiffModule;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rand::seq::SliceRandom;
+use s2v_models::loss::info_nce_l2;
+use s2v_models::{AudioEncoder, ImageEncoder, NetworkModule};
+use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
+
+use super::data::{PictureBank, SoundBank, par_samples};
+use super::{
+    Stage, StageLoop, TrainOptions, load_module, load_optimizer, save_module, save_optimizer,
+    scalar, seed_stage, selected_rows,
+};
+use crate::dataset::{Dataset, Split};
+use s2v_serving::networks::encode_rows;
+
+const LEARNING_RATE: f64 = 1e-3;
+
+pub(super) fn run<B: AutodiffBackend>(
+    options: &TrainOptions,
+    dataset: &Dataset,
+    image_encoder: &ImageEncoder<B::InnerBackend>,
+    device: &B::Device,
+) -> Result<Option<AudioEncoder<B::InnerBackend>>> {
+    let recipe = &options.recipe;
+    let mut stage = StageLoop::new(Stage::AudioEncoder, options, recipe.audio_steps)?;
+    let pairs: Vec<_> = dataset.pairs_in(Split::Train).collect();
+    let pictures = PictureBank::load(
+        pairs
+            .iter()
+            .map(|i| dataset.pair_image(i))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|p| p.as_path()),
+        image_encoder.input_size,
+    )?;
+    let sounds = SoundBank::load(
+        pairs
+            .iter()
+            .map(|i| dataset.pair_audio(i))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|p| p.as_path()),
+    )?;
+    let size = image_encoder.input_size;
+    let inner_device = device.clone();
+    let targets = encode_rows::<B::InnerBackend>(
+        pictures.len(),
+        [3, size, size],
+        32,
+        &inner_device,
+        |i| Ok(pictures.encoder_input(i)),
+        |x| image_encoder.forward(x),
+    )?;
+
+    seed_stage::<B>(device, options.seed, Stage::AudioEncoder);
+    let mut model = AudioEncoder::<B>::init(&recipe.audio_encoder, device)?;
+    let mut optimizer = AdamConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(1e-5)))
+        .init::<B, AudioEncoder<B>>();
+    let (weights, state) = (stage.dir().join("model"), stage.dir().join("optimizer"));
+    if stage.resuming() {
+        model = load_module(model, &weights.with_extension("mpk"), device)?;
+        optimizer = load_optimizer(optimizer, &state.with_extension("mpk"), device)?;
+    }
+    // InfoNCE needs other pairs in the batch to contrast with.
+    anyhow::ensure!(
+        sounds.waveforms.len() >= 2,
+        "the audio stage needs at least two training pairs, the data set has {}",
+        sounds.waveforms.len()
+    );
+    let batch = recipe.audio_batch.clamp(2, sounds.waveforms.len());
+    while let Some((_, mut rng)) = stage.next_step() {
+        let mut order: Vec<usize> = (0..sounds.waveforms.len()).collect();
+        order.shuffle(&mut rng);
+        let chosen = &order[..batch];
+        let mut spectrograms = Vec::with_capacity(batch * FREQ_BINS * TIME_FRAMES);
+        for spectrogram in par_samples(chosen, &mut rng, |i, rng| {
+            sounds.augmented_spectrogram(i, rng)
+        }) {
+            spectrograms.extend(spectrogram?.data);
+        }
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new(spectrograms, [batch, 1, FREQ_BINS, TIME_FRAMES]),
+            device,
+        );
+        let visual = selected_rows::<B>(&targets, chosen, device);
+        let loss = info_nce_l2(model.forward(x), visual);
+        let value = scalar(&loss);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(LEARNING_RATE, model, grads);
+        if stage.record(&[("info-nce", value)]) {
+            save_module(&model, &weights)?;
+            save_optimizer(&optimizer, &state)?;
+            stage.commit()?;
+        }
+    }
+    let done = stage.finished();
+    stage.finish();
+    Ok(done.then(|| model.valid()))
+}

@@ -1,0 +1,171 @@
+//! `s2v eval` end to end on a toy model: every held-out sound is judged in every row of the report, the
+//! figures are drawn at the sizes their contents need, a second run (which reuses the classifier it saved)
+//! gives the same report, and the truncation trick reaches every generated picture.
+//!
+//! The model's networks are the tiny preset's, untrained: what is checked is the evaluation's bookkeeping,
+//! which does not depend on how good the pictures are.
+
+mod common;
+
+use std::path::Path;
+
+use burn::backend::{Autodiff, Flex};
+use common::{local_build, package_tree};
+use s2v_models::checkpoint::save_native;
+use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule};
+use s2v_train::dataset::build::build_default;
+use s2v_train::dataset::{Dataset, Split};
+use s2v_train::eval::{EvalOptions, evaluate};
+use s2v_train::trainer::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe};
+
+type B = Autodiff<Flex>;
+
+/// The tiny preset's three networks, freshly initialised, written where `s2v eval --model` looks.
+fn untrained_tiny_model(dir: &Path) {
+    let recipe = Recipe::preset(Preset::Tiny);
+    let device = Default::default();
+    std::fs::create_dir_all(dir).unwrap();
+    let image = ImageEncoder::<Flex>::init(&recipe.image_encoder, &device).unwrap();
+    save_native(&image, &dir.join(IMAGE_ENCODER_FILE), false).unwrap();
+    let generator = Generator::<Flex>::init(&recipe.generator, &device).unwrap();
+    save_native(&generator, &dir.join(GENERATOR_FILE), false).unwrap();
+    let audio = AudioEncoder::<Flex>::init(&recipe.audio_encoder, &device).unwrap();
+    save_native(&audio, &dir.join(AUDIO_ENCODER_FILE), false).unwrap();
+}
+
+#[test]
+fn evaluation_judges_every_held_out_sound() {
+    let dir = tempfile::tempdir().unwrap();
+    package_tree(&dir.path().join("unpacked"));
+    let data = dir.path().join("data");
+    build_default(&local_build(&data, &dir.path().join("unpacked"))).unwrap();
+    let model = dir.path().join("model");
+    untrained_tiny_model(&model);
+    let out = dir.path().join("eval");
+    let options = EvalOptions {
+        data: data.clone(),
+        model: Some(model),
+        out: out.clone(),
+        seed: 3,
+        samples: 2,
+        classifier_steps: 8,
+        truncation: None,
+    };
+    let report = evaluate::<B>(&options, &Default::default()).unwrap();
+
+    let dataset = Dataset::open(&data).unwrap();
+    let held_out: Vec<_> = dataset.pairs_in(Split::Test).collect();
+    let categories = dataset.categories();
+    assert_eq!(report.categories, categories);
+    assert_eq!(report.held_out_sounds, held_out.len());
+    assert_eq!(report.chance.r1, 1.0 / categories.len() as f64);
+    for (row, judged) in [
+        (&report.generated, 2 * held_out.len()),
+        (&report.generated_from_pictures, 2 * held_out.len()),
+        (&report.generated_across_gap, 2 * held_out.len()),
+        (&report.retrieval_baseline, held_out.len()),
+        (&report.real_pictures, held_out.len()),
+    ] {
+        assert_eq!(row.judged, judged, "{row:?}");
+        assert!((0.0..=1.0).contains(&row.r1) && row.r1 <= row.r5, "{row:?}");
+        // The bootstrap over held-out sounds brackets each share.
+        for (share, interval) in [(row.r1, row.r1_interval), (row.r5, row.r5_interval)] {
+            let [low, high] = interval.unwrap();
+            assert!(
+                0.0 <= low && low <= share && share <= high && high <= 1.0,
+                "{row:?}"
+            );
+        }
+    }
+    assert_eq!(report.chance.r1_interval, None);
+    assert_eq!(
+        report.geometry.pairs,
+        dataset.pairs_in(Split::Train).count() + held_out.len()
+    );
+    assert!(report.geometry.gap.is_finite() && report.geometry.paired_cosine.is_finite());
+    // Each neighbour share counts whole queries: the training library's pictures, or the held-out pairs.
+    let neighbours = &report.neighbours;
+    assert_eq!(neighbours.held_out_count, held_out.len());
+    assert_eq!(
+        neighbours.training_picture_count,
+        dataset.training_images().len()
+    );
+    for (share, queries) in [
+        (
+            neighbours.training_pictures,
+            neighbours.training_picture_count,
+        ),
+        (
+            neighbours.training_pictures_by_pixels,
+            neighbours.training_picture_count,
+        ),
+        (neighbours.held_out_pictures, held_out.len()),
+        (neighbours.held_out_pictures_by_pixels, held_out.len()),
+        (neighbours.held_out_sounds, held_out.len()),
+        (neighbours.held_out_sounds_to_pictures, held_out.len()),
+    ] {
+        let hits = share * queries as f64;
+        assert!(
+            (0.0..=1.0).contains(&share) && (hits - hits.round()).abs() < 1e-9,
+            "{neighbours:?}"
+        );
+    }
+    let gains: Vec<f64> = report.volume.iter().map(|v| v.0).collect();
+    assert_eq!(gains, [0.1, 0.3, 1.0, 3.0]);
+    let mixable = (0..held_out.len())
+        .flat_map(|i| (i + 1..held_out.len()).map(move |j| (i, j)))
+        .filter(|&(i, j)| held_out[i].category != held_out[j].category)
+        .count();
+    assert_eq!(report.mixed_pairs, mixable.min(12));
+
+    // The grid has a row per category with a held-out sound: gutter 4, tiles of 64 px drawn at twice the size.
+    let rows = categories
+        .iter()
+        .filter(|c| held_out.iter().any(|i| &i.category == *c))
+        .count() as u32;
+    let grid = image::open(out.join("grid.png")).unwrap();
+    assert_eq!(grid.height(), 4 + rows * (128 + 4));
+    for figure in ["volume.png", "mixing.png", "features.png"] {
+        image::open(out.join(figure)).unwrap_or_else(|e| panic!("{figure}: {e}"));
+    }
+    let written = std::fs::read_to_string(out.join("report.json")).unwrap();
+    assert_eq!(written, serde_json::to_string_pretty(&report).unwrap());
+
+    assert!(out.join("classifier.mpk").exists());
+    let again = evaluate::<B>(&options, &Default::default()).unwrap();
+    assert_eq!(
+        serde_json::to_string(&again).unwrap(),
+        serde_json::to_string(&report).unwrap()
+    );
+
+    // The truncation trick reaches every generated picture and nothing else, and is recorded.
+    let untruncated_grid = std::fs::read(out.join("grid.png")).unwrap();
+    let truncated = evaluate::<B>(
+        &EvalOptions {
+            truncation: Some(0.5),
+            ..options.clone()
+        },
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(truncated.truncation, Some(0.5));
+    assert_ne!(
+        std::fs::read(out.join("grid.png")).unwrap(),
+        untruncated_grid
+    );
+    for (a, b) in [
+        (&truncated.real_pictures, &report.real_pictures),
+        (&truncated.retrieval_baseline, &report.retrieval_baseline),
+    ] {
+        assert_eq!((a.r1, a.r5), (b.r1, b.r5));
+    }
+    let refused = evaluate::<B>(
+        &EvalOptions {
+            truncation: Some(0.0),
+            ..options
+        },
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(refused.to_string().contains("truncation"), "{refused}");
+}

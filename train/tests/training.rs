@@ -1,0 +1,308 @@
+//! The three training stages at toy size: checkpoints, resuming exactly where a run stopped, time budgets, a
+//! frozen image encoder, and the shipped default model's architecture.
+
+mod common;
+
+use std::path::Path;
+
+use burn::backend::{Autodiff, Flex};
+use common::{local_build, package_tree};
+use s2v_models::discriminator::DiscriminatorConfig;
+use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
+use s2v_train::dataset::build::build_default;
+use s2v_train::trainer::{
+    AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe, Recorder, Stage,
+    StageProgress, TrainOptions, train,
+};
+
+type B = Autodiff<Flex>;
+
+/// Every tensor of two safetensors files is bit-identical (the files' metadata may be ordered differently).
+fn assert_same_tensors(a: &Path, b: &Path) {
+    let (bytes_a, bytes_b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (ta, tb) = (
+        safetensors::SafeTensors::deserialize(&bytes_a).unwrap(),
+        safetensors::SafeTensors::deserialize(&bytes_b).unwrap(),
+    );
+    let mut names = ta.names();
+    names.sort();
+    let mut other = tb.names();
+    other.sort();
+    assert_eq!(
+        names,
+        other,
+        "{} and {} hold different tensors",
+        a.display(),
+        b.display()
+    );
+    for name in names {
+        assert!(
+            ta.tensor(name).unwrap().data() == tb.tensor(name).unwrap().data(),
+            "{name} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+/// A stage's progress in run `out`, which must exist.
+fn progress(out: &Path, stage: Stage) -> StageProgress {
+    StageProgress::read(out, stage)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{stage:?} has no progress in {}", out.display()))
+}
+
+/// How many updates Adam has made to the discriminator of run `out`, read from its checkpoint.
+fn discriminator_updates(out: &Path, recipe: &Recipe) -> usize {
+    use burn::module::Module;
+    use burn::optim::{AdamConfig, Optimizer};
+    use burn::record::Recorder as _;
+    use s2v_models::discriminator::Discriminator;
+    let dir = out.join("checkpoints").join("generator");
+    let device = Default::default();
+    let discriminator = Discriminator::<B>::init(&recipe.discriminator, &device)
+        .load_file(dir.join("discriminator"), &Recorder::new(), &device)
+        .unwrap();
+    let record = Recorder::new()
+        .load(dir.join("discriminator-optimizer.mpk"), &device)
+        .unwrap();
+    let optimizer = AdamConfig::new()
+        .init::<B, Discriminator<B>>()
+        .load_record(record);
+    let mut states = optimizer.to_record();
+    let bias = states
+        .remove(&discriminator.linear_bias.id)
+        .expect("the optimiser holds a state for the discriminator's bias");
+    bias.into_state::<1>().momentum.time
+}
+
+fn first_and_last_loss(progress: &StageProgress, name: &str) -> (f64, f64) {
+    let value =
+        |entry: &(usize, Vec<(String, f64)>)| entry.1.iter().find(|(n, _)| n == name).unwrap().1;
+    (
+        value(progress.losses.first().unwrap()),
+        value(progress.losses.last().unwrap()),
+    )
+}
+
+#[test]
+fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    package_tree(&dir.path().join("unpacked"));
+    let data = dir.path().join("data");
+    build_default(&local_build(&data, &dir.path().join("unpacked"))).unwrap();
+    let recipe = Recipe::preset(Preset::Tiny);
+    let device = Default::default();
+    let options = |out: &Path, max_steps: Option<usize>| TrainOptions {
+        data: data.clone(),
+        out: out.to_path_buf(),
+        recipe: recipe.clone(),
+        seed: 7,
+        max_steps_per_call: max_steps,
+        deadline: None,
+        stage_seconds: None,
+        only: None,
+        image_encoder: None,
+        fresh_discriminator: false,
+    };
+
+    // Interrupted after 5 steps, then every 15, in the middle of every stage and off its checkpoint interval.
+    let resumed = dir.path().join("resumed");
+    assert!(!train::<B>(&options(&resumed, Some(5)), &device).unwrap());
+    let partial = progress(&resumed, Stage::ImageEncoder);
+    assert_eq!(partial.step, 5);
+    // A call whose time is already up stops before its first step and leaves the checkpoint as it was.
+    let out_of_time = TrainOptions {
+        deadline: Some(std::time::Instant::now()),
+        ..options(&resumed, None)
+    };
+    assert!(!train::<B>(&out_of_time, &device).unwrap());
+    let unchanged = progress(&resumed, Stage::ImageEncoder);
+    assert_eq!(unchanged.step, 5);
+    assert!(
+        StageProgress::read(&resumed, Stage::Generator)
+            .unwrap()
+            .is_none()
+    );
+    let mut calls = 1;
+    while !train::<B>(&options(&resumed, Some(15)), &device).unwrap() {
+        calls += 1;
+        assert!(calls < 20, "training never finishes");
+    }
+    assert!(calls >= 5, "every stage was interrupted ({calls} calls)");
+
+    // Uninterrupted, same seed: resuming must have continued exactly where it stopped (weights, optimiser
+    // state, batch-norm statistics, spectral-norm vectors and random draws all restored).
+    let straight = dir.path().join("straight");
+    assert!(train::<B>(&options(&straight, None), &device).unwrap());
+    for file in [IMAGE_ENCODER_FILE, GENERATOR_FILE, AUDIO_ENCODER_FILE] {
+        assert_same_tensors(&resumed.join(file), &straight.join(file));
+    }
+
+    // Losses fall.
+    let image = progress(&straight, Stage::ImageEncoder);
+    let (first, last) = first_and_last_loss(&image, "nt-xent");
+    assert!(last < first, "SimCLR loss went from {first} to {last}");
+    let gan = progress(&straight, Stage::Generator);
+    // DiffAugment keeps the discriminator from winning quickly, so its hinge loss need not fall in a few
+    // steps; the generator's pull towards the instance's own picture must.
+    let (first, last) = first_and_last_loss(&gan, "l1");
+    assert!(
+        last < first,
+        "the generator's L1 to its instances went from {first} to {last}"
+    );
+    let audio = progress(&straight, Stage::AudioEncoder);
+    let (first, last) = first_and_last_loss(&audio, "info-nce");
+    assert!(last < first, "InfoNCE went from {first} to {last}");
+    assert_eq!(audio.step, recipe.audio_steps);
+
+    // The exported networks load back into the recipe's architecture.
+    let dev = Default::default();
+    let e: ImageEncoder<Flex> = load_checkpoint(&straight.join(IMAGE_ENCODER_FILE), &dev).unwrap();
+    assert_eq!(e.config(), recipe.image_encoder);
+    let g: Generator<Flex> = load_checkpoint(&straight.join(GENERATOR_FILE), &dev).unwrap();
+    assert_eq!(g.config(), recipe.generator);
+    let a: AudioEncoder<Flex> = load_checkpoint(&straight.join(AUDIO_ENCODER_FILE), &dev).unwrap();
+    assert_eq!(a.config(), recipe.audio_encoder);
+
+    // A finished run has nothing left to do.
+    assert!(train::<B>(&options(&straight, None), &device).unwrap());
+    assert_eq!(
+        progress(&straight, Stage::AudioEncoder).step,
+        recipe.audio_steps
+    );
+
+    // A trained image encoder given with `image_encoder` is used frozen: stage (a) does not run, the generator
+    // trains against it, and it is exported as it was given.
+    let frozen = dir.path().join("frozen");
+    let given = TrainOptions {
+        image_encoder: Some(straight.join(IMAGE_ENCODER_FILE)),
+        only: Some(Stage::Generator),
+        ..options(&frozen, None)
+    };
+    assert!(train::<B>(&given, &device).unwrap());
+    assert!(
+        StageProgress::read(&frozen, Stage::ImageEncoder)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(progress(&frozen, Stage::Generator).step, recipe.gan_steps);
+    assert_same_tensors(
+        &frozen.join(IMAGE_ENCODER_FILE),
+        &straight.join(IMAGE_ENCODER_FILE),
+    );
+    // A generator run can go on with a wider discriminator, started anew; without saying so, the narrower
+    // checkpoint is refused, naming the tensor.
+    let widened = dir.path().join("widened");
+    let first_half = TrainOptions {
+        max_steps_per_call: Some(recipe.gan_steps / 2),
+        out: widened.clone(),
+        ..given.clone()
+    };
+    assert!(!train::<B>(&first_half, &device).unwrap());
+    let mut wider_discriminator = recipe.clone();
+    wider_discriminator.discriminator =
+        DiscriminatorConfig::biggan(2, recipe.resolution, recipe.generator.feature_dim);
+    let unannounced = TrainOptions {
+        recipe: wider_discriminator,
+        max_steps_per_call: None,
+        ..first_half.clone()
+    };
+    let error = format!("{:#}", train::<B>(&unannounced, &device).unwrap_err());
+    assert!(
+        error.contains("discriminator.mpk") && error.contains("--fresh-discriminator"),
+        "{error}"
+    );
+    let announced = TrainOptions {
+        fresh_discriminator: true,
+        ..unannounced
+    };
+    assert!(train::<B>(&announced, &device).unwrap());
+    assert_eq!(progress(&widened, Stage::Generator).step, recipe.gan_steps);
+
+    // With three discriminator updates per generator update (BigGAN's `num_D_steps`), the discriminator's
+    // optimiser has stepped three times for each of the generator's steps; with the preset's one, once.
+    let tripled = dir.path().join("tripled");
+    let mut three_updates = recipe.clone();
+    three_updates.gan_discriminator_steps = 3;
+    let triple = TrainOptions {
+        recipe: three_updates,
+        out: tripled.clone(),
+        ..given.clone()
+    };
+    assert!(train::<B>(&triple, &device).unwrap());
+    assert_eq!(progress(&tripled, Stage::Generator).step, recipe.gan_steps);
+    assert_eq!(
+        discriminator_updates(&tripled, &recipe),
+        3 * recipe.gan_steps
+    );
+    assert_eq!(discriminator_updates(&frozen, &recipe), recipe.gan_steps);
+
+    // One whose features do not fit the recipe is refused with both widths named.
+    let mut wider = recipe.clone();
+    wider.generator.feature_dim += 1;
+    let refused = TrainOptions {
+        recipe: wider,
+        ..given.clone()
+    };
+    let error = format!("{:#}", train::<B>(&refused, &device).unwrap_err());
+    assert!(
+        error.contains("16-d features") && error.contains("17-d"),
+        "{error}"
+    );
+
+    // A time budget per stage that the first step uses up ends every stage there; the run is finished and
+    // exported, and a later call with the same budget trains no further.
+    let timed = dir.path().join("timed");
+    let budgeted = TrainOptions {
+        stage_seconds: Some([1e-9; 3]),
+        ..options(&timed, None)
+    };
+    for _ in 0..2 {
+        assert!(train::<B>(&budgeted, &device).unwrap());
+        for stage in [Stage::ImageEncoder, Stage::Generator, Stage::AudioEncoder] {
+            assert_eq!(progress(&timed, stage).step, 1, "{stage:?}");
+        }
+    }
+    for file in [IMAGE_ENCODER_FILE, GENERATOR_FILE, AUDIO_ENCODER_FILE] {
+        assert!(timed.join(file).exists(), "{file} was not exported");
+    }
+}
+
+/// The shipped default model must decode into the default recipe's architecture and run.
+#[test]
+fn the_shipped_default_model_decodes_into_the_default_architecture() {
+    use burn::prelude::*;
+    use s2v_models::default_model;
+    let total = default_model::IMAGE_ENCODER.len()
+        + default_model::GENERATOR.len()
+        + default_model::AUDIO_ENCODER.len();
+    assert!(
+        total <= 25 << 20,
+        "the default model is {total} bytes, over 25 MB"
+    );
+    let recipe = Recipe::preset(Preset::Default);
+    let device = Default::default();
+    let image: ImageEncoder<Flex> = default_model::load(&device).unwrap();
+    assert_eq!(image.config(), recipe.image_encoder);
+    let generator: Generator<Flex> = default_model::load(&device).unwrap();
+    assert_eq!(generator.config(), recipe.generator);
+    let audio: AudioEncoder<Flex> = default_model::load(&device).unwrap();
+    assert_eq!(audio.config(), recipe.audio_encoder);
+
+    let tone: Vec<f64> = (0..160_000)
+        .map(|i| (f64::from(i) * 0.07).sin() * 0.3)
+        .collect();
+    let spectrogram = s2v_shared::audio::log_spectrogram(&tone).unwrap();
+    let x = Tensor::<Flex, 4>::from_data(
+        TensorData::new(spectrogram.data, [1, 1, 257, 1004]),
+        &device,
+    );
+    let latent = audio.forward(x);
+    assert_eq!(latent.dims(), [1, 512]);
+    let z = Tensor::<Flex, 2>::zeros([1, recipe.generator.dim_z()], &device);
+    let picture = generator.forward(z, latent);
+    assert_eq!(picture.dims(), [1, 3, 64, 64]);
+    let values = picture.into_data().to_vec::<f32>().unwrap();
+    assert!(values.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+}
