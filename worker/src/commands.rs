@@ -174,35 +174,8 @@ impl OnBackend for Generate {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Array> {
         let generator: Generator<B> = load_network(self.checkpoint.as_deref(), &device)?;
         let config = generator.config();
-        let dim_z = config.dim_z();
         let features = Array::read_rows(&self.features, config.feature_dim, "features")?;
-        let (z, feature_rows): (Vec<f32>, Vec<usize>) = match &self.noise {
-            NoiseSource::File(path) => {
-                let z = Array::read_rows(path, dim_z, "noise")?;
-                let rows: Vec<usize> = match (features.rows(), z.rows()) {
-                    (m, k) if m == k => (0..k).collect(),
-                    (1, k) => vec![0; k],
-                    (m, k) => bail!(
-                        "{k} noise rows for {m} feature rows: give one feature row, or one per noise row"
-                    ),
-                };
-                (z.data, rows)
-            }
-            NoiseSource::Seeded {
-                seed,
-                count,
-                truncation,
-            } => {
-                if *count == 0 {
-                    bail!("--count must be at least 1");
-                }
-                let total = features.rows() * count;
-                let rows = (0..features.rows())
-                    .flat_map(|r| std::iter::repeat_n(r, *count))
-                    .collect();
-                (sample_noise(*seed, total, dim_z, *truncation)?, rows)
-            }
-        };
+        let (z, feature_rows) = self.noise.draw(&features, config.dim_z())?;
         // Checked before any work: a zero row has no direction to normalise.
         if features
             .data
@@ -218,29 +191,14 @@ impl OnBackend for Generate {
         let progress = indicatif::ProgressBar::new(total as u64).with_message("generating");
         let resolution = config.resolution();
         let mut data = Vec::with_capacity(total * 3 * resolution * resolution);
-        for (batch_index, rows) in feature_rows.chunks(self.batch_size.max(1)).enumerate() {
-            let start = batch_index * self.batch_size.max(1);
-            let n = rows.len();
-            let f: Vec<f32> = rows
-                .iter()
-                .flat_map(|&r| {
-                    features.data[r * config.feature_dim..(r + 1) * config.feature_dim]
-                        .iter()
-                        .copied()
-                })
-                .collect();
-            let z_batch = z[start * dim_z..(start + n) * dim_z].to_vec();
-            let images = generator.forward(
-                Tensor::from_data(TensorData::new(z_batch, [n, dim_z]), &device),
-                Tensor::from_data(TensorData::new(f, [n, config.feature_dim]), &device),
-            );
-            data.extend(
-                images
-                    .into_data()
-                    .into_vec::<f32>()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-            );
-            progress.inc(n as u64);
+        let batch = self.batch_size.max(1);
+        for (batch_index, rows) in feature_rows.chunks(batch).enumerate() {
+            let start = batch_index * batch;
+            let z_rows = &z[start * config.dim_z()..(start + rows.len()) * config.dim_z()];
+            data.extend(generate_batch(
+                &generator, &features, rows, z_rows, &device,
+            )?);
+            progress.inc(rows.len() as u64);
         }
         progress.finish_and_clear();
         Ok(Array {
@@ -248,6 +206,62 @@ impl OnBackend for Generate {
             data,
         })
     }
+}
+
+impl NoiseSource {
+    /// The noise, one `dim_z` row per image, and which feature row each image is of.
+    fn draw(&self, features: &Array, dim_z: usize) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
+        match self {
+            NoiseSource::File(path) => {
+                let z = Array::read_rows(path, dim_z, "noise")?;
+                let rows: Vec<usize> = match (features.rows(), z.rows()) {
+                    (m, k) if m == k => (0..k).collect(),
+                    (1, k) => vec![0; k],
+                    (m, k) => bail!(
+                        "{k} noise rows for {m} feature rows: give one feature row, or one per noise row"
+                    ),
+                };
+                Ok((z.data, rows))
+            }
+            NoiseSource::Seeded {
+                seed,
+                count,
+                truncation,
+            } => {
+                if *count == 0 {
+                    bail!("--count must be at least 1");
+                }
+                let total = features.rows() * count;
+                let rows = (0..features.rows())
+                    .flat_map(|r| std::iter::repeat_n(r, *count))
+                    .collect();
+                Ok((sample_noise(*seed, total, dim_z, *truncation)?, rows))
+            }
+        }
+    }
+}
+
+/// The raw output of one forward pass: an image of feature row `rows[i]` from noise row `i` of `z`.
+fn generate_batch<B: Backend>(
+    generator: &Generator<B>,
+    features: &Array,
+    rows: &[usize],
+    z: &[f32],
+    device: &B::Device,
+) -> anyhow::Result<Vec<f32>> {
+    let (n, width) = (rows.len(), features.row_len());
+    let f: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| features.data[r * width..(r + 1) * width].iter().copied())
+        .collect();
+    let images = generator.forward(
+        Tensor::from_data(TensorData::new(z.to_vec(), [n, z.len() / n]), device),
+        Tensor::from_data(TensorData::new(f, [n, width]), device),
+    );
+    images
+        .into_data()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading the generator's output: {e:?}"))
 }
 
 /// Writes generator output as PNG files `000.png`, `001.png`, ... mapping [-1, 1] to [0, 255].

@@ -40,65 +40,14 @@ pub async fn serve_jobs(
     let client = async_nats::connect(&options.url)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", options.url))?;
-    let js = jetstream::new(client.clone());
-    let stream = job_stream(&js, None).await?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(CONSUMER.to_string()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: options.ack_wait,
-                max_deliver: MAX_DELIVER,
-                ..Default::default()
-            },
-        )
-        .await
-        .context("cannot create the workers' consumer")?;
-
-    let cancelled: Arc<Mutex<Vec<String>>> = Default::default();
-    let mut cancels = client.subscribe("s2v.cancel.*").await?;
-    let noted = cancelled.clone();
-    tokio::spawn(async move {
-        while let Some(message) = cancels.next().await {
-            if let Some(id) = message.subject.strip_prefix("s2v.cancel.") {
-                let mut noted = lock(&noted);
-                // Only recent cancellations matter: a job is cancelled while it runs.
-                if noted.len() >= 1024 {
-                    noted.drain(..512);
-                }
-                noted.push(id.to_string());
-            }
-        }
-    });
-
-    let announcer = client.clone();
-    let announce_runtime = runtime.clone();
-    let announce_model = model.clone();
-    let name = options.name.clone();
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
-        loop {
-            ticker.tick().await;
-            let announcement = Announcement {
-                worker: name.clone(),
-                model: announce_model.clone(),
-                feature_dim: announce_runtime.feature_dim(),
-                resolution: announce_runtime.resolution(),
-                batch_sizes: announce_runtime
-                    .stats()
-                    .batch_sizes
-                    .iter()
-                    .map(|c| c.load(Ordering::Relaxed))
-                    .collect(),
-            };
-            let payload = serde_json::to_vec(&announcement).expect("an announcement serialises");
-            if let Err(e) = announcer.publish(HEARTBEAT_SUBJECT, payload.into()).await {
-                tracing::warn!("cannot announce this worker: {e}");
-            }
-        }
-    });
-
+    let consumer = workers_consumer(&client, options.ack_wait).await?;
+    let cancelled = listen_for_cancellations(&client).await?;
+    tokio::spawn(announce(
+        client.clone(),
+        runtime.clone(),
+        model.clone(),
+        options.name.clone(),
+    ));
     tracing::info!(worker = %options.name, model = %model.id, "taking jobs from {}", options.url);
     let slots = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
     loop {
@@ -126,6 +75,78 @@ pub async fn serve_jobs(
             }
             Some(Err(e)) => tracing::warn!("pulling a job failed: {e}"),
             None => {}
+        }
+    }
+}
+
+/// The one durable consumer every worker pulls jobs through; the first worker creates it with its ack wait.
+async fn workers_consumer(
+    client: &async_nats::Client,
+    ack_wait: Duration,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let stream = job_stream(&jetstream::new(client.clone()), None).await?;
+    stream
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.to_string()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_deliver: MAX_DELIVER,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("cannot create the workers' consumer")
+}
+
+/// The ids of jobs whose clients left, as front ends announce them.
+async fn listen_for_cancellations(
+    client: &async_nats::Client,
+) -> anyhow::Result<Arc<Mutex<Vec<String>>>> {
+    let cancelled: Arc<Mutex<Vec<String>>> = Default::default();
+    let mut cancels = client.subscribe("s2v.cancel.*").await?;
+    let noted = cancelled.clone();
+    tokio::spawn(async move {
+        while let Some(message) = cancels.next().await {
+            if let Some(id) = message.subject.strip_prefix("s2v.cancel.") {
+                let mut noted = lock(&noted);
+                // Only recent cancellations matter: a job is cancelled while it runs.
+                if noted.len() >= 1024 {
+                    noted.drain(..512);
+                }
+                noted.push(id.to_string());
+            }
+        }
+    });
+    Ok(cancelled)
+}
+
+/// Says every second that this worker is alive, what it serves and how it has batched.
+async fn announce(
+    client: async_nats::Client,
+    runtime: GeneratorRuntime,
+    model: ModelInfo,
+    name: String,
+) {
+    let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        ticker.tick().await;
+        let announcement = Announcement {
+            worker: name.clone(),
+            model: model.clone(),
+            feature_dim: runtime.feature_dim(),
+            resolution: runtime.resolution(),
+            batch_sizes: runtime
+                .stats()
+                .batch_sizes
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+        };
+        let payload = serde_json::to_vec(&announcement).expect("an announcement serialises");
+        if let Err(e) = client.publish(HEARTBEAT_SUBJECT, payload.into()).await {
+            tracing::warn!("cannot announce this worker: {e}");
         }
     }
 }

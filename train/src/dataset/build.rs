@@ -91,6 +91,57 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
         .as_deref()
         .map(|earlier| held_out_items(earlier).map(|items| (earlier, items)))
         .transpose()?;
+    let root = unpacked_packages(options)?;
+    let out = options.out.as_path();
+    for dir in [
+        out.join(IMAGES_DIR),
+        out.join(AUDIOS_DIR),
+        out.join(IMAGE_ONLY_DIR).join(IMAGES_DIR),
+    ] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut build = Build {
+        root: &root,
+        out,
+        taken: TakenNames::default(),
+        pairs: Vec::new(),
+        image_only: Vec::new(),
+        summary: BuildSummary::default(),
+    };
+    build.add_tuxpaint_stamps()?;
+    if options.gcompris {
+        build.add_gcompris()?;
+    }
+    build.add_openclipart()?;
+    let Build {
+        mut pairs,
+        mut image_only,
+        mut summary,
+        ..
+    } = build;
+    if options.soundfont {
+        play_instruments(&root, out, &mut pairs, &mut image_only, &mut summary)?;
+    }
+    if pairs.is_empty() {
+        bail!(
+            "no picture with a sound under {}",
+            root.join(TUXPAINT_STAMPS).display()
+        );
+    }
+    match kept_split {
+        Some((earlier, held_out)) => keep_split(&mut pairs, &held_out, earlier, out, &mut summary)?,
+        None => hold_out(&mut pairs, options.test_every.max(2)),
+    }
+    summary.pairs_train = pairs.iter().filter(|i| i.split == Split::Train).count();
+    summary.pairs_test = pairs.len() - summary.pairs_train;
+    summary.image_only = image_only.len();
+    write_items(&out.join(PAIRS_CSV), &pairs)?;
+    write_items(&out.join(IMAGE_ONLY_DIR).join(PAIRS_CSV), &image_only)?;
+    Ok(summary)
+}
+
+/// The tree the packages are unpacked in: the one given, or one made by downloading them.
+fn unpacked_packages(options: &BuildOptions) -> Result<PathBuf> {
     let root = match &options.unpacked {
         Some(root) => root.clone(),
         None => {
@@ -104,76 +155,83 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
             fetch_and_unpack(&options.out, &packages)?
         }
     };
-    let tuxpaint_root = root.join(TUXPAINT_STAMPS);
-    if !tuxpaint_root.is_dir() {
+    let stamps = root.join(TUXPAINT_STAMPS);
+    if !stamps.is_dir() {
         bail!(
             "{} is missing: is {TUXPAINT_PACKAGE} unpacked under {}?",
-            tuxpaint_root.display(),
+            stamps.display(),
             root.display()
         );
     }
-    let tuxpaint_licence = package_licence(&root, TUXPAINT_PACKAGE);
-    let openclipart_licence = package_licence(&root, OPENCLIPART_PACKAGE);
+    Ok(root)
+}
 
-    let mut summary = BuildSummary::default();
-    let out = options.out.as_path();
-    for dir in [
-        out.join(IMAGES_DIR),
-        out.join(AUDIOS_DIR),
-        out.join(IMAGE_ONLY_DIR).join(IMAGES_DIR),
-    ] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+/// A build under way: the items collected so far from each package, and what was skipped.
+struct Build<'a> {
+    root: &'a Path,
+    out: &'a Path,
+    taken: TakenNames,
+    pairs: Vec<Item>,
+    image_only: Vec<Item>,
+    summary: BuildSummary,
+}
+
+impl Build<'_> {
+    /// Tux Paint's stamps: a picture with a sound beside it is a pair, one without is image-only.
+    fn add_tuxpaint_stamps(&mut self) -> Result<()> {
+        let stamps_root = self.root.join(TUXPAINT_STAMPS);
+        let licence = package_licence(self.root, TUXPAINT_PACKAGE);
+        let mut stamps = Vec::new();
+        for png in find_files(&stamps_root, "png")? {
+            let relative = png.strip_prefix(&stamps_root)?.with_extension("");
+            // Letters, digits and faces: glyphs with spoken names, not scenes with sounds.
+            if !relative.starts_with("symbols") {
+                stamps.push((png, relative));
+            }
+        }
+        // Decoding and resizing the pictures is most of the build: all cores, the items kept in file order.
+        let names: Vec<String> = stamps
+            .iter()
+            .map(|(_, relative)| self.taken.claim(item_name("tuxpaint", relative)))
+            .collect();
+        let out = self.out;
+        let converted: Vec<_> = stamps
+            .par_iter()
+            .zip(names)
+            .map(|((png, relative), name)| {
+                let sound = png.with_extension("ogg");
+                let paired = sound.exists();
+                let result = if paired {
+                    convert_audio(&sound, &pair_audio_path(out, &name))
+                        .and_then(|()| convert_image(png, &pair_image_path(out, &name)))
+                } else {
+                    convert_image(png, &image_only_image_path(out, &name))
+                };
+                let item = Item {
+                    name,
+                    category: category_of(relative),
+                    source: format!("{TUXPAINT_PACKAGE}:{}", relative.display()),
+                    licence: licence.clone(),
+                    split: Split::Train,
+                };
+                (png, paired, item, result)
+            })
+            .collect();
+        for (png, paired, item, result) in converted {
+            match result {
+                Ok(()) if paired => self.pairs.push(item),
+                Ok(()) => self.image_only.push(item),
+                Err(e) => self.skip(png.display(), e),
+            }
+        }
+        Ok(())
     }
 
-    let mut pairs = Vec::new();
-    let mut image_only = Vec::new();
-    let mut stamps = Vec::new();
-    for png in find_files(&tuxpaint_root, "png")? {
-        let relative = png.strip_prefix(&tuxpaint_root)?.with_extension("");
-        // Letters, digits and faces: glyphs with spoken names, not scenes with sounds.
-        if !relative.starts_with("symbols") {
-            stamps.push((png, relative));
-        }
-    }
-    // Decoding and resizing the pictures is most of the build: all cores, the items kept in file order.
-    let mut taken = TakenNames::default();
-    let stamp_names: Vec<String> = stamps
-        .iter()
-        .map(|(_, relative)| taken.claim(item_name("tuxpaint", relative)))
-        .collect();
-    let converted: Vec<_> = stamps
-        .par_iter()
-        .zip(stamp_names)
-        .map(|((png, relative), name)| {
-            let sound = png.with_extension("ogg");
-            let paired = sound.exists();
-            let result = if paired {
-                convert_audio(&sound, &pair_audio_path(out, &name))
-                    .and_then(|()| convert_image(png, &pair_image_path(out, &name)))
-            } else {
-                convert_image(png, &image_only_image_path(out, &name))
-            };
-            let item = Item {
-                name,
-                category: category_of(relative),
-                source: format!("{TUXPAINT_PACKAGE}:{}", relative.display()),
-                licence: tuxpaint_licence.clone(),
-                split: Split::Train,
-            };
-            (png, paired, item, result)
-        })
-        .collect();
-    for (png, paired, item, result) in converted {
-        match result {
-            Ok(()) if paired => pairs.push(item),
-            Ok(()) => image_only.push(item),
-            Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
-        }
-    }
-    if options.gcompris {
-        let licence = package_licence(&root, GCOMPRIS_PACKAGE);
+    /// GCompris's instruments and farm animals, each drawing or photo with its sound.
+    fn add_gcompris(&mut self) -> Result<()> {
+        let licence = package_licence(self.root, GCOMPRIS_PACKAGE);
         for (archive, category) in GCOMPRIS_ARCHIVES {
-            let path = root.join(GCOMPRIS_RCC).join(archive);
+            let path = self.root.join(GCOMPRIS_RCC).join(archive);
             let bytes = std::fs::read(&path).with_context(|| {
                 format!(
                     "reading {}: is {GCOMPRIS_PACKAGE} unpacked?",
@@ -189,27 +247,29 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
                     .cloned()
                     .unwrap_or_else(|| licence.clone())
             };
+            let archive_stem = archive.trim_end_matches(".rcc");
             for (stem, sound, picture) in gcompris_pairs(&resources) {
-                let archive_stem = archive.trim_end_matches(".rcc");
-                let name = taken.claim(item_name(
+                let name = self.taken.claim(item_name(
                     "gcompris",
                     Path::new(&format!("{archive_stem}/{stem}")),
                 ));
-                let converted =
-                    convert_audio_bytes(&sound.data, Some("ogg"), &pair_audio_path(out, &name))
-                        .and_then(|()| {
-                            save_picture(&decode_picture(picture)?, &pair_image_path(out, &name))
-                        });
+                let converted = convert_audio_bytes(
+                    &sound.data,
+                    Some("ogg"),
+                    &pair_audio_path(self.out, &name),
+                )
+                .and_then(|()| {
+                    save_picture(&decode_picture(picture)?, &pair_image_path(self.out, &name))
+                });
+                let category = category.unwrap_or(if FARM_BIRDS.contains(&stem.as_str()) {
+                    "bird"
+                } else {
+                    "mammal"
+                });
                 match converted {
-                    Ok(()) => pairs.push(Item {
+                    Ok(()) => self.pairs.push(Item {
                         name,
-                        category: category
-                            .unwrap_or(if FARM_BIRDS.contains(&stem.as_str()) {
-                                "bird"
-                            } else {
-                                "mammal"
-                            })
-                            .to_string(),
+                        category: category.to_string(),
                         source: format!(
                             "{GCOMPRIS_PACKAGE}:{archive}/{}",
                             sound.path.trim_end_matches(".ogg")
@@ -221,66 +281,58 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
                         ),
                         split: Split::Train,
                     }),
-                    Err(e) => {
-                        summary
-                            .skipped
-                            .push(format!("{}:{}: {e:#}", path.display(), sound.path))
-                    }
+                    Err(e) => self.skip(format!("{}:{}", path.display(), sound.path), e),
                 }
             }
         }
+        Ok(())
     }
-    let openclipart_root = root.join(OPENCLIPART_PNG);
-    let mut clipart = Vec::new();
-    for folder in OPENCLIPART_FOLDERS {
-        let dir = openclipart_root.join(folder);
-        if dir.is_dir() {
-            for png in find_files(&dir, "png")? {
-                let relative = png.strip_prefix(&openclipart_root)?.with_extension("");
-                clipart.push((png, relative));
+
+    /// Openclipart's pictures in the folders whose pictures resemble the paired categories: image-only.
+    fn add_openclipart(&mut self) -> Result<()> {
+        let openclipart_root = self.root.join(OPENCLIPART_PNG);
+        let licence = package_licence(self.root, OPENCLIPART_PACKAGE);
+        let mut clipart = Vec::new();
+        for folder in OPENCLIPART_FOLDERS {
+            let dir = openclipart_root.join(folder);
+            if dir.is_dir() {
+                for png in find_files(&dir, "png")? {
+                    let relative = png.strip_prefix(&openclipart_root)?.with_extension("");
+                    clipart.push((png, relative));
+                }
             }
         }
-    }
-    let clipart_names: Vec<String> = clipart
-        .iter()
-        .map(|(_, relative)| taken.claim(item_name("openclipart", relative)))
-        .collect();
-    let converted: Vec<_> = clipart
-        .par_iter()
-        .zip(clipart_names)
-        .map(|((png, relative), name)| -> Result<Item> {
-            convert_image(png, &image_only_image_path(out, &name))?;
-            Ok(Item {
-                name,
-                category: category_of(relative),
-                source: format!("{OPENCLIPART_PACKAGE}:{}", relative.display()),
-                licence: openclipart_licence.clone(),
-                split: Split::Train,
+        let names: Vec<String> = clipart
+            .iter()
+            .map(|(_, relative)| self.taken.claim(item_name("openclipart", relative)))
+            .collect();
+        let out = self.out;
+        let converted: Vec<_> = clipart
+            .par_iter()
+            .zip(names)
+            .map(|((png, relative), name)| -> Result<Item> {
+                convert_image(png, &image_only_image_path(out, &name))?;
+                Ok(Item {
+                    name,
+                    category: category_of(relative),
+                    source: format!("{OPENCLIPART_PACKAGE}:{}", relative.display()),
+                    licence: licence.clone(),
+                    split: Split::Train,
+                })
             })
-        })
-        .collect();
-    for ((png, _), result) in clipart.iter().zip(converted) {
-        match result {
-            Ok(item) => image_only.push(item),
-            Err(e) => summary.skipped.push(format!("{}: {e:#}", png.display())),
+            .collect();
+        for ((png, _), result) in clipart.iter().zip(converted) {
+            match result {
+                Ok(item) => self.image_only.push(item),
+                Err(e) => self.skip(png.display(), e),
+            }
         }
+        Ok(())
     }
-    if options.soundfont {
-        play_instruments(&root, out, &mut pairs, &mut image_only, &mut summary)?;
+
+    fn skip(&mut self, what: impl std::fmt::Display, error: anyhow::Error) {
+        self.summary.skipped.push(format!("{what}: {error:#}"));
     }
-    if pairs.is_empty() {
-        bail!("no picture with a sound under {}", tuxpaint_root.display());
-    }
-    match kept_split {
-        Some((earlier, held_out)) => keep_split(&mut pairs, &held_out, earlier, out, &mut summary)?,
-        None => hold_out(&mut pairs, options.test_every.max(2)),
-    }
-    summary.pairs_train = pairs.iter().filter(|i| i.split == Split::Train).count();
-    summary.pairs_test = pairs.len() - summary.pairs_train;
-    summary.image_only = image_only.len();
-    write_items(&out.join(PAIRS_CSV), &pairs)?;
-    write_items(&out.join(IMAGE_ONLY_DIR).join(PAIRS_CSV), &image_only)?;
-    Ok(summary)
 }
 
 /// Gives every image-only instrument picture whose file name names an instrument a phrase of that instrument

@@ -23,7 +23,7 @@ use s2v_shared::audio::{
 };
 use serde::Serialize;
 
-use crate::dataset::{Dataset, Split};
+use crate::dataset::{Dataset, Item, Split};
 use crate::trainer::data::{PictureBank, SoundBank};
 use crate::trainer::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE};
 use classifier::{Classifier, classify, rank_of};
@@ -132,11 +132,180 @@ struct Networks<B: Backend> {
 
 fn load_networks<B: Backend>(model: &Option<PathBuf>, device: &B::Device) -> Result<Networks<B>> {
     let file = |name: &str| model.as_ref().map(|dir| dir.join(name));
-    Ok(Networks {
+    let networks = Networks {
         image: load_network(file(IMAGE_ENCODER_FILE).as_deref(), device)?,
         generator: load_network(file(GENERATOR_FILE).as_deref(), device)?,
         audio: load_network(file(AUDIO_ENCODER_FILE).as_deref(), device)?,
-    })
+    };
+    let size = networks.image.input_size;
+    anyhow::ensure!(
+        networks.generator.config.resolution() == size,
+        "the generator makes {} px pictures but the image encoder reads {size} px",
+        networks.generator.config.resolution()
+    );
+    Ok(networks)
+}
+
+/// The held-out and the training pairs, read, with each held-out pair's category.
+struct Pairs<'a> {
+    test: Vec<&'a Item>,
+    train: Vec<&'a Item>,
+    test_sounds: SoundBank,
+    test_pictures: PictureBank,
+    train_sounds: SoundBank,
+    train_pictures: PictureBank,
+    test_classes: Vec<usize>,
+}
+
+impl<'a> Pairs<'a> {
+    fn load(dataset: &'a Dataset, categories: &[String], size: usize) -> Result<Self> {
+        let test: Vec<_> = dataset.pairs_in(Split::Test).collect();
+        let train: Vec<_> = dataset.pairs_in(Split::Train).collect();
+        anyhow::ensure!(!test.is_empty(), "the data set holds no held-out pairs");
+        let sounds = |items: &[&Item]| {
+            SoundBank::load(
+                paths(items, |i| dataset.pair_audio(i))
+                    .iter()
+                    .map(|p| p.as_path()),
+            )
+        };
+        let pictures = |items: &[&Item]| {
+            PictureBank::load(
+                paths(items, |i| dataset.pair_image(i))
+                    .iter()
+                    .map(|p| p.as_path()),
+                size,
+            )
+        };
+        let test_classes = test
+            .iter()
+            .map(|i| {
+                categories
+                    .iter()
+                    .position(|c| *c == i.category)
+                    .expect("pair categories define the classes")
+            })
+            .collect();
+        Ok(Self {
+            test_sounds: sounds(&test)?,
+            test_pictures: pictures(&test)?,
+            train_sounds: sounds(&train)?,
+            train_pictures: pictures(&train)?,
+            test,
+            train,
+            test_classes,
+        })
+    }
+}
+
+/// The features every measure starts from. The `_unit` rows are L2-normalised (the generator normalises its
+/// input itself, so the raw rows are what it is given).
+struct Features {
+    test_audio: Vec<Vec<f32>>,
+    test_visual: Vec<Vec<f32>>,
+    test_audio_unit: Vec<Vec<f32>>,
+    test_visual_unit: Vec<Vec<f32>>,
+    train_audio_unit: Vec<Vec<f32>>,
+    train_visual_unit: Vec<Vec<f32>>,
+}
+
+/// What an evaluation works with: the model, its judge, and the held-out sounds' categories.
+struct Judging<'a, B: Backend> {
+    options: &'a EvalOptions,
+    device: &'a B::Device,
+    nets: Networks<B>,
+    judge: Classifier<B>,
+    size: usize,
+    test_classes: &'a [usize],
+}
+
+impl<B: Backend> Judging<'_, B> {
+    fn audio_features(&self, waves: &[Vec<f64>]) -> Result<Vec<Vec<f32>>> {
+        encode_rows(
+            waves.len(),
+            [1, FREQ_BINS, TIME_FRAMES],
+            8,
+            self.device,
+            |i| Ok(log_spectrogram(&waves[i])?.data),
+            |x| self.nets.audio.forward(x),
+        )
+    }
+
+    fn visual_features(&self, bank: &PictureBank) -> Result<Vec<Vec<f32>>> {
+        let size = self.size;
+        encode_rows(
+            bank.len(),
+            [3, size, size],
+            32,
+            self.device,
+            |i| Ok(bank.encoder_input(i)),
+            |x| self.nets.image.forward(x),
+        )
+    }
+
+    fn features(&self, pairs: &Pairs) -> Result<Features> {
+        let test_audio = self.audio_features(&pairs.test_sounds.waveforms)?;
+        let test_visual = self.visual_features(&pairs.test_pictures)?;
+        Ok(Features {
+            test_audio_unit: normalised(&test_audio),
+            test_visual_unit: normalised(&test_visual),
+            train_audio_unit: normalised(&self.audio_features(&pairs.train_sounds.waveforms)?),
+            train_visual_unit: normalised(&self.visual_features(&pairs.train_pictures)?),
+            test_audio,
+            test_visual,
+        })
+    }
+
+    /// `count` pictures of one feature, in [-1, 1], from noise drawn with `seed`.
+    fn generate(&self, feature: &[f32], count: usize, seed: u64) -> Result<Vec<Vec<f32>>> {
+        let dim_z = self.nets.generator.config.dim_z();
+        let z = sample_noise(seed, count, dim_z, self.options.truncation)?;
+        let z = Tensor::<B, 2>::from_data(TensorData::new(z, [count, dim_z]), self.device);
+        let f: Vec<f32> = (0..count).flat_map(|_| feature.iter().copied()).collect();
+        let f = Tensor::from_data(TensorData::new(f, [count, feature.len()]), self.device);
+        let values = self
+            .nets
+            .generator
+            .forward(z, f)
+            .into_data()
+            .into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(values
+            .chunks(3 * self.size * self.size)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// `samples` pictures of each held-out row's feature, with the row's category for each.
+    fn generate_all(&self, features: &[Vec<f32>]) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+        let samples = self.samples();
+        let mut images = Vec::new();
+        let mut classes = Vec::new();
+        for (i, feature) in features.iter().enumerate() {
+            for image in self.generate(feature, samples, self.options.seed + i as u64)? {
+                images.push(image);
+                classes.push(self.test_classes[i]);
+            }
+        }
+        Ok((images, classes))
+    }
+
+    /// The judge's recall of pictures made in runs of `per_sound` per held-out sound.
+    fn recall(&self, images: &[Vec<f32>], classes: &[usize], per_sound: usize) -> Result<Recall> {
+        let logits = classify(&self.judge, images, self.size, self.device)?;
+        Ok(recall(&logits, classes, per_sound, self.options.seed))
+    }
+
+    /// Generates from each held-out row's feature and judges the pictures: the pictures and their recall.
+    fn generated_recall(&self, features: &[Vec<f32>]) -> Result<(Vec<Vec<f32>>, Recall)> {
+        let (images, classes) = self.generate_all(features)?;
+        let recall = self.recall(&images, &classes, self.samples())?;
+        Ok((images, recall))
+    }
+
+    fn samples(&self) -> usize {
+        self.options.samples.max(1)
+    }
 }
 
 pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -> Result<Report> {
@@ -145,158 +314,40 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let dataset = Dataset::open(&options.data)?;
     std::fs::create_dir_all(&options.out)?;
     let categories = dataset.categories();
-    let class_of = |name: &str| categories.iter().position(|c| c == name);
     let nets = load_networks::<B::InnerBackend>(&options.model, device)?;
     let size = nets.image.input_size;
-    anyhow::ensure!(
-        nets.generator.config.resolution() == size,
-        "the generator makes {} px pictures but the image encoder reads {size} px",
-        nets.generator.config.resolution()
-    );
-
-    // The judge, trained on labelled training pictures only.
     let training = dataset.training_images();
-    let labelled: Vec<(&Path, usize)> = training
-        .iter()
-        .filter_map(|(p, item)| class_of(&item.category).map(|c| (p.as_path(), c)))
-        .collect();
-    let judge_pictures = PictureBank::load(labelled.iter().map(|(p, _)| *p), size)?;
-    let judge_labels: Vec<usize> = labelled.iter().map(|(_, c)| *c).collect();
-    let judge: Classifier<B::InnerBackend> = classifier::train_or_load::<B>(
-        &judge_pictures,
-        &judge_labels,
-        categories.len(),
-        options.classifier_steps,
-        options.seed,
-        &options.out.join("classifier"),
+    let judge = train_judge::<B>(options, &training, &categories, size, device)?;
+    let pairs = Pairs::load(&dataset, &categories, size)?;
+    let judging = Judging {
+        options,
         device,
-    )?;
-
-    // Held-out and training pairs.
-    let test: Vec<_> = dataset.pairs_in(Split::Test).collect();
-    let train: Vec<_> = dataset.pairs_in(Split::Train).collect();
-    anyhow::ensure!(!test.is_empty(), "the data set holds no held-out pairs");
-    let test_sounds = SoundBank::load(
-        paths(&test, |i| dataset.pair_audio(i))
-            .iter()
-            .map(|p| p.as_path()),
-    )?;
-    let test_pictures = PictureBank::load(
-        paths(&test, |i| dataset.pair_image(i))
-            .iter()
-            .map(|p| p.as_path()),
+        nets,
+        judge,
         size,
-    )?;
-    let train_sounds = SoundBank::load(
-        paths(&train, |i| dataset.pair_audio(i))
-            .iter()
-            .map(|p| p.as_path()),
-    )?;
-    let train_pictures = PictureBank::load(
-        paths(&train, |i| dataset.pair_image(i))
-            .iter()
-            .map(|p| p.as_path()),
-        size,
-    )?;
-    let test_classes: Vec<usize> = test
-        .iter()
-        .map(|i| class_of(&i.category).expect("pair categories define the classes"))
-        .collect();
-
-    let audio_of = |waves: &[Vec<f64>]| -> Result<Vec<Vec<f32>>> {
-        encode_rows(
-            waves.len(),
-            [1, FREQ_BINS, TIME_FRAMES],
-            8,
-            device,
-            |i| Ok(log_spectrogram(&waves[i])?.data),
-            |x| nets.audio.forward(x),
-        )
+        test_classes: &pairs.test_classes,
     };
-    let visual_of = |bank: &PictureBank| -> Result<Vec<Vec<f32>>> {
-        encode_rows(
-            bank.len(),
-            [3, size, size],
-            32,
-            device,
-            |i| Ok(bank.encoder_input(i)),
-            |x| nets.image.forward(x),
-        )
-    };
-    let generate = |feature: &[f32], count: usize, seed: u64| -> Result<Vec<Vec<f32>>> {
-        let dim_z = nets.generator.config.dim_z();
-        let z = sample_noise(seed, count, dim_z, options.truncation)?;
-        let z = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(z, [count, dim_z]), device);
-        let f: Vec<f32> = (0..count).flat_map(|_| feature.iter().copied()).collect();
-        let f = Tensor::from_data(TensorData::new(f, [count, feature.len()]), device);
-        let images = nets.generator.forward(z, f);
-        let per = 3 * size * size;
-        let values = images
-            .into_data()
-            .into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok(values.chunks(per).map(<[f32]>::to_vec).collect())
-    };
-
-    let test_audio = audio_of(&test_sounds.waveforms)?;
-    let test_visual = visual_of(&test_pictures)?;
-    // L2-normalised copies for the gap, retrieval and geometry (the generator normalises its input itself).
-    let test_audio_unit = normalised(&test_audio);
-    let test_visual_unit = normalised(&test_visual);
-    let train_audio = normalised(&audio_of(&train_sounds.waveforms)?);
-    let train_visual = normalised(&visual_of(&train_pictures)?);
-
-    // Images generated from each feature row, with the row's category for each image.
-    let samples = options.samples.max(1);
-    let generate_all = |features: &[Vec<f32>]| -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
-        let mut images = Vec::new();
-        let mut classes = Vec::new();
-        for (i, feature) in features.iter().enumerate() {
-            for image in generate(feature, samples, options.seed + i as u64)? {
-                images.push(image);
-                classes.push(test_classes[i]);
-            }
-        }
-        Ok((images, classes))
-    };
+    let features = judging.features(&pairs)?;
 
     // (i) generated pictures of held-out sounds.
-    let (generated, generated_classes) = generate_all(&test_audio)?;
-    let generated_recall = recall(
-        &classify(&judge, &generated, size, device)?,
-        &generated_classes,
-        samples,
-        options.seed,
-    );
-
+    let (generated, generated_recall) = judging.generated_recall(&features.test_audio)?;
     // (i b) generated from the held-out pictures' image features: what the generator makes of `f_V`'s
     // features, which bounds what it can make of sounds aligned to them.
-    let (from_pictures, from_pictures_classes) = generate_all(&test_visual)?;
-    let from_pictures_recall = recall(
-        &classify(&judge, &from_pictures, size, device)?,
-        &from_pictures_classes,
-        samples,
-        options.seed,
-    );
-
+    let (_, from_pictures_recall) = judging.generated_recall(&features.test_visual)?;
     // (i c) generated from the held-out sounds moved across the gap measured on the training pairs only.
-    let gap = mean_difference(&train_visual, &train_audio);
-    let across_gap: Vec<Vec<f32>> = test_audio_unit
+    let gap = mean_difference(&features.train_visual_unit, &features.train_audio_unit);
+    let across_gap: Vec<Vec<f32>> = features
+        .test_audio_unit
         .iter()
         .map(|a| a.iter().zip(&gap).map(|(x, g)| x + g).collect())
         .collect();
-    let (shifted, shifted_classes) = generate_all(&across_gap)?;
-    let across_gap_recall = recall(
-        &classify(&judge, &shifted, size, device)?,
-        &shifted_classes,
-        samples,
-        options.seed,
-    );
+    let (_, across_gap_recall) = judging.generated_recall(&across_gap)?;
 
     // (ii) retrieval: the training picture whose feature is nearest to the audio feature.
     let library = PictureBank::load(training.iter().map(|(p, _)| p.as_path()), size)?;
-    let library_visual = normalised(&visual_of(&library)?);
-    let retrieved: Vec<Vec<f32>> = test_audio_unit
+    let library_visual = normalised(&judging.visual_features(&library)?);
+    let retrieved: Vec<Vec<f32>> = features
+        .test_audio_unit
         .iter()
         .map(|a| {
             let best = nearest(a, &library_visual, |_| true).expect("a non-empty library");
@@ -308,53 +359,128 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
             training: &training,
             library: &library,
             library_visual: &library_visual,
-            test: &test,
-            test_pictures: &test_pictures,
-            test_visual: &test_visual_unit,
-            test_audio: &test_audio_unit,
-            train: &train,
-            train_audio: &train_audio,
+            test: &pairs.test,
+            test_pictures: &pairs.test_pictures,
+            test_visual: &features.test_visual_unit,
+            test_audio: &features.test_audio_unit,
+            train: &pairs.train,
+            train_audio: &features.train_audio_unit,
         },
         size,
     );
-    let retrieval_recall = recall(
-        &classify(&judge, &retrieved, size, device)?,
-        &test_classes,
-        1,
-        options.seed,
-    );
+    let retrieval_recall = judging.recall(&retrieved, &pairs.test_classes, 1)?;
 
     // (iii) the held-out items' own pictures.
-    let real: Vec<Vec<f32>> = (0..test_pictures.len())
-        .map(|i| test_pictures.generator_pixels(i, false))
+    let real: Vec<Vec<f32>> = (0..pairs.test_pictures.len())
+        .map(|i| pairs.test_pictures.generator_pixels(i, false))
         .collect();
-    let real_recall = recall(
-        &classify(&judge, &real, size, device)?,
-        &test_classes,
-        1,
-        options.seed,
-    );
+    let real_recall = judging.recall(&real, &pairs.test_classes, 1)?;
 
-    let classes = categories.len() as f64;
-    let chance = Recall {
+    // Geometry over every pair, held-out and training.
+    let all_audio = [
+        features.test_audio_unit.clone(),
+        features.train_audio_unit.clone(),
+    ]
+    .concat();
+    let all_visual = [
+        features.test_visual_unit.clone(),
+        features.train_visual_unit.clone(),
+    ]
+    .concat();
+    let geometry = geometry(&all_audio, &all_visual);
+    plots::scatter_pairs(&all_audio, &all_visual, 640).save(options.out.join("features.png"))?;
+
+    draw_grid(
+        &categories,
+        &pairs,
+        &real,
+        &generated,
+        judging.samples(),
+        size,
+    )
+    .save(options.out.join("grid.png"))?;
+    let volume = volume(&judging, &pairs.test_sounds, &real, &generated)?;
+    let mixing = mixing(&judging, &pairs.test_sounds, &real)?;
+
+    let report = Report {
+        chance: chance(categories.len()),
+        categories,
+        held_out_sounds: pairs.test.len(),
+        samples_per_sound: judging.samples(),
+        truncation: options.truncation,
+        generated: generated_recall,
+        generated_from_pictures: from_pictures_recall,
+        generated_across_gap: across_gap_recall,
+        retrieval_baseline: retrieval_recall,
+        real_pictures: real_recall,
+        geometry,
+        neighbours,
+        volume,
+        mixing_both_in_top2: mixing.both as f64 / mixing.judged.max(1) as f64,
+        mixing_either_top1: mixing.either as f64 / mixing.judged.max(1) as f64,
+        mixed_pairs: mixing.pairs,
+    };
+    std::fs::write(
+        options.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok(report)
+}
+
+/// The judge, trained on the labelled training pictures only (or read from `--out`, where it is kept).
+fn train_judge<B: AutodiffBackend>(
+    options: &EvalOptions,
+    training: &[(PathBuf, &Item)],
+    categories: &[String],
+    size: usize,
+    device: &B::Device,
+) -> Result<Classifier<B::InnerBackend>> {
+    let labelled: Vec<(&Path, usize)> = training
+        .iter()
+        .filter_map(|(p, item)| {
+            let class = categories.iter().position(|c| *c == item.category)?;
+            Some((p.as_path(), class))
+        })
+        .collect();
+    let pictures = PictureBank::load(labelled.iter().map(|(p, _)| *p), size)?;
+    let labels: Vec<usize> = labelled.iter().map(|(_, c)| *c).collect();
+    classifier::train_or_load::<B>(
+        &pictures,
+        &labels,
+        categories.len(),
+        options.classifier_steps,
+        options.seed,
+        &options.out.join("classifier"),
+        device,
+    )
+}
+
+/// The recall of a uniform guess.
+fn chance(classes: usize) -> Recall {
+    let classes = classes as f64;
+    Recall {
         r1: 1.0 / classes,
         r5: (5.0 / classes).min(1.0),
         judged: 0,
         r1_interval: None,
         r5_interval: None,
-    };
+    }
+}
 
-    // Geometry over every pair, held-out and training.
-    let all_audio = [test_audio_unit, train_audio].concat();
-    let all_visual = [test_visual_unit, train_visual].concat();
-    let geometry = geometry(&all_audio, &all_visual);
-    plots::scatter_pairs(&all_audio, &all_visual, 640).save(options.out.join("features.png"))?;
-
-    // The grid: one row per category, a held-out sound's real picture followed by its generated ones.
+/// One row per category: a held-out sound's real picture followed by its generated ones, for up to three
+/// sounds.
+fn draw_grid(
+    categories: &[String],
+    pairs: &Pairs,
+    real: &[Vec<f32>],
+    generated: &[Vec<f32>],
+    samples: usize,
+    size: usize,
+) -> image::RgbImage {
     let mut rows: Vec<Vec<Cell>> = Vec::new();
-    for (class, _) in categories.iter().enumerate() {
-        let members: Vec<usize> = (0..test.len())
-            .filter(|&i| test_classes[i] == class)
+    for class in 0..categories.len() {
+        let members: Vec<usize> = (0..pairs.test.len())
+            .filter(|&i| pairs.test_classes[i] == class)
             .collect();
         if members.is_empty() {
             continue;
@@ -368,15 +494,23 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
         }
         rows.push(row);
     }
-    plots::grid(&rows, size, 2).save(options.out.join("grid.png"))?;
+    plots::grid(&rows, size, 2)
+}
 
-    // Volume: the same noise at four gains.
+/// The volume control: each held-out sound at four gains with the same noise. Per gain, the judge's mean
+/// probability of the sound's category and the share of non-white pixels; `volume.png` shows the first rows.
+fn volume<B: Backend>(
+    judging: &Judging<B>,
+    sounds: &SoundBank,
+    real: &[Vec<f32>],
+    generated: &[Vec<f32>],
+) -> Result<Vec<(f64, f64, f64)>> {
     let gains = [0.1, 0.3, 1.0, 3.0];
-    let mut volume = Vec::new();
-    let mut volume_rows: Vec<Vec<Cell>> = Vec::new();
+    let samples = judging.samples();
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
     let mut per_gain: Vec<(Vec<Vec<f32>>, Vec<usize>)> =
         vec![(Vec::new(), Vec::new()); gains.len()];
-    for (i, wave) in test_sounds.waveforms.iter().enumerate() {
+    for (i, wave) in sounds.waveforms.iter().enumerate() {
         let mut row = vec![Some(real[i].clone())];
         for (g, gain) in gains.iter().enumerate() {
             // The same noise at every gain, so that only the sound's level differs along a row; at the
@@ -387,21 +521,23 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
                 let mut scaled = wave.clone();
                 apply_gain(&mut scaled, *gain);
                 clip_unit(&mut scaled);
-                let feature = audio_of(&[scaled])?.remove(0);
-                generate(&feature, samples, options.seed + i as u64)?
+                let feature = judging.audio_features(&[scaled])?.remove(0);
+                judging.generate(&feature, samples, judging.options.seed + i as u64)?
             };
             row.push(Some(images[0].clone()));
             per_gain[g]
                 .1
-                .extend(std::iter::repeat_n(test_classes[i], images.len()));
+                .extend(std::iter::repeat_n(judging.test_classes[i], images.len()));
             per_gain[g].0.extend(images);
         }
-        if volume_rows.len() < 6 {
-            volume_rows.push(row);
+        if rows.len() < 6 {
+            rows.push(row);
         }
     }
-    for (g, (images, classes)) in per_gain.iter().enumerate() {
-        let logits = classify(&judge, images, size, device)?;
+    plots::grid(&rows, judging.size, 2).save(judging.options.out.join("volume.png"))?;
+    let mut volume = Vec::new();
+    for (gain, (images, classes)) in gains.iter().zip(&per_gain) {
+        let logits = classify(&judging.judge, images, judging.size, judging.device)?;
         let probability = logits
             .iter()
             .zip(classes)
@@ -409,80 +545,80 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
             .sum::<f64>()
             / images.len() as f64;
         let coverage = images.iter().map(|i| non_white_share(i)).sum::<f64>() / images.len() as f64;
-        volume.push((gains[g], probability, coverage));
+        volume.push((*gain, probability, coverage));
     }
-    plots::grid(&volume_rows, size, 2).save(options.out.join("volume.png"))?;
+    Ok(volume)
+}
 
-    // Mixing: pairs of held-out sounds from two categories, equal weights.
-    let mut mixed_rows: Vec<Vec<Cell>> = Vec::new();
-    let (mut both, mut either, mut judged, mut mixed_pairs) = (0usize, 0usize, 0usize, 0usize);
-    for i in 0..test.len() {
-        for j in i + 1..test.len() {
-            if test_classes[i] == test_classes[j] || mixed_pairs >= 12 {
+/// How mixed sounds fare: judged images, those whose top two guesses hold both categories, those whose top
+/// guess is one of them, and the pairs mixed.
+struct Mixing {
+    judged: usize,
+    both: usize,
+    either: usize,
+    pairs: usize,
+}
+
+/// The mixing control: pairs of held-out sounds of two categories at equal weights (at most 12 pairs);
+/// `mixing.png` shows the first rows.
+fn mixing<B: Backend>(
+    judging: &Judging<B>,
+    sounds: &SoundBank,
+    real: &[Vec<f32>],
+) -> Result<Mixing> {
+    let classes = judging.test_classes;
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
+    let mut mixing = Mixing {
+        judged: 0,
+        both: 0,
+        either: 0,
+        pairs: 0,
+    };
+    for i in 0..classes.len() {
+        for j in i + 1..classes.len() {
+            if classes[i] == classes[j] || mixing.pairs >= 12 {
                 continue;
             }
-            mixed_pairs += 1;
-            let a = &test_sounds.waveforms[i][..CLIP_SAMPLES];
-            let b = &test_sounds.waveforms[j][..CLIP_SAMPLES];
+            mixing.pairs += 1;
+            let a = &sounds.waveforms[i][..CLIP_SAMPLES];
+            let b = &sounds.waveforms[j][..CLIP_SAMPLES];
             let mut mixed = mix(&[(a, 0.5), (b, 0.5)])?;
             clip_unit(&mut mixed);
-            let feature = audio_of(&[mixed])?.remove(0);
-            let images = generate(&feature, samples, options.seed + 1000 + i as u64)?;
-            for logits in classify(&judge, &images, size, device)? {
-                let (ra, rb) = (
-                    rank_of(&logits, test_classes[i]),
-                    rank_of(&logits, test_classes[j]),
-                );
-                both += usize::from(ra < 2 && rb < 2);
-                either += usize::from(ra == 0 || rb == 0);
-                judged += 1;
+            let feature = judging.audio_features(&[mixed])?.remove(0);
+            let images = judging.generate(
+                &feature,
+                judging.samples(),
+                judging.options.seed + 1000 + i as u64,
+            )?;
+            for logits in classify(&judging.judge, &images, judging.size, judging.device)? {
+                let (ra, rb) = (rank_of(&logits, classes[i]), rank_of(&logits, classes[j]));
+                mixing.both += usize::from(ra < 2 && rb < 2);
+                mixing.either += usize::from(ra == 0 || rb == 0);
+                mixing.judged += 1;
             }
-            if mixed_rows.len() < 6 {
+            if rows.len() < 6 {
                 let mut row = vec![Some(real[i].clone())];
                 row.extend(images.iter().take(2).cloned().map(Some));
                 row.push(Some(real[j].clone()));
-                mixed_rows.push(row);
+                rows.push(row);
             }
         }
     }
-    plots::grid(&mixed_rows, size, 2).save(options.out.join("mixing.png"))?;
-
-    let report = Report {
-        categories,
-        held_out_sounds: test.len(),
-        samples_per_sound: samples,
-        truncation: options.truncation,
-        chance,
-        generated: generated_recall,
-        generated_from_pictures: from_pictures_recall,
-        generated_across_gap: across_gap_recall,
-        retrieval_baseline: retrieval_recall,
-        real_pictures: real_recall,
-        geometry,
-        neighbours,
-        volume,
-        mixing_both_in_top2: both as f64 / judged.max(1) as f64,
-        mixing_either_top1: either as f64 / judged.max(1) as f64,
-        mixed_pairs,
-    };
-    std::fs::write(
-        options.out.join("report.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    Ok(report)
+    plots::grid(&rows, judging.size, 2).save(judging.options.out.join("mixing.png"))?;
+    Ok(mixing)
 }
 
 /// What `feature_neighbours` compares: the training library (every training picture) and the held-out pairs,
 /// with their L2-normalised features.
 struct NeighbourInputs<'a> {
-    training: &'a [(PathBuf, &'a crate::dataset::Item)],
+    training: &'a [(PathBuf, &'a Item)],
     library: &'a PictureBank,
     library_visual: &'a [Vec<f32>],
-    test: &'a [&'a crate::dataset::Item],
+    test: &'a [&'a Item],
     test_pictures: &'a PictureBank,
     test_visual: &'a [Vec<f32>],
     test_audio: &'a [Vec<f32>],
-    train: &'a [&'a crate::dataset::Item],
+    train: &'a [&'a Item],
     train_audio: &'a [Vec<f32>],
 }
 
@@ -558,10 +694,7 @@ fn feature_neighbours(n: &NeighbourInputs, size: usize) -> Neighbours {
     }
 }
 
-fn paths(
-    items: &[&crate::dataset::Item],
-    path: impl Fn(&crate::dataset::Item) -> PathBuf,
-) -> Vec<PathBuf> {
+fn paths(items: &[&Item], path: impl Fn(&Item) -> PathBuf) -> Vec<PathBuf> {
     items.iter().map(|i| path(i)).collect()
 }
 

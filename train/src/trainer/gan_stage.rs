@@ -7,26 +7,30 @@
 //! folded in as for IC-GAN's checkpoints, and DiffAugment guards `D` against memorising a small data set.
 //! Optionally an L1 term towards the instance's own picture (`Recipe::gan_reconstruction`).
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rand::Rng;
+use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use s2v_models::discriminator::Discriminator;
 use s2v_models::loss::{hinge_discriminator, hinge_generator};
 use s2v_models::trainable_generator::TrainableGenerator;
 use s2v_models::{Generator, ImageEncoder};
+use s2v_serving::networks::encode_rows;
 
 use super::data::{PictureBank, par_samples};
 use super::diff_augment::DiffAugment;
 use super::ema;
 use super::{
-    Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer, save_module,
-    save_optimizer, scalar, seed_stage, selected_rows,
+    Recipe, Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer,
+    save_module, save_optimizer, scalar, seed_stage, selected_rows,
 };
-use s2v_serving::networks::encode_rows;
 
 pub(super) fn run<B: AutodiffBackend>(
     options: &TrainOptions,
@@ -36,135 +40,293 @@ pub(super) fn run<B: AutodiffBackend>(
 ) -> Result<Option<Generator<B::InnerBackend>>> {
     let recipe = &options.recipe;
     let mut stage = StageLoop::new(Stage::Generator, options, recipe.gan_steps)?;
-    let size = image_encoder.input_size;
-    let encode = |input: &dyn Fn(usize) -> Vec<f32>| {
-        encode_rows::<B::InnerBackend>(
-            pictures.len(),
-            [3, size, size],
-            32,
-            device,
-            |i| Ok(input(i)),
-            |x| s2v_models::layers::l2_normalise(image_encoder.forward(x)),
-        )
-    };
-    let features = encode(&|i| pictures.encoder_input(i))?;
-    let neighbours = nearest_neighbours(&features, recipe.neighbours);
-    // IC-GAN's feature augmentation: an instance is as likely to condition `G` and `D` through its mirror
-    // image's feature, as real pictures are mirrored. Rows `len..2 len` of the table.
-    let instance_features = [features, encode(&|i| pictures.mirror_encoder_input(i))?].concat();
-
+    let instances = Instances::new::<B::InnerBackend>(pictures, image_encoder, recipe, device)?;
     seed_stage::<B>(device, options.seed, Stage::Generator);
-    let mut generator = TrainableGenerator::<B>::init(&recipe.generator, device)?;
-    let mut discriminator = Discriminator::<B>::init(&recipe.discriminator, device);
-    let adam = AdamConfig::new()
-        .with_beta_1(0.0)
-        .with_beta_2(0.999)
-        .with_epsilon(1e-6);
-    let mut g_optimizer = adam.init::<B, TrainableGenerator<B>>();
-    let mut d_optimizer = adam.init::<B, Discriminator<B>>();
-    let dir = stage.dir();
-    let paths = [
-        dir.join("generator"),
-        dir.join("discriminator"),
-        dir.join("generator-optimizer"),
-        dir.join("discriminator-optimizer"),
-        dir.join("generator-average"),
-    ];
-    let averaging = recipe.gan_ema_decay > 0.0;
-    let mut average = averaging.then(|| generator.valid());
+    let files = GanFiles::in_dir(stage.dir());
+    let mut gan = Gan::<B>::init(recipe, device)?;
     if stage.resuming() {
-        generator = load_module(generator, &paths[0].with_extension("mpk"), device).context(
+        gan = gan.resume(&files, options.fresh_discriminator, device)?;
+    }
+    let steps = Steps {
+        recipe,
+        instances: &instances,
+        device,
+    };
+    while let Some((step, mut rng)) = stage.next_step() {
+        let (drawn, d_value, g_value, l1_value);
+        (gan, drawn, d_value) = steps.update_discriminator(gan, &mut rng);
+        (gan, g_value, l1_value) = steps.update_generator(gan, &drawn, step, &mut rng)?;
+        if stage.record(&[("d-hinge", d_value), ("g-hinge", g_value), ("l1", l1_value)]) {
+            gan.save(&files)?;
+            stage.commit()?;
+        }
+    }
+    let done = stage.finished();
+    stage.finish();
+    Ok(done.then(|| gan.export()))
+}
+
+/// The training pictures as IC-GAN's instances: each one's feature and its mirror image's (rows `len..2 len`
+/// of the table: IC-GAN's feature augmentation), and the nearest neighbours whose pictures `D` sees as real.
+struct Instances<'a> {
+    pictures: &'a PictureBank,
+    features: Vec<Vec<f32>>,
+    neighbours: Vec<Vec<usize>>,
+}
+
+impl<'a> Instances<'a> {
+    fn new<B: Backend>(
+        pictures: &'a PictureBank,
+        image_encoder: &ImageEncoder<B>,
+        recipe: &Recipe,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let size = image_encoder.input_size;
+        let encode = |input: &dyn Fn(usize) -> Vec<f32>| {
+            encode_rows::<B>(
+                pictures.len(),
+                [3, size, size],
+                32,
+                device,
+                |i| Ok(input(i)),
+                |x| s2v_models::layers::l2_normalise(image_encoder.forward(x)),
+            )
+        };
+        let features = encode(&|i| pictures.encoder_input(i))?;
+        let neighbours = nearest_neighbours(&features, recipe.neighbours);
+        let mirrored = encode(&|i| pictures.mirror_encoder_input(i))?;
+        Ok(Self {
+            pictures,
+            features: [features, mirrored].concat(),
+            neighbours,
+        })
+    }
+}
+
+/// Where the stage keeps its checkpoint.
+struct GanFiles {
+    generator: PathBuf,
+    discriminator: PathBuf,
+    generator_optimizer: PathBuf,
+    discriminator_optimizer: PathBuf,
+    average: PathBuf,
+}
+
+impl GanFiles {
+    fn in_dir(dir: PathBuf) -> Self {
+        Self {
+            generator: dir.join("generator"),
+            discriminator: dir.join("discriminator"),
+            generator_optimizer: dir.join("generator-optimizer"),
+            discriminator_optimizer: dir.join("discriminator-optimizer"),
+            average: dir.join("generator-average"),
+        }
+    }
+}
+
+type AdamFor<M, B> = OptimizerAdaptor<Adam, M, B>;
+
+/// Both networks, their optimisers, and the moving average of the generator's weights that is exported.
+struct Gan<B: AutodiffBackend> {
+    generator: TrainableGenerator<B>,
+    discriminator: Discriminator<B>,
+    g_optimizer: AdamFor<TrainableGenerator<B>, B>,
+    d_optimizer: AdamFor<Discriminator<B>, B>,
+    average: Option<TrainableGenerator<B::InnerBackend>>,
+}
+
+impl<B: AutodiffBackend> Gan<B> {
+    /// BigGAN's optimiser settings: Adam with beta1 = 0.
+    fn init(recipe: &Recipe, device: &B::Device) -> Result<Self> {
+        let generator = TrainableGenerator::<B>::init(&recipe.generator, device)?;
+        let adam = AdamConfig::new()
+            .with_beta_1(0.0)
+            .with_beta_2(0.999)
+            .with_epsilon(1e-6);
+        Ok(Self {
+            average: (recipe.gan_ema_decay > 0.0).then(|| generator.valid()),
+            generator,
+            discriminator: Discriminator::<B>::init(&recipe.discriminator, device),
+            g_optimizer: adam.init(),
+            d_optimizer: adam.init(),
+        })
+    }
+
+    fn resume(
+        mut self,
+        files: &GanFiles,
+        fresh_discriminator: bool,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let mpk = |path: &PathBuf| path.with_extension("mpk");
+        self.generator = load_module(self.generator, &mpk(&files.generator), device).context(
             "a generator checkpoint from before the generator trained with spectral norm in every layer \
              does not resume: start a new run",
         )?;
-        g_optimizer = load_optimizer(g_optimizer, &paths[2].with_extension("mpk"), device)?;
-        if !options.fresh_discriminator {
-            discriminator = load_module(discriminator, &paths[1].with_extension("mpk"), device)
-                .context("to go on with a discriminator of another width, resume with --fresh-discriminator")?;
-            d_optimizer = load_optimizer(d_optimizer, &paths[3].with_extension("mpk"), device)?;
+        self.g_optimizer =
+            load_optimizer(self.g_optimizer, &mpk(&files.generator_optimizer), device)?;
+        if !fresh_discriminator {
+            self.discriminator = load_module(
+                self.discriminator,
+                &mpk(&files.discriminator),
+                device,
+            )
+            .context(
+                "to go on with a discriminator of another width, resume with --fresh-discriminator",
+            )?;
+            self.d_optimizer = load_optimizer(
+                self.d_optimizer,
+                &mpk(&files.discriminator_optimizer),
+                device,
+            )?;
         }
-        if averaging {
-            average = Some(load_module(
-                generator.valid(),
-                &paths[4].with_extension("mpk"),
+        if self.average.is_some() {
+            self.average = Some(load_module(
+                self.generator.valid(),
+                &mpk(&files.average),
                 device,
             )?);
         }
+        Ok(self)
     }
-    let batch = recipe.gan_batch.max(2);
-    let dim_z = recipe.generator.dim_z();
-    let resolution = recipe.resolution;
-    let augment = |images: Tensor<B, 4>, rng: &mut rand::rngs::StdRng| {
-        DiffAugment::draw(recipe.gan_augment, batch, resolution, rng).apply(images)
-    };
-    let noise = |rng: &mut rand::rngs::StdRng| {
-        let values: Vec<f32> = (0..batch * dim_z)
-            .map(|_| StandardNormal.sample(rng))
-            .collect();
-        Tensor::<B, 2>::from_data(TensorData::new(values, [batch, dim_z]), device)
-    };
-    // Instances, whether each conditions through its mirror image's feature, and the conditioning features.
-    let draw_instances = |rng: &mut rand::rngs::StdRng| {
-        let instances: Vec<usize> = (0..batch)
-            .map(|_| rng.random_range(0..pictures.len()))
+
+    fn save(&self, files: &GanFiles) -> Result<()> {
+        save_module(&self.generator, &files.generator)?;
+        save_module(&self.discriminator, &files.discriminator)?;
+        save_optimizer(&self.g_optimizer, &files.generator_optimizer)?;
+        save_optimizer(&self.d_optimizer, &files.discriminator_optimizer)?;
+        if let Some(average) = &self.average {
+            save_module(average, &files.average)?;
+        }
+        Ok(())
+    }
+
+    /// The inference generator: the moving average where there is one, spectral norm folded in.
+    fn export(self) -> Generator<B::InnerBackend> {
+        self.average
+            .unwrap_or_else(|| self.generator.valid())
+            .generator()
+    }
+}
+
+/// A batch of instances: which, whether each conditions through its mirror image's feature, and the
+/// conditioning features.
+struct Drawn<B: Backend> {
+    instances: Vec<usize>,
+    mirrored: Vec<bool>,
+    condition: Tensor<B, 2>,
+}
+
+/// What a training step draws and computes with.
+struct Steps<'a, B: AutodiffBackend> {
+    recipe: &'a Recipe,
+    instances: &'a Instances<'a>,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> Steps<'_, B> {
+    fn batch(&self) -> usize {
+        self.recipe.gan_batch.max(2)
+    }
+
+    fn draw_instances(&self, rng: &mut StdRng) -> Drawn<B> {
+        let count = self.instances.pictures.len();
+        let instances: Vec<usize> = (0..self.batch())
+            .map(|_| rng.random_range(0..count))
             .collect();
         let mirrored: Vec<bool> = instances.iter().map(|_| rng.random_bool(0.5)).collect();
         let rows: Vec<usize> = instances
             .iter()
             .zip(&mirrored)
-            .map(|(&i, &m)| i + usize::from(m) * pictures.len())
+            .map(|(&i, &m)| i + usize::from(m) * count)
             .collect();
-        let condition = selected_rows::<B>(&instance_features, &rows, device);
-        (instances, mirrored, condition)
-    };
-    while let Some((step, mut rng)) = stage.next_step() {
-        // Discriminator updates, each on new instances, real neighbours and detached fakes; the generator
-        // update then conditions on the last one's instances. The loss logged is the last update's, as
-        // BigGAN logs it.
-        let (mut instances, mut mirrored, mut condition) = draw_instances(&mut rng);
+        let condition = selected_rows::<B>(&self.instances.features, &rows, self.device);
+        Drawn {
+            instances,
+            mirrored,
+            condition,
+        }
+    }
+
+    fn noise(&self, rng: &mut StdRng) -> Tensor<B, 2> {
+        let (batch, dim_z) = (self.batch(), self.recipe.generator.dim_z());
+        let values: Vec<f32> = (0..batch * dim_z)
+            .map(|_| StandardNormal.sample(rng))
+            .collect();
+        Tensor::from_data(TensorData::new(values, [batch, dim_z]), self.device)
+    }
+
+    fn augment(&self, images: Tensor<B, 4>, rng: &mut StdRng) -> Tensor<B, 4> {
+        DiffAugment::draw(
+            self.recipe.gan_augment,
+            self.batch(),
+            self.recipe.resolution,
+            rng,
+        )
+        .apply(images)
+    }
+
+    /// The discriminator's updates of one step, each on new instances, real neighbours and detached fakes.
+    /// Returns the networks, the last update's instances, on which the generator then trains, and its loss
+    /// (the one BigGAN logs).
+    fn update_discriminator(&self, mut gan: Gan<B>, rng: &mut StdRng) -> (Gan<B>, Drawn<B>, f64) {
+        let (batch, pictures) = (self.batch(), self.instances.pictures);
+        let mut drawn = self.draw_instances(rng);
         let mut d_value = 0.0;
-        for update in 0..recipe.gan_discriminator_steps.max(1) {
+        for update in 0..self.recipe.gan_discriminator_steps.max(1) {
             if update > 0 {
-                (instances, mirrored, condition) = draw_instances(&mut rng);
+                drawn = self.draw_instances(rng);
             }
-            let reals = par_samples(&instances, &mut rng, |i, rng| {
-                let options = &neighbours[i];
+            let reals = par_samples(&drawn.instances, rng, |i, rng| {
+                let options = &self.instances.neighbours[i];
                 pictures.generator_target(options[rng.random_range(0..options.len())], rng)
             });
-            let fake = generator
-                .forward(noise(&mut rng), condition.clone())
+            let fake = gan
+                .generator
+                .forward(self.noise(rng), drawn.condition.clone())
                 .detach();
-            let real = images_tensor::<B>(reals, resolution, device);
-            // One pass over both halves, as IC-GAN's `G_D` concatenates them: each layer's `u` advances
-            // once per update and both halves are scored with the same normalised weights.
-            let both = Tensor::cat(vec![augment(real, &mut rng), augment(fake, &mut rng)], 0);
-            let scores = discriminator.forward(both, condition.clone().repeat_dim(0, 2));
+            let real = images_tensor::<B>(reals, self.recipe.resolution, self.device);
+            // One pass over both halves, as IC-GAN's `G_D` concatenates them: each layer's `u` advances once
+            // per update and both halves are scored with the same normalised weights.
+            let both = Tensor::cat(vec![self.augment(real, rng), self.augment(fake, rng)], 0);
+            let scores = gan
+                .discriminator
+                .forward(both, drawn.condition.clone().repeat_dim(0, 2));
             let d_loss = hinge_discriminator(
                 scores.clone().slice(0..batch),
                 scores.slice(batch..2 * batch),
             );
             d_value = scalar(&d_loss);
-            let grads = GradientsParams::from_grads(d_loss.backward(), &discriminator);
-            discriminator = d_optimizer.step(recipe.gan_discriminator_rate, discriminator, grads);
+            let grads = GradientsParams::from_grads(d_loss.backward(), &gan.discriminator);
+            // The networks move through the optimiser (no clone), so it can update uniquely held weights
+            // in place.
+            gan.discriminator =
+                gan.d_optimizer
+                    .step(self.recipe.gan_discriminator_rate, gan.discriminator, grads);
         }
+        (gan, drawn, d_value)
+    }
 
-        // Generator step through the updated discriminator, plus the reconstruction term.
-        let fake = generator.forward(noise(&mut rng), condition.clone());
-        let adversarial =
-            hinge_generator(discriminator.forward(augment(fake.clone(), &mut rng), condition));
+    /// The generator's update through the updated discriminator, plus the reconstruction term, and the moving
+    /// average. Returns the networks and the hinge and L1 losses.
+    fn update_generator(
+        &self,
+        mut gan: Gan<B>,
+        drawn: &Drawn<B>,
+        step: usize,
+        rng: &mut StdRng,
+    ) -> Result<(Gan<B>, f64, f64)> {
+        let recipe = self.recipe;
+        let fake = gan
+            .generator
+            .forward(self.noise(rng), drawn.condition.clone());
+        let adversarial = hinge_generator(
+            gan.discriminator
+                .forward(self.augment(fake.clone(), rng), drawn.condition.clone()),
+        );
         let g_value = scalar(&adversarial);
         let (g_loss, l1_value) = if recipe.gan_reconstruction > 0.0 {
-            // The picture whose feature conditioned the image: the mirror image where that was used.
-            let own = images_tensor::<B>(
-                instances
-                    .iter()
-                    .zip(&mirrored)
-                    .map(|(&i, &m)| pictures.generator_pixels(i, m))
-                    .collect(),
-                resolution,
-                device,
-            );
-            let l1 = (fake - own).abs().mean();
+            let l1 = (fake - self.own_pictures(drawn)).abs().mean();
             let l1_value = scalar(&l1);
             (
                 adversarial + l1.mul_scalar(recipe.gan_reconstruction),
@@ -173,32 +335,36 @@ pub(super) fn run<B: AutodiffBackend>(
         } else {
             (adversarial, 0.0)
         };
-        let grads = GradientsParams::from_grads(g_loss.backward(), &generator);
-        generator = g_optimizer.step(recipe.gan_generator_rate, generator, grads);
-        if let Some(previous) = average.take() {
+        let grads = GradientsParams::from_grads(g_loss.backward(), &gan.generator);
+        gan.generator = gan
+            .g_optimizer
+            .step(recipe.gan_generator_rate, gan.generator, grads);
+        if let Some(previous) = gan.average.take() {
             // Until `gan_ema_start` the average follows the generator, as BigGAN's `ema_start`.
             let decay = if step < recipe.gan_ema_start {
                 0.0
             } else {
                 recipe.gan_ema_decay
             };
-            average = Some(ema::blend(previous, &generator.valid(), decay)?);
+            gan.average = Some(ema::blend(previous, &gan.generator.valid(), decay)?);
         }
-
-        if stage.record(&[("d-hinge", d_value), ("g-hinge", g_value), ("l1", l1_value)]) {
-            save_module(&generator, &paths[0])?;
-            save_module(&discriminator, &paths[1])?;
-            save_optimizer(&g_optimizer, &paths[2])?;
-            save_optimizer(&d_optimizer, &paths[3])?;
-            if let Some(average) = &average {
-                save_module(average, &paths[4])?;
-            }
-            stage.commit()?;
-        }
+        Ok((gan, g_value, l1_value))
     }
-    let done = stage.finished();
-    stage.finish();
-    Ok(done.then(|| average.unwrap_or_else(|| generator.valid()).generator()))
+
+    /// The pictures whose features conditioned the images: the mirror image where that was used.
+    fn own_pictures(&self, drawn: &Drawn<B>) -> Tensor<B, 4> {
+        let pictures = self.instances.pictures;
+        images_tensor::<B>(
+            drawn
+                .instances
+                .iter()
+                .zip(&drawn.mirrored)
+                .map(|(&i, &m)| pictures.generator_pixels(i, m))
+                .collect(),
+            self.recipe.resolution,
+            self.device,
+        )
+    }
 }
 
 /// For each (L2-normalised) feature, the indices of its `k` nearest by cosine similarity, itself included.
