@@ -1,5 +1,5 @@
 //! The embedded default model: the three networks that `s2v train --preset default` made from Debian's
-//! packages (see the README), in the project's f16 safetensors format. The server, the page and `s2v` use it
+//! packages (docs/experiments.md), in the project's f16 safetensors format. The server, the page and `s2v` use it
 //! when no other weights are given, so a fresh machine needs no downloads.
 
 use burn::prelude::*;

@@ -66,10 +66,10 @@ fn discriminator_updates(out: &Path, recipe: &Recipe) -> usize {
     let record = Recorder::new()
         .load(dir.join("discriminator-optimizer.mpk"), &device)
         .unwrap();
-    let optimizer = AdamConfig::new()
+    let optimiser = AdamConfig::new()
         .init::<B, Discriminator<B>>()
         .load_record(record);
-    let mut states = optimizer.to_record();
+    let mut states = optimiser.to_record();
     let bias = states
         .remove(&discriminator.linear_bias.id)
         .expect("the optimiser holds a state for the discriminator's bias");

@@ -71,7 +71,7 @@ pub fn train_or_load<B: AutodiffBackend>(
         !present.is_empty(),
         "no labelled pictures for the classifier"
     );
-    let mut optimizer = AdamConfig::new().init::<B, Classifier<B>>();
+    let mut optimiser = AdamConfig::new().init::<B, Classifier<B>>();
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
@@ -100,7 +100,7 @@ pub fn train_or_load<B: AutodiffBackend>(
             loss.clone().into_scalar().elem::<f32>()
         ));
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-3, model, grads);
+        model = optimiser.step(1e-3, model, grads);
         bar.inc(1);
     }
     bar.finish();

@@ -15,7 +15,7 @@ use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
 
 use super::data::{PictureBank, SoundBank, par_samples};
 use super::{
-    Stage, StageLoop, TrainOptions, load_module, load_optimizer, save_module, save_optimizer,
+    Stage, StageLoop, TrainOptions, load_module, load_optimiser, save_module, save_optimiser,
     scalar, seed_stage, selected_rows,
 };
 use crate::dataset::{Dataset, Split};
@@ -62,13 +62,14 @@ pub(super) fn run<B: AutodiffBackend>(
 
     seed_stage::<B>(device, options.seed, Stage::AudioEncoder);
     let mut model = AudioEncoder::<B>::init(&recipe.audio_encoder, device)?;
-    let mut optimizer = AdamConfig::new()
+    let mut optimiser = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(1e-5)))
         .init::<B, AudioEncoder<B>>();
+    // "optimizer": the name earlier runs' checkpoints have, so that they resume.
     let (weights, state) = (stage.dir().join("model"), stage.dir().join("optimizer"));
     if stage.resuming() {
         model = load_module(model, &weights.with_extension("mpk"), device)?;
-        optimizer = load_optimizer(optimizer, &state.with_extension("mpk"), device)?;
+        optimiser = load_optimiser(optimiser, &state.with_extension("mpk"), device)?;
     }
     // InfoNCE needs other pairs in the batch to contrast with.
     anyhow::ensure!(
@@ -95,10 +96,10 @@ pub(super) fn run<B: AutodiffBackend>(
         let loss = info_nce_l2(model.forward(x), visual);
         let value = scalar(&loss);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(LEARNING_RATE, model, grads);
+        model = optimiser.step(LEARNING_RATE, model, grads);
         if stage.record(&[("info-nce", value)]) {
             save_module(&model, &weights)?;
-            save_optimizer(&optimizer, &state)?;
+            save_optimiser(&optimiser, &state)?;
             stage.commit()?;
         }
     }

@@ -11,7 +11,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-/// Which of DiffAugment's transforms the discriminator's images get.
+/// Which of DiffAugment's transforms the discriminator's images get. The names are DiffAugment's own
+/// (`color`, not the colour this project writes elsewhere), as recipes and flags spell them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum AugmentPolicy {

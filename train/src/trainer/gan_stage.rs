@@ -28,8 +28,8 @@ use super::data::{PictureBank, par_samples};
 use super::diff_augment::DiffAugment;
 use super::ema;
 use super::{
-    Recipe, Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer,
-    save_module, save_optimizer, scalar, seed_stage, selected_rows,
+    Recipe, Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimiser,
+    save_module, save_optimiser, scalar, seed_stage, selected_rows,
 };
 
 pub(super) fn run<B: AutodiffBackend>(
@@ -103,12 +103,13 @@ impl<'a> Instances<'a> {
     }
 }
 
-/// Where the stage keeps its checkpoint.
+/// Where the stage keeps its checkpoint ("optimizer" in the names as earlier runs wrote them, so that they
+/// resume).
 struct GanFiles {
     generator: PathBuf,
     discriminator: PathBuf,
-    generator_optimizer: PathBuf,
-    discriminator_optimizer: PathBuf,
+    generator_optimiser: PathBuf,
+    discriminator_optimiser: PathBuf,
     average: PathBuf,
 }
 
@@ -117,8 +118,8 @@ impl GanFiles {
         Self {
             generator: dir.join("generator"),
             discriminator: dir.join("discriminator"),
-            generator_optimizer: dir.join("generator-optimizer"),
-            discriminator_optimizer: dir.join("discriminator-optimizer"),
+            generator_optimiser: dir.join("generator-optimizer"),
+            discriminator_optimiser: dir.join("discriminator-optimizer"),
             average: dir.join("generator-average"),
         }
     }
@@ -130,8 +131,8 @@ type AdamFor<M, B> = OptimizerAdaptor<Adam, M, B>;
 struct Gan<B: AutodiffBackend> {
     generator: TrainableGenerator<B>,
     discriminator: Discriminator<B>,
-    g_optimizer: AdamFor<TrainableGenerator<B>, B>,
-    d_optimizer: AdamFor<Discriminator<B>, B>,
+    g_optimiser: AdamFor<TrainableGenerator<B>, B>,
+    d_optimiser: AdamFor<Discriminator<B>, B>,
     average: Option<TrainableGenerator<B::InnerBackend>>,
 }
 
@@ -147,8 +148,8 @@ impl<B: AutodiffBackend> Gan<B> {
             average: (recipe.gan_ema_decay > 0.0).then(|| generator.valid()),
             generator,
             discriminator: Discriminator::<B>::init(&recipe.discriminator, device),
-            g_optimizer: adam.init(),
-            d_optimizer: adam.init(),
+            g_optimiser: adam.init(),
+            d_optimiser: adam.init(),
         })
     }
 
@@ -163,8 +164,8 @@ impl<B: AutodiffBackend> Gan<B> {
             "a generator checkpoint from before the generator trained with spectral norm in every layer \
              does not resume: start a new run",
         )?;
-        self.g_optimizer =
-            load_optimizer(self.g_optimizer, &mpk(&files.generator_optimizer), device)?;
+        self.g_optimiser =
+            load_optimiser(self.g_optimiser, &mpk(&files.generator_optimiser), device)?;
         if !fresh_discriminator {
             self.discriminator = load_module(
                 self.discriminator,
@@ -174,9 +175,9 @@ impl<B: AutodiffBackend> Gan<B> {
             .context(
                 "to go on with a discriminator of another width, resume with --fresh-discriminator",
             )?;
-            self.d_optimizer = load_optimizer(
-                self.d_optimizer,
-                &mpk(&files.discriminator_optimizer),
+            self.d_optimiser = load_optimiser(
+                self.d_optimiser,
+                &mpk(&files.discriminator_optimiser),
                 device,
             )?;
         }
@@ -193,8 +194,8 @@ impl<B: AutodiffBackend> Gan<B> {
     fn save(&self, files: &GanFiles) -> Result<()> {
         save_module(&self.generator, &files.generator)?;
         save_module(&self.discriminator, &files.discriminator)?;
-        save_optimizer(&self.g_optimizer, &files.generator_optimizer)?;
-        save_optimizer(&self.d_optimizer, &files.discriminator_optimizer)?;
+        save_optimiser(&self.g_optimiser, &files.generator_optimiser)?;
+        save_optimiser(&self.d_optimiser, &files.discriminator_optimiser)?;
         if let Some(average) = &self.average {
             save_module(average, &files.average)?;
         }
@@ -301,7 +302,7 @@ impl<B: AutodiffBackend> Steps<'_, B> {
             // The networks move through the optimiser (no clone), so it can update uniquely held weights
             // in place.
             gan.discriminator =
-                gan.d_optimizer
+                gan.d_optimiser
                     .step(self.recipe.gan_discriminator_rate, gan.discriminator, grads);
         }
         (gan, drawn, d_value)
@@ -337,7 +338,7 @@ impl<B: AutodiffBackend> Steps<'_, B> {
         };
         let grads = GradientsParams::from_grads(g_loss.backward(), &gan.generator);
         gan.generator = gan
-            .g_optimizer
+            .g_optimiser
             .step(recipe.gan_generator_rate, gan.generator, grads);
         if let Some(previous) = gan.average.take() {
             // Until `gan_ema_start` the average follows the generator, as BigGAN's `ema_start`.

@@ -14,8 +14,8 @@ use s2v_models::{ImageEncoder, NetworkModule};
 
 use super::data::{PictureBank, par_samples};
 use super::{
-    Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimizer, save_module,
-    save_optimizer, scalar, seed_stage,
+    Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimiser, save_module,
+    save_optimiser, scalar, seed_stage,
 };
 
 const LEARNING_RATE: f64 = 1e-3;
@@ -41,13 +41,14 @@ pub(super) fn run<B: AutodiffBackend>(
         encoder: ImageEncoder::<B>::init(&recipe.image_encoder, device)?,
         head: ProjectionHead::init(feature_dim, feature_dim, 128.min(feature_dim), device),
     };
-    let mut optimizer = AdamConfig::new()
+    let mut optimiser = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(1e-6)))
         .init::<B, SimClr<B>>();
+    // "optimizer": the name earlier runs' checkpoints have, so that they resume.
     let (weights, state) = (stage.dir().join("model"), stage.dir().join("optimizer"));
     if stage.resuming() {
         model = load_module(model, &weights.with_extension("mpk"), device)?;
-        optimizer = load_optimizer(optimizer, &state.with_extension("mpk"), device)?;
+        optimiser = load_optimiser(optimiser, &state.with_extension("mpk"), device)?;
     }
     let size = pictures.size;
     let batch = recipe.image_batch.min(pictures.len()).max(2);
@@ -64,10 +65,10 @@ pub(super) fn run<B: AutodiffBackend>(
         let loss = nt_xent(halves[0].clone(), halves[1].clone(), TEMPERATURE);
         let value = scalar(&loss);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(LEARNING_RATE, model, grads);
+        model = optimiser.step(LEARNING_RATE, model, grads);
         if stage.record(&[("nt-xent", value)]) {
             save_module(&model, &weights)?;
-            save_optimizer(&optimizer, &state)?;
+            save_optimiser(&optimiser, &state)?;
             stage.commit()?;
         }
     }

@@ -145,13 +145,13 @@ impl Recipe {
                     gan_steps: 1300,
                     gan_batch: 16,
                     neighbours: 5,
-                    // The shipped model is pure IC-GAN; 10 was tried (README, evaluation) and did not help.
+                    // Pure IC-GAN: a weight of 10 did not help (docs/experiments.md).
                     gan_reconstruction: 0.0,
                     // BigGAN uses 0.9999 over 10^5 steps; a schedule of thousands needs a shorter memory.
                     gan_ema_decay: 0.995,
                     gan_ema_start: 200,
                     // IC-GAN's policy for its small data set (COCO-Stuff); it beat colour, translation and
-                    // cutout in two paired runs of 1,200 steps (README, evaluation).
+                    // cutout in two paired runs (docs/experiments.md).
                     gan_augment: AugmentPolicy::Translation,
                     gan_generator_rate: GAN_RATE,
                     gan_discriminator_rate: GAN_RATE,
@@ -626,18 +626,18 @@ fn parameter_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<us
     shapes.found
 }
 
-fn save_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Optimizer<M, B>>(
-    optimizer: &O,
+fn save_optimiser<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Optimizer<M, B>>(
+    optimiser: &O,
     path: &Path,
 ) -> Result<()> {
     use burn::record::Recorder as _;
     Recorder::new()
-        .record(optimizer.to_record(), path.to_path_buf())
+        .record(optimiser.to_record(), path.to_path_buf())
         .with_context(|| format!("saving {}", path.display()))
 }
 
-fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Optimizer<M, B>>(
-    optimizer: O,
+fn load_optimiser<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Optimizer<M, B>>(
+    optimiser: O,
     path: &Path,
     device: &B::Device,
 ) -> Result<O> {
@@ -645,7 +645,7 @@ fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: burn::optim::Opti
     let record = Recorder::new()
         .load(path.to_path_buf(), device)
         .with_context(|| format!("loading {}", path.display()))?;
-    Ok(optimizer.load_record(record))
+    Ok(optimiser.load_record(record))
 }
 
 /// The rows `indices` of `table` (feature vectors of one width) as a `[indices.len(), width]` tensor.
