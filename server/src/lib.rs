@@ -43,11 +43,38 @@ impl Default for Limits {
 pub struct AppState {
     pub generators: Option<Generators>,
     pub encoders: Option<EncoderService>,
+    /// The audio encoder's weights for pages that encode in the browser, when this server has one.
+    pub audio_encoder_weights: Option<EncoderWeights>,
     pub store: store::Store,
     pub limits: Limits,
     pub metrics: routes::metrics::Metrics,
     /// The built page (trunk's `dist/`), served at `/` when present.
     pub page_dir: Option<std::path::PathBuf>,
+}
+
+/// A network's weights as a page downloads them: the project's f16 safetensors format, under a version (the
+/// start of the bytes' SHA-256) that is part of the address, so that browsers may cache them forever.
+pub struct EncoderWeights {
+    pub bytes: bytes::Bytes,
+    pub version: String,
+    /// The length of the latents these weights make.
+    pub latent_length: usize,
+}
+
+impl EncoderWeights {
+    pub fn new(bytes: Vec<u8>, latent_length: usize) -> Self {
+        use sha2::{Digest, Sha256};
+        Self {
+            version: hex::encode(&Sha256::digest(&bytes)[..8]),
+            bytes: bytes.into(),
+            latent_length,
+        }
+    }
+
+    /// Where the page fetches them.
+    pub fn url(&self) -> String {
+        format!("/api/weights/audio-encoder/{}.safetensors", self.version)
+    }
 }
 
 pub type SharedState = Arc<AppState>;

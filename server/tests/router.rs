@@ -11,14 +11,15 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use burn::backend::Flex;
 use http_body_util::BodyExt;
-use s2v_models::{AudioEncoder, Generator, ImageEncoder, load_checkpoint};
+use s2v_models::checkpoint::{load_native, to_native_bytes};
+use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
 use s2v_server::generators::Generators;
 use s2v_server::store::Store;
-use s2v_server::{AppState, Limits, router};
+use s2v_server::{AppState, EncoderWeights, Limits, router};
 use s2v_serving::encoders::EncoderService;
 use s2v_serving::networks::generator_model_info;
 use s2v_serving::{GeneratorRuntime, RuntimeConfig};
-use s2v_shared::wire::{DoneEvent, ErrorBody, ImageEvent};
+use s2v_shared::wire::{DoneEvent, ErrorBody, ImageEvent, ServedModel};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -28,9 +29,14 @@ fn app(data: &std::path::Path, with_encoders: bool, limits: Limits) -> Router {
     let generator_file = s2v_tests::fixture("generator.pth");
     let generator: Generator<Flex> = load_checkpoint(&generator_file, &device).unwrap();
     let runtime = GeneratorRuntime::start(generator, device, RuntimeConfig::default());
+    let mut audio_encoder_weights = None;
     let encoders = with_encoders.then(|| {
         let audio: AudioEncoder<Flex> =
             load_checkpoint(&s2v_tests::fixture("audio_encoder.pth"), &device).unwrap();
+        audio_encoder_weights = Some(EncoderWeights::new(
+            to_native_bytes(&audio, true).unwrap(),
+            audio.config().embedding_dim,
+        ));
         let image: ImageEncoder<Flex> =
             load_checkpoint(&s2v_tests::fixture("image_encoder.pth.tar"), &device).unwrap();
         EncoderService::start(Some(audio), Some(image), device, 4)
@@ -41,6 +47,7 @@ fn app(data: &std::path::Path, with_encoders: bool, limits: Limits) -> Router {
             model: generator_model_info(Some(&generator_file)).unwrap(),
         }),
         encoders,
+        audio_encoder_weights,
         store: Store::open(data).unwrap(),
         limits,
         metrics: Default::default(),
@@ -328,7 +335,9 @@ async fn the_openapi_document_describes_every_route() {
             "/api/encode-image",
             "/api/generate",
             "/api/generations/{id}",
+            "/api/model",
             "/api/openapi.json",
+            "/api/weights/audio-encoder/{version}.safetensors",
             "/healthz",
             "/img/{sha256}.png",
             "/metrics",
@@ -344,4 +353,60 @@ async fn the_openapi_document_describes_every_route() {
     for path in ["/api/openapi.json", "/healthz", "/metrics"] {
         assert_eq!(get(&app, path).await.status, StatusCode::OK, "{path}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_learns_the_model_and_fetches_the_encoders_weights_once() {
+    let data = tempfile::tempdir().unwrap();
+    let app = app(data.path(), true, Limits::default());
+    let served: ServedModel = serde_json::from_slice(&get(&app, "/api/model").await.body).unwrap();
+    assert_eq!(served.model.id, "generator");
+    assert_eq!((served.latent_length, served.resolution), (2048, 128));
+    let url = served
+        .audio_encoder
+        .expect("this server has an audio encoder");
+    let weights = get(&app, &url).await;
+    assert_eq!(weights.status, StatusCode::OK);
+    assert!(
+        weights.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    // What a page downloads loads into the encoder the server runs.
+    let encoder: AudioEncoder<Flex> = load_native(&weights.body, &Default::default()).unwrap();
+    assert_eq!(encoder.config().embedding_dim, 2048);
+    // A browser that has them asks once more at most, and is told they have not changed.
+    let mut request = Request::get(&url)
+        .header("if-none-match", weights.headers["etag"].clone())
+        .body(Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
+    let again = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    // Another version is not served.
+    let stale = get(&app, "/api/weights/audio-encoder/0000.safetensors").await;
+    assert_eq!(stale.status, StatusCode::NOT_FOUND);
+
+    // Without an audio encoder the page is told to encode on the server, and cannot.
+    let without = self::app(data.path(), false, Limits::default());
+    let served: ServedModel =
+        serde_json::from_slice(&get(&without, "/api/model").await.body).unwrap();
+    assert_eq!(served.audio_encoder, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_built_page_the_root_says_how_to_build_it() {
+    let data = tempfile::tempdir().unwrap();
+    let app = app(data.path(), false, Limits::default());
+    let root = get(&app, "/").await;
+    assert_eq!(root.status, StatusCode::OK);
+    let text = String::from_utf8(root.body.to_vec()).unwrap();
+    assert!(text.contains("scripts/build-page"), "{text}");
+    // Other paths the API does not know are not found, as JSON.
+    let other = get(&app, "/api/nothing").await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(other.error().error, "not_found");
 }

@@ -283,6 +283,48 @@ async fn the_built_page_is_served_at_the_root() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_files_go_compressed_to_browsers_that_take_it() {
+    let data = tempfile::tempdir().unwrap();
+    let page = tempfile::tempdir().unwrap();
+    let wasm = vec![7u8; 4096];
+    std::fs::write(page.path().join("index.html"), "<!doctype html>").unwrap();
+    std::fs::write(page.path().join("page-0123456789abcdef_bg.wasm"), &wasm).unwrap();
+    // What scripts/build-page writes beside each file (here a stand-in: the server sends it as it is).
+    std::fs::write(
+        page.path().join("page-0123456789abcdef_bg.wasm.gz"),
+        b"compressed",
+    )
+    .unwrap();
+    let server = start(data.path(), &["--page", page.path().to_str().unwrap()]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/page-0123456789abcdef_bg.wasm", server.base);
+    let compressed = client
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+    // Its name carries its hash: kept forever. The root is revalidated.
+    assert!(
+        compressed.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let root = client
+        .get(format!("{}/", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(root.headers()["cache-control"], "no-cache");
+    assert_eq!(compressed.bytes().await.unwrap().as_ref(), b"compressed");
+    let plain = client.get(&url).send().await.unwrap();
+    assert!(!plain.headers().contains_key("content-encoding"));
+    assert_eq!(plain.bytes().await.unwrap().as_ref(), wasm.as_slice());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_weights_the_embedded_default_model_serves() {
     let data = tempfile::tempdir().unwrap();
     let server = start_with(data.path(), &[]);

@@ -15,6 +15,9 @@ pub enum DeviceKind {
     Wgpu,
     /// NVIDIA GPUs through CUDA (cargo feature `cuda`; kernels compiled at run time by NVRTC).
     Cuda,
+    /// CUDA with f16 tensors: half the memory traffic, for inference only (weights and inputs are converted
+    /// from f32 as they load; training needs f32's range).
+    CudaF16,
 }
 
 /// A computation that can run on any backend.
@@ -93,6 +96,14 @@ pub fn dispatch<J: OnBackend>(kind: DeviceKind, job: J) -> anyhow::Result<J::Out
             #[cfg(not(feature = "cuda"))]
             anyhow::bail!("this s2v was built without CUDA support: rebuild with `--features cuda`")
         }
+        DeviceKind::CudaF16 => {
+            #[cfg(feature = "cuda")]
+            {
+                job.run::<burn::backend::Cuda<burn::tensor::f16>>(Default::default())
+            }
+            #[cfg(not(feature = "cuda"))]
+            anyhow::bail!("this s2v was built without CUDA support: rebuild with `--features cuda`")
+        }
     }
 }
 
@@ -102,7 +113,12 @@ mod tests {
 
     #[test]
     fn explicit_devices_are_kept() {
-        for kind in [DeviceKind::Flex, DeviceKind::Wgpu, DeviceKind::Cuda] {
+        for kind in [
+            DeviceKind::Flex,
+            DeviceKind::Wgpu,
+            DeviceKind::Cuda,
+            DeviceKind::CudaF16,
+        ] {
             assert_eq!(kind.resolve(), kind);
         }
     }

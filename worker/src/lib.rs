@@ -3,4 +3,5 @@
 //! on top of both.
 
 pub mod arrays;
+pub mod bench;
 pub mod commands;

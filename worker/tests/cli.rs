@@ -476,3 +476,50 @@ fn the_default_model_serves_when_no_checkpoint_is_given() {
         assert_eq!((png.width(), png.height()), (64, 64));
     }
 }
+
+/// `s2v bench` times a published-size network and writes its output: the weights and inputs come from a fixed
+/// seed, so two runs (on two devices, in the GPU script) compute on the same numbers.
+#[test]
+fn bench_reports_times_and_repeats_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        let out_dir = dir.path().join(name);
+        let out = s2v(&[
+            "bench",
+            "audio-encoder",
+            "--batch",
+            "1",
+            "2",
+            "--runs",
+            "1",
+            "--out",
+            s(&out_dir),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON report per line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "one report per batch size: {stdout}");
+        for (line, batch) in lines.iter().zip([1, 2]) {
+            assert_eq!(line["batch"], batch);
+            assert_eq!(line["target"], "audio-encoder");
+            for field in ["setup_s", "first_s", "median_s", "items_per_s"] {
+                assert!(line[field].as_f64().unwrap() > 0.0, "{field} in {line}");
+            }
+        }
+    }
+    let first = read_values(&dir.path().join("a/audio-encoder-b2.npy"));
+    let second = read_values(&dir.path().join("b/audio-encoder-b2.npy"));
+    assert_eq!(first.len(), 2 * 2048);
+    assert_eq!(
+        first, second,
+        "the same seed gives the same weights and inputs"
+    );
+    assert!(first.iter().any(|v| *v > 0.0));
+}

@@ -21,7 +21,7 @@ use crate::{NetworkKind, NetworkModule};
 
 #[cfg(feature = "torch")]
 mod import;
-#[cfg(feature = "torch")]
+#[cfg(feature = "train")]
 pub(crate) use import::{infer_config, is_ignored};
 
 /// IC-GAN trains its generators with `SN_eps = 1e-6`.

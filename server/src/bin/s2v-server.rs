@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use burn::prelude::Backend;
 use clap::Parser;
-use s2v_models::{AudioEncoder, ImageEncoder};
+use s2v_models::checkpoint::to_native_bytes;
+use s2v_models::{AudioEncoder, ImageEncoder, NetworkModule};
 use s2v_server::generators::Generators;
 use s2v_server::store::Store;
-use s2v_server::{AppState, Limits, router};
+use s2v_server::{AppState, EncoderWeights, Limits, router};
 use s2v_serving::broker::BrokerClient;
 use s2v_serving::device::{DeviceKind, OnBackend, dispatch};
 use s2v_serving::encoders::EncoderService;
@@ -84,20 +85,42 @@ struct StartEncoders {
 }
 
 impl OnBackend for StartEncoders {
-    type Output = EncoderService;
+    /// The service, and the audio encoder's weights for pages.
+    type Output = (EncoderService, Option<EncoderWeights>);
 
     /// Each `Some(None)` is the embedded default model's encoder.
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<EncoderService> {
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
         let audio: Option<AudioEncoder<B>> = self
             .audio
+            .as_ref()
             .map(|path| load_network(path.as_deref(), &device))
             .transpose()?;
+        let weights = match (&self.audio, &audio) {
+            (Some(path), Some(encoder)) => Some(page_weights(path.is_none(), encoder)?),
+            _ => None,
+        };
         let image: Option<ImageEncoder<B>> = self
             .image
             .map(|path| load_network(path.as_deref(), &device))
             .transpose()?;
-        Ok(EncoderService::start(audio, image, device, self.queue))
+        Ok((
+            EncoderService::start(audio, image, device, self.queue),
+            weights,
+        ))
     }
+}
+
+/// The audio encoder as pages download it: the embedded f16 file as it is, or the given one converted.
+fn page_weights<B: Backend>(
+    embedded: bool,
+    encoder: &AudioEncoder<B>,
+) -> anyhow::Result<EncoderWeights> {
+    let bytes = if embedded {
+        s2v_models::default_model::AUDIO_ENCODER.to_vec()
+    } else {
+        to_native_bytes(encoder, true).context("cannot convert the audio encoder for pages")?
+    };
+    Ok(EncoderWeights::new(bytes, encoder.config().embedding_dim))
 }
 
 #[tokio::main]
@@ -147,19 +170,21 @@ async fn main() -> anyhow::Result<()> {
         with_default(&args.audio_encoder),
         with_default(&args.image_encoder),
     );
-    let encoders = if audio.is_some() || image.is_some() {
+    let (encoders, audio_encoder_weights) = if audio.is_some() || image.is_some() {
         let job = StartEncoders {
             audio,
             image,
             queue: args.queue,
         };
-        Some(dispatch(args.device, job)?)
+        let (service, weights) = dispatch(args.device, job)?;
+        (Some(service), weights)
     } else {
-        None
+        (None, None)
     };
     let state = Arc::new(AppState {
         generators: Some(generators),
         encoders,
+        audio_encoder_weights,
         store,
         limits: Limits {
             rate_burst: args.rate_burst,
@@ -169,6 +194,12 @@ async fn main() -> anyhow::Result<()> {
         metrics: Default::default(),
         page_dir: args.page.is_dir().then(|| args.page.clone()),
     });
+    if !args.page.is_dir() {
+        tracing::warn!(
+            "no built page in {}: `/` says how to build it (scripts/build-page)",
+            args.page.display()
+        );
+    }
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;

@@ -4,7 +4,9 @@ pub mod encode;
 pub mod generate;
 pub mod images;
 pub mod metrics;
+pub mod model;
 pub mod openapi;
+mod page;
 pub mod share;
 
 use axum::Router;
@@ -22,7 +24,7 @@ use crate::error::{ApiError, ErrorKind};
 /// client address.
 pub fn router(state: SharedState) -> Router {
     // The page (trunk's dist/) answers every path the API does not.
-    let page = state.page_dir.clone();
+    let page_dir = state.page_dir.clone();
     let limits = state.limits;
     let upload_limit = DefaultBodyLimit::max(limits.max_upload_bytes);
 
@@ -50,16 +52,18 @@ pub fn router(state: SharedState) -> Router {
         .route("/img/{file}", get(images::image))
         .route("/s/{id}", get(share::share_page))
         .route("/api/openapi.json", get(openapi::openapi))
+        .route("/api/model", get(model::served_model))
+        .route(
+            "/api/weights/audio-encoder/{file}",
+            get(model::audio_encoder_weights),
+        )
         .route("/healthz", get(metrics::healthz))
         .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state);
-    match page {
-        Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
-        None => router,
-    }
+    page::serve(router, page_dir)
 }
 
 /// Counts every error answer by its kind ([`ApiError`] marks its responses), rate limiting's included.

@@ -68,6 +68,15 @@ pub fn document(dim: usize) -> Value {
                 "responses": {"200": {"description": "The feature", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Latent"}}}},
                               "400": error, "413": error, "415": error, "429": busy, "503": busy}
             }},
+            "/api/model": {"get": {
+                "summary": "The model this server serves: its id and version, the latent length, the picture size, and where a page fetches the audio encoder's weights",
+                "responses": {"200": {"description": "The model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServedModel"}}}}, "503": busy}
+            }},
+            "/api/weights/audio-encoder/{version}.safetensors": {"get": {
+                "summary": "The audio encoder's weights (f16 safetensors with the configuration in its metadata), immutable under their version",
+                "parameters": [{"name": "version", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The weights", "content": {"application/octet-stream": {}}}, "304": {"description": "Not modified"}, "404": error}
+            }},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "A generator worker is up"}, "503": {"description": "No worker"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}}}
@@ -82,6 +91,15 @@ pub fn document(dim: usize) -> Value {
                         "seed": {"type": "integer", "minimum": 0},
                         "truncation": {"type": "number", "minimum": 0.02},
                         "model": {"type": "string"}
+                    }
+                },
+                "ServedModel": {
+                    "type": "object", "required": ["model", "latent_length", "resolution"],
+                    "properties": {
+                        "model": {"type": "object", "properties": {"id": {"type": "string"}, "version": {"type": "string"}}},
+                        "latent_length": {"type": "integer"},
+                        "resolution": {"type": "integer"},
+                        "audio_encoder": {"type": "string", "description": "Where to fetch the audio encoder's weights; absent when this server has none for this model"}
                     }
                 },
                 "Latent": {"type": "object", "required": ["latent"], "properties": {"latent": {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim}}},

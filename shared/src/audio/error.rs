@@ -27,4 +27,8 @@ pub enum AudioError {
     WrongLength { expected: usize, actual: usize },
     #[error("resampling failed: {0}")]
     Resample(String),
+    #[error("the sound is silent: nothing louder than -50 dBFS")]
+    Silent,
+    #[error("the sound is too short ({seconds:.2} s): give at least half a second")]
+    TooShort { seconds: f64 },
 }

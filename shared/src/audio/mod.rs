@@ -26,16 +26,65 @@ pub fn waveform_from_bytes(
     bytes: &[u8],
     extension_hint: Option<&str>,
 ) -> Result<Vec<f64>, AudioError> {
+    let seconds = CLIP_SAMPLES as f64 / f64::from(SAMPLE_RATE);
+    clip_at(&mono_16k_from_bytes(bytes, extension_hint, seconds)?, 0)
+}
+
+/// Decodes an audio file to mono 16 kHz: the first `max_seconds` of it, where the page lets a person choose
+/// which 10 s the network hears.
+pub fn mono_16k_from_bytes(
+    bytes: &[u8],
+    extension_hint: Option<&str>,
+    max_seconds: f64,
+) -> Result<Vec<f64>, AudioError> {
     let decoded = decode_audio(bytes, extension_hint)?;
-    // Only the first 10 s reach the network: resample those (and a little more for the filter's edge).
-    let needed = (CLIP_SAMPLES as u64 * u64::from(decoded.sample_rate))
-        .div_ceil(u64::from(SAMPLE_RATE)) as usize
-        + 1024;
-    let head = &decoded.samples[..decoded.samples.len().min(needed)];
-    let mono16k = resample(head, decoded.sample_rate, SAMPLE_RATE)?;
-    let mut fitted = fit_to_length(&mono16k, CLIP_SAMPLES)?;
-    clip_unit(&mut fitted);
-    Ok(fitted)
+    to_mono_16k(&decoded.samples, decoded.sample_rate, max_seconds)
+}
+
+/// Mono samples at any rate to 16 kHz: the first `max_seconds`, and a little more for the filter's edge, so that
+/// the samples kept are the same as from the whole sound.
+pub fn to_mono_16k(
+    samples: &[f64],
+    sample_rate: u32,
+    max_seconds: f64,
+) -> Result<Vec<f64>, AudioError> {
+    // The float-to-integer cast saturates, so an unlimited length keeps every sample.
+    let needed =
+        ((max_seconds.max(0.0) * f64::from(sample_rate)).ceil() as usize).saturating_add(1024);
+    resample(
+        &samples[..samples.len().min(needed)],
+        sample_rate,
+        SAMPLE_RATE,
+    )
+}
+
+/// The 10 s the network hears from a 16 kHz sound, starting `start` samples in: repeated cyclically where the
+/// sound is shorter, cut where it is longer, clipped to [-1, 1].
+pub fn clip_at(mono_16k: &[f64], start: usize) -> Result<Vec<f64>, AudioError> {
+    let start = start.min(mono_16k.len().saturating_sub(1));
+    let mut clip = fit_to_length(&mono_16k[start..], CLIP_SAMPLES)?;
+    clip_unit(&mut clip);
+    Ok(clip)
+}
+
+/// A sound shorter than this says too little to picture (half a second).
+pub const MIN_SAMPLES: usize = SAMPLE_RATE as usize / 2;
+/// A sound whose loudest sample is below this (about -50 dBFS) is taken for silence.
+pub const SILENCE_PEAK: f64 = 0.003;
+
+/// Whether a 16 kHz sound is long and loud enough to encode: a recording of nothing, or a click, would give a
+/// picture of nothing in particular, so the page says so instead.
+pub fn check_audible(mono_16k: &[f64]) -> Result<(), AudioError> {
+    if mono_16k.len() < MIN_SAMPLES {
+        return Err(AudioError::TooShort {
+            seconds: mono_16k.len() as f64 / f64::from(SAMPLE_RATE),
+        });
+    }
+    let peak = mono_16k.iter().fold(0.0f64, |peak, s| peak.max(s.abs()));
+    if peak < SILENCE_PEAK {
+        return Err(AudioError::Silent);
+    }
+    Ok(())
 }
 
 /// The whole front end: an audio file's bytes to the normalised 257 x 1004 log-spectrogram.
@@ -106,5 +155,39 @@ mod tests {
                 started.elapsed()
             );
         }
+    }
+
+    #[test]
+    fn a_window_of_a_long_sound_starts_where_asked_and_the_first_is_the_files_clip() {
+        // 25 s at 8 kHz: a ramp, so every sample says where it came from.
+        let samples: Vec<i16> = (0..200_000).map(|i| (i % 30_000) as i16).collect();
+        let wav = wav_bytes(&samples, 8000);
+        let whole = mono_16k_from_bytes(&wav, Some("wav"), 600.0).unwrap();
+        assert!((whole.len() as f64 / 16_000.0 - 25.0).abs() < 0.01);
+        assert_eq!(
+            clip_at(&whole, 0).unwrap(),
+            waveform_from_bytes(&wav, Some("wav")).unwrap()
+        );
+        let later = clip_at(&whole, 5 * 16_000).unwrap();
+        assert_eq!(later.len(), CLIP_SAMPLES);
+        assert_eq!(later[..1000], whole[80_000..81_000]);
+        // A start past the end keeps the last sample and repeats it.
+        assert_eq!(clip_at(&whole, usize::MAX).unwrap().len(), CLIP_SAMPLES);
+    }
+
+    #[test]
+    fn silence_and_clicks_are_not_audible_and_a_tone_is() {
+        let tone: Vec<f64> = (0..16_000)
+            .map(|i| (f64::from(i) * 0.1).sin() * 0.2)
+            .collect();
+        assert!(check_audible(&tone).is_ok());
+        assert!(matches!(
+            check_audible(&vec![0.001; 16_000]),
+            Err(AudioError::Silent)
+        ));
+        assert!(matches!(
+            check_audible(&tone[..4000]),
+            Err(AudioError::TooShort { seconds }) if (seconds - 0.25).abs() < 1e-9
+        ));
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use s2v_models::NetworkKind;
 use s2v_serving::broker::{WorkerOptions, serve_jobs};
 use s2v_serving::device::{DeviceKind, dispatch};
@@ -14,6 +14,7 @@ use s2v_train::dataset::build::{BuildOptions, build_default};
 use s2v_train::eval::{EvalJob, EvalOptions};
 use s2v_train::trainer::{TrainArgs, TrainJob};
 use s2v_worker::arrays::Array;
+use s2v_worker::bench::{Bench, BenchTarget};
 use s2v_worker::commands::{
     self, Convert, DEFAULT_BATCH, EncodeAudio, EncodeImage, Generate, ImageInput, NoiseSource,
 };
@@ -57,6 +58,23 @@ enum Command {
     Worker(WorkerArgs),
     /// Converts a PyTorch checkpoint to the project's own format (safetensors with the configuration inside).
     Convert(ConvertArgs),
+    /// Times one network at the published size with random weights; prints one JSON line.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(value_enum)]
+    target: BenchTarget,
+    /// Batch sizes, timed one after the other in this process (so kernels compiled for one are reused).
+    #[arg(long, num_args = 1.., default_value = "1")]
+    batch: Vec<usize>,
+    /// Timed calls after the first.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Writes the last output (.npy) of each batch size to DIR/TARGET-bBATCH.npy, for comparing devices.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -191,7 +209,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(DataCommand::BuildDefault(options)) => build_data(&options),
         Command::Worker(args) => serve_as_worker(device, args),
         Command::Convert(args) => convert(device, args),
+        Command::Bench(args) => bench(device, args),
     }
+}
+
+fn bench(device: DeviceKind, args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)?;
+    }
+    for batch in args.batch {
+        let target_name = args
+            .target
+            .to_possible_value()
+            .map(|v| v.get_name().to_string());
+        let job = Bench {
+            target: args.target,
+            batch,
+            runs: args.runs,
+            out: args
+                .out
+                .as_ref()
+                .map(|dir| dir.join(format!("{}-b{batch}.npy", target_name.unwrap_or_default()))),
+        };
+        let report = dispatch(device, job)?;
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
 }
 
 fn encode_audio(device: DeviceKind, args: EncodeAudioArgs) -> anyhow::Result<()> {

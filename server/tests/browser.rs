@@ -1,0 +1,76 @@
+//! The page end to end in a real browser: Debian's Chromium, driven by `tests/browser/e2e.mjs`
+//! (playwright-core), against the real `s2v-server` serving the built page with the embedded default model.
+//! Once on Chromium's software WebGPU adapter and once on the CPU path: uploading a sound, the browser's latent
+//! against the server's native encoder, the pictures and the share link, an undecodable file, recording through
+//! Chromium's fake microphone, the weights from the browser's cache on a second visit, and a busy server.
+//!
+//! Needs what `tests/setup` installs: Chromium, Node's `playwright-core`, and the built page (`dist/`).
+//! Screenshots go to `$S2V_SCREENSHOTS` (else a folder in the temporary directory, printed).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use s2v_tests::service::{Process, start_server};
+
+fn serve(data: &Path, page: &Path, extra: &[&str]) -> (Process, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_s2v-server"));
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--page")
+        .arg(page)
+        .args(extra);
+    start_server(command)
+}
+
+fn screenshots() -> PathBuf {
+    std::env::var_os("S2V_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("s2v-browser-screenshots"))
+}
+
+#[test]
+fn the_page_works_on_webgpu_and_on_the_cpu() {
+    let checkout = s2v_tests::checkout();
+    let page = checkout.join("dist");
+    assert!(
+        page.join("index.html").is_file(),
+        "the page is not built in {}: run tests/setup (or scripts/build-page)",
+        page.display()
+    );
+    let script = checkout.join("tests/browser/e2e.mjs");
+    assert!(
+        checkout
+            .join("tests/browser/node_modules/playwright-core")
+            .is_dir(),
+        "playwright-core is not installed: run tests/setup"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let busy_data = tempfile::tempdir().unwrap();
+    let (_server, base) = serve(data.path(), &page, &[]);
+    // One generation a minute: the second is refused with 429.
+    let (_busy, busy_base) = serve(
+        busy_data.path(),
+        &page,
+        &["--rate-burst", "1", "--rate-period-ms", "60000"],
+    );
+    let sound = s2v_tests::fixture("tone_chirp_10s.wav");
+    let shots = screenshots();
+    for mode in ["webgpu", "cpu"] {
+        let status = Command::new("node")
+            .arg(&script)
+            .args([mode, &base, &busy_base])
+            .arg(&sound)
+            .arg(&shots)
+            .status()
+            .expect(
+                "node runs (tests/setup installs Node's packages; Node comes with the machine)",
+            );
+        assert!(
+            status.success(),
+            "the page failed in the browser on {mode} (its log is above; screenshots in {})",
+            shots.display()
+        );
+    }
+    eprintln!("screenshots in {}", shots.display());
+}

@@ -1,0 +1,67 @@
+// The page's speed in Debian's Chromium: the encoder's time for one 10 s clip (spectrogram and network, as the
+// page reports it) on WebGPU (Chromium's software adapter, SwiftShader, where the machine has no GPU) and on the
+// CPU, first and warm, and the time from choosing a file to the first picture. Not a test: run it against a
+// server with the built page (a release build for fair numbers):
+//
+//   node bench.mjs <server> <sound.wav> [runs]
+//
+// It prints one JSON object; BENCHMARKS.md records what it gave, with the machine.
+
+import { chromium } from "playwright-core";
+
+const [server, soundPath, runsArg] = process.argv.slice(2);
+const runs = Number(runsArg ?? 5);
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+async function measure(mode) {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: [
+      "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--no-first-run", ...(mode === "webgpu" ? ["--enable-unsafe-webgpu"] : []),
+    ],
+  });
+  const page = await browser.newPage();
+  await page.goto(`${server}/`);
+  await page.locator("[data-encoder-backend]").waitFor({ timeout: 240_000 });
+  const backend = await page.locator("[data-encoder-backend]").getAttribute("data-encoder-backend");
+  const note = page.locator("section p.status").filter({ hasText: "encoded" }).first();
+  const seconds = async (previous) => {
+    await page.waitForFunction(
+      (old) => [...document.querySelectorAll("section p.status")].some((p) => p.innerText.includes("encoded") && p.innerText !== old),
+      previous, { timeout: 240_000 },
+    );
+    const text = await note.innerText();
+    return { text, seconds: Number(text.match(/in ([\d.]+) s/)[1]) };
+  };
+  const chosen = Date.now();
+  await page.locator('input[type="file"][accept="audio/*"]').first().setInputFiles(soundPath);
+  const first = await seconds(null);
+  await page.locator("img[data-generated]").first().waitFor({ timeout: 240_000 });
+  const firstPicture = (Date.now() - chosen) / 1000;
+  await page.locator("a[data-share]").waitFor({ timeout: 240_000 });
+  // Warm: the same clip at other volumes, each encoded anew.
+  const warm = [];
+  let last = first.text;
+  for (let i = 0; i < runs; i++) {
+    await page.evaluate((v) => {
+      const slider = document.getElementById("volume");
+      slider.value = String(v);
+      slider.dispatchEvent(new Event("input", { bubbles: true }));
+      slider.dispatchEvent(new Event("change", { bubbles: true }));
+    }, 0.9 - i * 0.05);
+    const run = await seconds(last);
+    last = run.text;
+    warm.push(run.seconds);
+    await page.locator("a[data-share]").waitFor({ timeout: 240_000 });
+  }
+  await browser.close();
+  return { backend, firstEncodeSeconds: first.seconds, warmEncodeSeconds: warm, warmMedian: median(warm), uploadToFirstPictureSeconds: firstPicture };
+}
+
+const results = { webgpu: await measure("webgpu"), cpu: await measure("cpu") };
+console.log(JSON.stringify(results, null, 2));

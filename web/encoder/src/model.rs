@@ -1,0 +1,115 @@
+//! The audio encoder on the backend the browser allows: burn's wgpu backend on a WebGPU adapter, else its CPU
+//! backend. Outputs are read asynchronously: a browser cannot block on the GPU.
+
+use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, graphics::WebGpu, init_setup_async};
+use burn::backend::{Flex, Wgpu};
+use burn::prelude::*;
+use s2v_models::AudioEncoder;
+use s2v_models::checkpoint::load_native;
+use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES, log_spectrogram};
+use s2v_shared::encoder_protocol::EncoderBackend;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+/// A loaded audio encoder.
+pub enum Encoder {
+    WebGpu(Box<AudioEncoder<Wgpu>>, WgpuDevice),
+    Cpu(Box<AudioEncoder<Flex>>),
+}
+
+impl Encoder {
+    /// The network from its weights (the project's format), on WebGPU when `try_gpu` and an adapter answers.
+    /// Returns why the CPU runs where WebGPU was wanted.
+    pub async fn load(weights: &[u8], try_gpu: bool) -> Result<(Self, Option<String>), String> {
+        let no_webgpu = if try_gpu {
+            match webgpu_adapter().await {
+                Ok(()) => {
+                    let device = WgpuDevice::default();
+                    init_setup_async::<WebGpu>(&device, RuntimeOptions::default()).await;
+                    let encoder = load_native(weights, &device).map_err(|e| e.to_string())?;
+                    return Ok((Self::WebGpu(Box::new(encoder), device), None));
+                }
+                Err(why) => Some(why),
+            }
+        } else {
+            None
+        };
+        let encoder = load_native(weights, &Default::default()).map_err(|e| e.to_string())?;
+        Ok((Self::Cpu(Box::new(encoder)), no_webgpu))
+    }
+
+    pub fn backend(&self) -> EncoderBackend {
+        match self {
+            Self::WebGpu(..) => EncoderBackend::WebGpu,
+            Self::Cpu(_) => EncoderBackend::Cpu,
+        }
+    }
+
+    /// The latent of a log-spectrogram (`FREQ_BINS x TIME_FRAMES` values).
+    pub async fn latent(&self, spectrogram: Vec<f32>) -> Result<Vec<f32>, String> {
+        match self {
+            Self::WebGpu(encoder, device) => forward(encoder, spectrogram, device).await,
+            Self::Cpu(encoder) => forward(encoder, spectrogram, &Default::default()).await,
+        }
+    }
+}
+
+async fn forward<B: Backend>(
+    encoder: &AudioEncoder<B>,
+    spectrogram: Vec<f32>,
+    device: &B::Device,
+) -> Result<Vec<f32>, String> {
+    let input = Tensor::<B, 4>::from_data(
+        TensorData::new(spectrogram, [1, 1, FREQ_BINS, TIME_FRAMES]),
+        device,
+    );
+    encoder
+        .forward(input)
+        .into_data_async()
+        .await
+        .map_err(|e| format!("reading the latent: {e:?}"))?
+        .into_vec::<f32>()
+        .map_err(|e| format!("reading the latent: {e:?}"))
+}
+
+/// The log-spectrogram the network reads, of a 10 s, 16 kHz clip.
+pub fn spectrogram(clip: &[f32]) -> Result<Vec<f32>, String> {
+    let samples: Vec<f64> = clip.iter().map(|&s| f64::from(s)).collect();
+    Ok(log_spectrogram(&samples).map_err(|e| e.to_string())?.data)
+}
+
+/// Whether the browser offers this worker a WebGPU adapter. Asked before burn is: burn cannot report a missing
+/// adapter other than by panicking, which would end the worker.
+async fn webgpu_adapter() -> Result<(), String> {
+    let global = js_sys::global();
+    let navigator = js_sys::Reflect::get(&global, &"navigator".into()).map_err(describe)?;
+    let gpu = js_sys::Reflect::get(&navigator, &"gpu".into()).map_err(describe)?;
+    if gpu.is_undefined() || gpu.is_null() {
+        return Err("this browser has no WebGPU".into());
+    }
+    let request: js_sys::Function = js_sys::Reflect::get(&gpu, &"requestAdapter".into())
+        .map_err(describe)?
+        .dyn_into()
+        .map_err(describe)?;
+    let promise: js_sys::Promise = request
+        .call0(&gpu)
+        .map_err(describe)?
+        .dyn_into()
+        .map_err(describe)?;
+    let adapter = JsFuture::from(promise).await.map_err(describe)?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return Err("WebGPU offers no adapter here".into());
+    }
+    Ok(())
+}
+
+fn describe(value: JsValue) -> String {
+    value
+        .as_string()
+        .or_else(|| {
+            js_sys::JSON::stringify(&value)
+                .ok()
+                .and_then(|s| s.as_string())
+        })
+        .unwrap_or_else(|| format!("{value:?}"))
+}

@@ -1,0 +1,517 @@
+//! What the page does: learn the server's model, start the encoder, take sounds in (files, the microphone),
+//! encode them, and generate. Views call these; results land in the [`Studio`]'s signals.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use s2v_shared::audio::{check_audible, to_mono_16k};
+use s2v_shared::encoder_protocol::transport::{bytes_array, float_array, floats};
+use s2v_shared::encoder_protocol::{EncoderCommand, EncoderEvent, EncoderFailure};
+use s2v_shared::wire::GenerateRequest;
+use web_sys::AbortController;
+
+use crate::api::{self, ApiFailure, Streamed};
+use crate::encoder::{EncoderClient, Notice};
+use crate::history::{self, Recent};
+use crate::mixing::{self, Part};
+use crate::recording::{Level, Recorded, Recorder};
+use crate::state::{EncoderStatus, Microphone, Picture, Progress, Sound, Studio};
+use crate::{browser_decode, wav};
+
+/// The longest part of a file kept: the visitor picks which 10 s of it the network hears.
+pub const MAX_SECONDS: f64 = 600.0;
+/// Files larger than this are refused before they are read.
+pub const MAX_FILE_BYTES: f64 = 100.0 * 1024.0 * 1024.0;
+
+/// Which sound a file or recording is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    First,
+    Second,
+}
+
+pub struct Engine {
+    studio: Studio,
+    encoder: RefCell<Option<Rc<EncoderClient>>>,
+    /// Whether the encoder was restarted on the CPU after a crash on WebGPU.
+    retried_on_cpu: Cell<bool>,
+    recorder: RefCell<Option<Recorder>>,
+    generation: RefCell<Option<AbortController>>,
+    /// Each encoding's number: a result older than the newest request is dropped.
+    encoding_round: Cell<u64>,
+}
+
+/// The engine as views hold it (a copyable handle to a value that stays on this thread).
+pub type EngineHandle = StoredValue<Rc<Engine>, LocalStorage>;
+
+impl Engine {
+    pub fn new(studio: Studio) -> Rc<Self> {
+        Rc::new(Self {
+            studio,
+            encoder: RefCell::default(),
+            retried_on_cpu: Cell::new(false),
+            recorder: RefCell::default(),
+            generation: RefCell::default(),
+            encoding_round: Cell::new(0),
+        })
+    }
+
+    /// Learns the server's model, then starts the encoder for it.
+    pub fn start(self: &Rc<Self>) {
+        let engine = self.clone();
+        spawn_local(async move {
+            match api::served_model().await {
+                Ok(served) => {
+                    let weights = served.audio_encoder.clone();
+                    engine.studio.served.set(Some(served));
+                    match weights {
+                        Some(url) => engine.start_encoder(url, cpu_asked()),
+                        None => engine.studio.encoder.set(EncoderStatus::Unavailable(
+                            "this server offers no encoder for the browser".into(),
+                        )),
+                    }
+                }
+                Err(failure) => engine.studio.server_problem.set(Some(failure.to_string())),
+            }
+        });
+    }
+
+    fn start_encoder(self: &Rc<Self>, weights_url: String, cpu_only: bool) {
+        let engine = Rc::downgrade(self);
+        let url = weights_url.clone();
+        let started = EncoderClient::start(move |notice| {
+            if let Some(engine) = engine.upgrade() {
+                engine.on_notice(notice, &url);
+            }
+        });
+        match started {
+            Ok(client) => {
+                self.studio.encoder.set(EncoderStatus::Starting);
+                let _ = client.send(&EncoderCommand::Load {
+                    weights_url,
+                    cpu_only,
+                });
+                *self.encoder.borrow_mut() = Some(Rc::new(client));
+            }
+            Err(why) => self.studio.encoder.set(EncoderStatus::Unavailable(why)),
+        }
+    }
+
+    fn on_notice(self: &Rc<Self>, notice: Notice, weights_url: &str) {
+        let status = &self.studio.encoder;
+        match notice {
+            Notice::Ready => {}
+            Notice::Event(EncoderEvent::Progress { loaded, total }) => {
+                status.set(EncoderStatus::Fetching { loaded, total })
+            }
+            Notice::Event(EncoderEvent::Loaded {
+                backend,
+                seconds,
+                from_cache,
+                no_webgpu,
+            }) => {
+                status.set(EncoderStatus::Ready {
+                    backend,
+                    seconds,
+                    from_cache,
+                    no_webgpu,
+                });
+            }
+            Notice::Event(EncoderEvent::Failed { message, .. }) => {
+                status.set(EncoderStatus::Unavailable(message));
+            }
+            Notice::Event(_) => {}
+            Notice::Died(why) => self.encoder_died(why, weights_url),
+        }
+    }
+
+    /// A crash on WebGPU is tried once more on the CPU; after that, sounds go to the server.
+    fn encoder_died(self: &Rc<Self>, why: String, weights_url: &str) {
+        self.encoder.borrow_mut().take();
+        if !self.retried_on_cpu.replace(true) {
+            self.start_encoder(weights_url.to_string(), true);
+        } else {
+            self.studio.encoder.set(EncoderStatus::Unavailable(format!(
+                "the encoder stopped ({why})"
+            )));
+        }
+    }
+
+    fn client(&self) -> Option<Rc<EncoderClient>> {
+        self.encoder.borrow().clone()
+    }
+
+    /// A file the visitor gave, as the first or the second sound.
+    pub fn take_file(self: &Rc<Self>, file: web_sys::File, slot: Slot) {
+        let engine = self.clone();
+        self.studio.input_problem.set(None);
+        if file.size() > MAX_FILE_BYTES {
+            self.studio.input_problem.set(Some(format!(
+                "{} is over {} MB: give a shorter recording",
+                file.name(),
+                MAX_FILE_BYTES / 1024.0 / 1024.0
+            )));
+            return;
+        }
+        spawn_local(async move {
+            let name = file.name();
+            match engine.decode_file(&file).await {
+                Ok(samples) => engine.set_sound(
+                    slot,
+                    Sound {
+                        name,
+                        samples: Arc::new(samples),
+                        start: 0,
+                    },
+                ),
+                Err(why) => engine
+                    .studio
+                    .input_problem
+                    .set(Some(format!("{name}: {why}"))),
+            }
+        });
+    }
+
+    async fn decode_file(&self, file: &web_sys::File) -> Result<Vec<f32>, String> {
+        let buffer = wasm_bindgen_futures::JsFuture::from(file.array_buffer())
+            .await
+            .map_err(|e| format!("cannot read the file: {}", api::describe(&e)))?;
+        let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+        if bytes.is_empty() {
+            return Err("the file is empty".into());
+        }
+        let extension = file.name().rsplit_once('.').map(|(_, e)| e.to_lowercase());
+        if let Some(client) = self.client() {
+            let asked = client
+                .ask(
+                    |job| EncoderCommand::Decode {
+                        job,
+                        extension,
+                        max_seconds: MAX_SECONDS,
+                    },
+                    Some(&bytes_array(&bytes)),
+                )
+                .await;
+            match asked {
+                Ok(answer) => return floats(answer.data.as_ref()),
+                // The browser may read what the project's decoder does not (AAC, Opus).
+                Err((EncoderFailure::Undecodable, _)) => {}
+                Err((_, why)) => return Err(why),
+            }
+        }
+        let (samples, rate) = browser_decode::decode(&bytes).await?;
+        self.to_16k(samples, rate).await
+    }
+
+    /// Mono samples at any rate to 16 kHz, by the worker where it runs (the same resampler as the server's).
+    async fn to_16k(&self, samples: Vec<f32>, sample_rate: u32) -> Result<Vec<f32>, String> {
+        if let Some(client) = self.client() {
+            let answer = client
+                .ask(
+                    |job| EncoderCommand::Resample { job, sample_rate },
+                    Some(&float_array(&samples)),
+                )
+                .await
+                .map_err(|(_, why)| why)?;
+            return floats(answer.data.as_ref());
+        }
+        let wide: Vec<f64> = samples.iter().map(|&s| f64::from(s)).collect();
+        let mono = to_mono_16k(&wide, sample_rate, MAX_SECONDS).map_err(|e| e.to_string())?;
+        check_audible(&mono).map_err(|e| e.to_string())?;
+        Ok(mono.iter().map(|&s| s as f32).collect())
+    }
+
+    /// A new sound; the page's effects encode it.
+    fn set_sound(&self, slot: Slot, sound: Sound) {
+        match slot {
+            Slot::First => self.studio.first.set(Some(sound)),
+            Slot::Second => self.studio.second.set(Some(sound)),
+        }
+    }
+
+    /// Starts recording, or stops a recording under way.
+    pub fn toggle_recording(self: &Rc<Self>) {
+        // Taken before stopping: stopping hands the recording to `recorded`, which clears the slot too.
+        let running = self.recorder.borrow_mut().take();
+        if let Some(recorder) = running {
+            recorder.stop();
+            return;
+        }
+        if self.studio.microphone.get_untracked() == Microphone::Asking {
+            return; // the browser is still asking for the microphone
+        }
+        let engine = self.clone();
+        self.studio.input_problem.set(None);
+        self.studio.microphone.set(Microphone::Asking);
+        spawn_local(async move {
+            let studio = engine.studio;
+            let done = {
+                let engine = engine.clone();
+                move |recorded: Recorded| engine.recorded(recorded)
+            };
+            let level = move |level: Level| {
+                studio.microphone.set(Microphone::Recording {
+                    seconds: level.seconds,
+                    peak: level.peak,
+                })
+            };
+            match Recorder::start(level, done).await {
+                Ok(recorder) => {
+                    *engine.recorder.borrow_mut() = Some(recorder);
+                    studio.microphone.set(Microphone::Recording {
+                        seconds: 0.0,
+                        peak: 0.0,
+                    });
+                }
+                Err(why) => {
+                    studio.microphone.set(Microphone::Idle);
+                    studio.input_problem.set(Some(why));
+                }
+            }
+        });
+    }
+
+    fn recorded(self: &Rc<Self>, recorded: Recorded) {
+        self.recorder.borrow_mut().take();
+        self.studio.microphone.set(Microphone::Idle);
+        let engine = self.clone();
+        spawn_local(async move {
+            match engine.to_16k(recorded.samples, recorded.sample_rate).await {
+                Ok(samples) => engine.set_sound(
+                    Slot::First,
+                    Sound {
+                        name: "your recording".into(),
+                        samples: Arc::new(samples),
+                        start: 0,
+                    },
+                ),
+                Err(why) => engine
+                    .studio
+                    .input_problem
+                    .set(Some(format!("the recording: {why}"))),
+            }
+        });
+    }
+
+    /// A picture to mix with the sound: its feature comes from the server's image encoder.
+    pub fn take_picture(self: &Rc<Self>, file: web_sys::File) {
+        let engine = self.clone();
+        spawn_local(async move {
+            let name = file.name();
+            let read = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await;
+            let bytes = match read {
+                Ok(buffer) => js_sys::Uint8Array::new(&buffer).to_vec(),
+                Err(e) => {
+                    return engine
+                        .studio
+                        .input_problem
+                        .set(Some(format!("{name}: {}", api::describe(&e))));
+                }
+            };
+            match api::encode_image(&bytes, &file.type_()).await {
+                Ok(feature) => engine.studio.picture.set(Some(Picture {
+                    name,
+                    feature: Arc::new(feature),
+                })),
+                Err(failure) => engine
+                    .studio
+                    .input_problem
+                    .set(Some(format!("{name}: {failure}"))),
+            }
+        });
+    }
+
+    /// Encodes the sounds as the controls mix them; the new latent then starts a generation (both by the page's
+    /// effects). Waits while the encoder loads.
+    pub fn encode(self: &Rc<Self>) {
+        let studio = self.studio;
+        let Some(first) = studio.first.get_untracked() else {
+            return;
+        };
+        if matches!(
+            studio.encoder.get_untracked(),
+            EncoderStatus::Starting | EncoderStatus::Fetching { .. }
+        ) && !studio.encode_on_server.get_untracked()
+        {
+            // Encoded once the encoder is ready.
+            studio.progress.set(Progress::Encoding);
+            return;
+        }
+        let second = studio.second.get_untracked();
+        let mut parts = vec![(first, studio.first_volume.get_untracked())];
+        parts.extend(second.map(|s| (s, studio.second_volume.get_untracked())));
+        let round = self.encoding_round.get() + 1;
+        self.encoding_round.set(round);
+        let engine = self.clone();
+        studio.progress.set(Progress::Encoding);
+        spawn_local(async move {
+            let result = engine.latent_of(&parts).await;
+            if engine.encoding_round.get() != round {
+                return; // a newer mix is being encoded
+            }
+            match result {
+                Ok((latent, spectrogram, note)) => {
+                    studio.spectrogram.set(spectrogram.map(Arc::new));
+                    studio.encoded_note.set(Some(note));
+                    studio.sound_latent.set(Some(Arc::new(latent)));
+                }
+                Err(why) => studio.progress.set(Progress::Failed(why)),
+            }
+        });
+    }
+
+    /// The latent of the mixed clip, its spectrogram where the browser computed one, and how it was made.
+    async fn latent_of(
+        &self,
+        parts: &[(Sound, f64)],
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>, String), String> {
+        let parts: Vec<Part> = parts
+            .iter()
+            .map(|(sound, volume)| Part {
+                samples: &sound.samples,
+                start: sound.start,
+                volume: *volume,
+            })
+            .collect();
+        let clip = mixing::clip(&parts).map_err(|e| e.to_string())?;
+        let on_server = self.studio.encodes_on_server();
+        let client = self.client();
+        let browser = match &client {
+            Some(client) => Some(
+                client
+                    .ask(
+                        |job| EncoderCommand::Encode {
+                            job,
+                            latent: !on_server,
+                        },
+                        Some(&float_array(&clip)),
+                    )
+                    .await
+                    .map_err(|(_, why)| why)?,
+            ),
+            None => None,
+        };
+        let spectrogram = browser
+            .as_ref()
+            .and_then(|answer| floats(answer.data.as_ref()).ok());
+        if let Some(EncoderEvent::Encoded {
+            latent: Some(latent),
+            seconds,
+            ..
+        }) = browser.map(|answer| answer.event)
+        {
+            let backend = match self.studio.encoder.get_untracked() {
+                EncoderStatus::Ready { backend, .. } => backend.label(),
+                _ => "this browser",
+            };
+            return Ok((
+                latent,
+                spectrogram,
+                format!("encoded in your browser on {backend} in {seconds:.2} s"),
+            ));
+        }
+        let latent = api::encode_audio(&wav::wav_16k(&clip))
+            .await
+            .map_err(|failure| failure.to_string())?;
+        Ok((latent, spectrogram, "encoded on the server".into()))
+    }
+
+    /// Generates from the current latent and controls, replacing any generation under way.
+    pub fn generate(self: &Rc<Self>) {
+        let studio = self.studio;
+        let Some(latent) = studio.sound_latent.get_untracked() else {
+            return;
+        };
+        let picture = studio.picture.get_untracked();
+        let request = GenerateRequest {
+            latent: mixing::latent(
+                &latent,
+                picture
+                    .as_ref()
+                    .map(|p| (p.feature.as_slice(), studio.lambda.get_untracked())),
+            ),
+            count: studio.count.get_untracked(),
+            seed: Some(studio.seed.get_untracked()),
+            truncation: studio
+                .truncate
+                .get_untracked()
+                .then(|| studio.truncation.get_untracked() as f32),
+            model: studio.served.get_untracked().map(|s| s.model.id),
+        };
+        let previous = self.generation.borrow_mut().take();
+        if let Some(previous) = previous {
+            previous.abort();
+        }
+        let Ok(controller) = AbortController::new() else {
+            return;
+        };
+        let signal = controller.signal();
+        *self.generation.borrow_mut() = Some(controller);
+        let engine = self.clone();
+        spawn_local(async move { engine.run_generation(request, signal).await });
+    }
+
+    async fn run_generation(
+        self: Rc<Self>,
+        request: GenerateRequest,
+        signal: web_sys::AbortSignal,
+    ) {
+        let studio = self.studio;
+        loop {
+            studio.images.set(Vec::new());
+            studio.share.set(None);
+            studio.progress.set(Progress::Generating);
+            let outcome = api::generate(&request, &signal, |event| match event {
+                Streamed::Image(image) => studio.images.update(|images| images.push(image.url)),
+                Streamed::Done(done) => {
+                    let pictures = studio.images.get_untracked();
+                    studio.share.set(Some(done.share.clone()));
+                    studio.progress.set(Progress::Done);
+                    let entry = Recent {
+                        id: done.id,
+                        share: done.share,
+                        picture: pictures.first().cloned().unwrap_or_default(),
+                        count: pictures.len(),
+                    };
+                    let recent = history::with(studio.recent.get_untracked(), entry);
+                    history::save(&recent);
+                    studio.recent.set(recent);
+                }
+            })
+            .await;
+            match outcome {
+                Ok(()) | Err(ApiFailure::Aborted) => return,
+                Err(ApiFailure::Busy { retry_after, .. }) => {
+                    if !wait_out(studio, retry_after, &signal).await {
+                        return;
+                    }
+                }
+                Err(failure) => {
+                    return studio.progress.set(Progress::Failed(failure.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Whether the address asks for the CPU (`?encoder=cpu`): for a browser whose WebGPU misbehaves, and for tests.
+fn cpu_asked() -> bool {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .is_some_and(|query| query.contains("encoder=cpu"))
+}
+
+/// Counts down the seconds the server asked for; false when the generation was replaced meanwhile.
+async fn wait_out(studio: Studio, seconds: u64, signal: &web_sys::AbortSignal) -> bool {
+    for left in (1..=seconds.max(1)).rev() {
+        studio.progress.set(Progress::Waiting(left));
+        gloo_timers::future::TimeoutFuture::new(1000).await;
+        if signal.aborted() {
+            return false;
+        }
+    }
+    true
+}
