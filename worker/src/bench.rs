@@ -135,14 +135,14 @@ impl Bench {
                     seeded_weights::<AudioEncoder<Flex>>(&AudioEncoderConfig::published())?;
                 let encoder: AudioEncoder<B> = load_native::<B, _>(&weights, device)?;
                 let input = seeded_input::<B, 4>([n, 1, 257, 1004], normal(), device);
-                Box::new(move || Ok(Some(read(encoder.forward(input.clone())))))
+                Box::new(move || Ok(Some(read(encoder.forward(input.clone()))?)))
             }
             BenchTarget::ImageEncoder => {
                 let weights =
                     seeded_weights::<ImageEncoder<Flex>>(&ImageEncoderConfig::published())?;
                 let encoder: ImageEncoder<B> = load_native::<B, _>(&weights, device)?;
                 let input = seeded_input::<B, 4>([n, 3, 224, 224], normal(), device);
-                Box::new(move || Ok(Some(read(encoder.forward(input.clone())))))
+                Box::new(move || Ok(Some(read(encoder.forward(input.clone()))?)))
             }
             BenchTarget::Generator => {
                 let config = GeneratorConfig::published_128();
@@ -151,7 +151,7 @@ impl Bench {
                 let z = seeded_input::<B, 2>([n, config.dim_z()], normal(), device);
                 let features = seeded_input::<B, 2>([n, config.feature_dim], uniform(), device);
                 let features = features.clone() / features.powi_scalar(2).sum_dim(1).sqrt();
-                Box::new(move || Ok(Some(read(generator.forward(z.clone(), features.clone())))))
+                Box::new(move || Ok(Some(read(generator.forward(z.clone(), features.clone()))?)))
             }
             BenchTarget::TrainAudioEncoder => train_audio_encoder::<B>(n, device)?,
             BenchTarget::TrainImageEncoder => train_image_encoder::<B>(n, device)?,
@@ -229,11 +229,11 @@ fn seeded_input<B: Backend, const D: usize>(
 }
 
 /// Reads a result back to the host as f32.
-fn read<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Array {
+fn read<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> anyhow::Result<Array> {
     let shape = tensor.dims().to_vec();
     let data = tensor.into_data().convert::<f32>();
-    Array {
-        shape,
-        data: data.to_vec().unwrap_or_default(),
-    }
+    let data = data
+        .to_vec()
+        .map_err(|e| anyhow::anyhow!("reading the output back: {e:?}"))?;
+    Ok(Array { shape, data })
 }
