@@ -1,5 +1,6 @@
 //! Training losses: the paper's (Sound2Scene's `InfoNCE_with_L2`), and those of the default model's image
-//! stages (SimCLR's NT-Xent for the image encoder, BigGAN's hinge loss for the generator).
+//! stages (SimCLR's NT-Xent and supervised contrastive learning for the image encoder, BigGAN's hinge loss
+//! for the generator).
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -47,6 +48,47 @@ pub fn nt_xent<B: Backend>(
     (first_twins.sum() + second_twins.sum())
         .neg()
         .div_scalar((2 * n) as f64)
+}
+
+/// Supervised contrastive learning (Khosla et al. 2020, `L_out` of eq. 2): `2N` projections of `N` images
+/// seen twice (`first[i]` and `second[i]` are views of image `i`, of class `classes[i]`); each is pulled
+/// towards every other projection of its class (its twin among them) and pushed from the rest, by cosine
+/// similarity over `temperature`. Images without a label are given classes of their own: with every class
+/// distinct this is NT-Xent.
+pub fn supervised_contrastive<B: Backend>(
+    first: Tensor<B, 2>,
+    second: Tensor<B, 2>,
+    classes: &[usize],
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let [n, _] = first.dims();
+    assert_eq!(classes.len(), n, "one class per image");
+    let z = l2_normalise(Tensor::cat(vec![first, second], 0));
+    let device = z.device();
+    let similarity = z.clone().matmul(z.transpose()).div_scalar(temperature);
+    // An image is never its own candidate, nor its own positive.
+    let self_mask: Tensor<B, 2> = Tensor::eye(2 * n, &device).mul_scalar(-1e9);
+    let log_probs = log_softmax(similarity + self_mask, 1);
+    let positives = positive_pairs(classes);
+    let counts: Vec<f32> = positives
+        .chunks(2 * n)
+        .map(|row| row.iter().sum::<f32>())
+        .collect();
+    let positives = Tensor::<B, 2>::from_data(TensorData::new(positives, [2 * n, 2 * n]), &device);
+    let counts = Tensor::<B, 1>::from_data(TensorData::new(counts, [2 * n]), &device);
+    let per_anchor = (log_probs * positives).sum_dim(1).reshape([2 * n]) / counts;
+    per_anchor.mean().neg()
+}
+
+/// `[2N, 2N]` row-major: 1 where two of the `2N` views (view `i` and `i + N` of image `i`) share a class and
+/// are not the same view.
+fn positive_pairs(classes: &[usize]) -> Vec<f32> {
+    let n = classes.len();
+    let class_of = |view: usize| classes[view % n];
+    (0..2 * n)
+        .flat_map(|i| (0..2 * n).map(move |j| (i, j)))
+        .map(|(i, j)| f32::from(u8::from(i != j && class_of(i) == class_of(j))))
+        .collect()
 }
 
 /// BigGAN's hinge losses: the discriminator's on real and generated scores, and the generator's.
@@ -102,6 +144,69 @@ mod tests {
         let same = Tensor::<Flex, 2>::ones([8, 16], &device);
         let chance = nt_xent(same.clone(), same, 0.5).into_scalar();
         assert!((chance - 15f32.ln()).abs() < 1e-4, "{chance}");
+    }
+
+    #[test]
+    fn supervised_contrastive_with_distinct_classes_is_nt_xent() {
+        let device = Default::default();
+        let first = Tensor::<Flex, 2>::random([6, 16], Distribution::Normal(0.0, 1.0), &device);
+        let second = Tensor::<Flex, 2>::random([6, 16], Distribution::Normal(0.0, 1.0), &device);
+        let supervised =
+            supervised_contrastive(first.clone(), second.clone(), &[0, 1, 2, 3, 4, 5], 0.2)
+                .into_scalar();
+        let unsupervised = nt_xent(first, second, 0.2).into_scalar();
+        assert!(
+            (supervised - unsupervised).abs() < 1e-5,
+            "{supervised} vs {unsupervised}"
+        );
+    }
+
+    #[test]
+    fn supervised_contrastive_rewards_classes_that_gather() {
+        let device = Default::default();
+        // Two classes of three images; each class's images near one of two orthogonal directions, or spread
+        // at random.
+        let mut directions = vec![0.0f32; 6 * 16];
+        for image in 0..6 {
+            directions[image * 16 + image / 3] = 3.0;
+        }
+        let gathered = Tensor::<Flex, 2>::from_data(TensorData::new(directions, [6, 16]), &device);
+        let noise = || Tensor::<Flex, 2>::random([6, 16], Distribution::Normal(0.0, 0.1), &device);
+        let spread = Tensor::<Flex, 2>::random([6, 16], Distribution::Normal(0.0, 1.0), &device);
+        let classes = [0, 0, 0, 1, 1, 1];
+        let together = supervised_contrastive(
+            gathered.clone() + noise(),
+            gathered + noise(),
+            &classes,
+            0.2,
+        )
+        .into_scalar();
+        let apart =
+            supervised_contrastive(spread.clone() + noise(), spread + noise(), &classes, 0.2)
+                .into_scalar();
+        assert!(together < apart, "{together} vs {apart}");
+        // The best it can do when each anchor's 5 positives are as likely as one another and the 6 negatives
+        // vanish: log 5.
+        assert!((together - 5f32.ln()).abs() < 0.05, "{together}");
+    }
+
+    #[test]
+    fn a_view_is_never_its_own_positive() {
+        let pairs = positive_pairs(&[7, 7]);
+        // Views 0, 1 (first views of images 0, 1) and 2, 3 (their second views), all of class 7.
+        assert_eq!(
+            pairs,
+            vec![
+                0., 1., 1., 1., 1., 0., 1., 1., 1., 1., 0., 1., 1., 1., 1., 0.
+            ]
+        );
+        let distinct = positive_pairs(&[1, 2]);
+        assert_eq!(
+            distinct,
+            vec![
+                0., 0., 1., 0., 0., 0., 0., 1., 1., 0., 0., 0., 0., 1., 0., 0.
+            ]
+        );
     }
 
     #[test]

@@ -237,7 +237,7 @@ fn the_soundfont_plays_the_instruments_that_instrument_pictures_show() {
         )
     );
     // One thing, one group: the clip-art violin is held out exactly when Tux Paint's is.
-    let stamp = pair("tuxpaint_hobbies_music_violin").unwrap();
+    let stamp = pair("tuxpaint_hobbies_music_string_violin").unwrap();
     assert_eq!(violin.split, stamp.split);
     assert!(pair("openclipart_recreation_music_maracas_ganson").is_some());
     for stays in ["trumpet_ganson", "treble_clef_01"] {
@@ -411,7 +411,10 @@ fn gcompris_adds_its_instruments_and_farm_animals_on_request() {
     );
     assert_eq!(item("gcompris_explore_farm_animals_cow").category, "mammal");
     // One thing in two packages is one group: both violins are held out, or neither.
-    assert_eq!(violin.split, item("tuxpaint_hobbies_music_violin").split);
+    assert_eq!(
+        violin.split,
+        item("tuxpaint_hobbies_music_string_violin").split
+    );
 
     // The drawing is drawn: a dark bar across the middle of a white square.
     let picture = image::open(dataset.pair_image(violin)).unwrap().to_rgb8();
@@ -443,7 +446,7 @@ fn a_build_can_keep_an_earlier_builds_held_out_split() {
     build_default(&local_build(&earlier, &unpacked)).unwrap();
     // A split chosen by hand is kept as well as a drawn one: this one also holds out the violin, which
     // GCompris has too.
-    let violin_stamp = "tuxpaint_hobbies_music_violin";
+    let violin_stamp = "tuxpaint_hobbies_music_string_violin";
     let mut items = Dataset::open(&earlier).unwrap().pairs;
     items
         .iter_mut()
@@ -493,7 +496,7 @@ fn a_build_can_keep_an_earlier_builds_held_out_split() {
     );
 
     // A build that lacks one of the earlier held-out items cannot keep its split.
-    let stamp = unpacked.join("usr/share/tuxpaint/stamps/hobbies/music/violin.ogg");
+    let stamp = unpacked.join("usr/share/tuxpaint/stamps/hobbies/music/string/violin.ogg");
     std::fs::remove_file(&stamp).unwrap();
     let error = build_default(&BuildOptions {
         split_from: Some(earlier.root.clone()),

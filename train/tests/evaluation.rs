@@ -13,7 +13,7 @@ use burn::backend::{Autodiff, Flex};
 use common::{local_build, package_tree};
 use s2v_models::checkpoint::save_native;
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule};
-use s2v_train::dataset::build::build_default;
+use s2v_train::dataset::build::{BuildOptions, build_default};
 use s2v_train::dataset::{Dataset, Split};
 use s2v_train::eval::{EvalOptions, evaluate};
 use s2v_train::trainer::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe};
@@ -38,7 +38,11 @@ fn evaluation_judges_every_held_out_sound() {
     let dir = tempfile::tempdir().unwrap();
     package_tree(&dir.path().join("unpacked"));
     let data = dir.path().join("data");
-    build_default(&local_build(&data, &dir.path().join("unpacked"))).unwrap();
+    build_default(&BuildOptions {
+        labelled_sources: true,
+        ..local_build(&data, &dir.path().join("unpacked"))
+    })
+    .unwrap();
     let model = dir.path().join("model");
     untrained_tiny_model(&model);
     let out = dir.path().join("eval");
@@ -54,17 +58,38 @@ fn evaluation_judges_every_held_out_sound() {
     let report = evaluate::<B>(&options, &Default::default()).unwrap();
 
     let dataset = Dataset::open(&data).unwrap();
-    let held_out: Vec<_> = dataset.pairs_in(Split::Test).collect();
-    let categories = dataset.categories();
-    assert_eq!(report.categories, categories);
+    // The miniature's sounds have fine labels: the classes are the training pictures' labels.
+    let mut classes: Vec<String> = dataset
+        .training_images()
+        .iter()
+        .map(|(_, i)| i.label.clone())
+        .filter(|label| !label.is_empty())
+        .collect();
+    classes.sort();
+    classes.dedup();
+    assert_eq!(report.labelling, "fine labels");
+    assert_eq!(report.classes, classes);
+    let held_out: Vec<_> = dataset
+        .sounds_in(Split::Test)
+        .into_iter()
+        .map(|(_, item)| item)
+        .filter(|item| classes.contains(&item.label))
+        .collect();
+    assert!(held_out.len() >= 3, "one songbird, dog and violin held out");
+    let held_out_pictures = dataset
+        .held_out_images()
+        .iter()
+        .filter(|(_, item)| classes.contains(&item.label))
+        .count();
     assert_eq!(report.held_out_sounds, held_out.len());
-    assert_eq!(report.chance.r1, 1.0 / categories.len() as f64);
+    assert_eq!(report.held_out_pictures, held_out_pictures);
+    assert_eq!(report.chance.r1, 1.0 / classes.len() as f64);
     for (row, judged) in [
         (&report.generated, 2 * held_out.len()),
-        (&report.generated_from_pictures, 2 * held_out.len()),
+        (&report.generated_from_pictures, 2 * held_out_pictures),
         (&report.generated_across_gap, 2 * held_out.len()),
         (&report.retrieval_baseline, held_out.len()),
-        (&report.real_pictures, held_out.len()),
+        (&report.real_pictures, held_out_pictures),
     ] {
         assert_eq!(row.judged, judged, "{row:?}");
         assert!((0.0..=1.0).contains(&row.r1) && row.r1 <= row.r5, "{row:?}");
@@ -87,20 +112,31 @@ fn evaluation_judges_every_held_out_sound() {
     let neighbours = &report.neighbours;
     assert_eq!(neighbours.held_out_count, held_out.len());
     assert_eq!(
-        neighbours.training_picture_count,
-        dataset.training_images().len()
+        neighbours.pictures.training_picture_count,
+        dataset
+            .training_images()
+            .iter()
+            .filter(|(_, i)| !i.label.is_empty())
+            .count()
+    );
+    assert_eq!(
+        neighbours.pictures.held_out_picture_count,
+        held_out_pictures
     );
     for (share, queries) in [
         (
-            neighbours.training_pictures,
-            neighbours.training_picture_count,
+            neighbours.pictures.training_pictures,
+            neighbours.pictures.training_picture_count,
         ),
         (
-            neighbours.training_pictures_by_pixels,
-            neighbours.training_picture_count,
+            neighbours.pictures.training_pictures_by_pixels,
+            neighbours.pictures.training_picture_count,
         ),
-        (neighbours.held_out_pictures, held_out.len()),
-        (neighbours.held_out_pictures_by_pixels, held_out.len()),
+        (neighbours.pictures.held_out_pictures, held_out_pictures),
+        (
+            neighbours.pictures.held_out_pictures_by_pixels,
+            held_out_pictures,
+        ),
         (neighbours.held_out_sounds, held_out.len()),
         (neighbours.held_out_sounds_to_pictures, held_out.len()),
     ] {
@@ -114,14 +150,14 @@ fn evaluation_judges_every_held_out_sound() {
     assert_eq!(gains, [0.1, 0.3, 1.0, 3.0]);
     let mixable = (0..held_out.len())
         .flat_map(|i| (i + 1..held_out.len()).map(move |j| (i, j)))
-        .filter(|&(i, j)| held_out[i].category != held_out[j].category)
+        .filter(|&(i, j)| held_out[i].label != held_out[j].label)
         .count();
     assert_eq!(report.mixed_pairs, mixable.min(12));
 
-    // The grid has a row per category with a held-out sound: gutter 4, tiles of 64 px drawn at twice the size.
-    let rows = categories
+    // The grid has a row per class with a held-out sound: gutter 4, tiles of 64 px drawn at twice the size.
+    let rows = classes
         .iter()
-        .filter(|c| held_out.iter().any(|i| &i.category == *c))
+        .filter(|c| held_out.iter().any(|i| &i.label == *c))
         .count() as u32;
     let grid = image::open(out.join("grid.png")).unwrap();
     assert_eq!(grid.height(), 4 + rows * (128 + 4));
@@ -168,4 +204,31 @@ fn evaluation_judges_every_held_out_sound() {
     )
     .unwrap_err();
     assert!(refused.to_string().contains("truncation"), "{refused}");
+}
+
+#[test]
+fn a_build_without_fine_labels_is_judged_by_category() {
+    let dir = tempfile::tempdir().unwrap();
+    package_tree(&dir.path().join("unpacked"));
+    let data = dir.path().join("data");
+    build_default(&local_build(&data, &dir.path().join("unpacked"))).unwrap();
+    let model = dir.path().join("model");
+    untrained_tiny_model(&model);
+    let options = EvalOptions {
+        data: data.clone(),
+        model: Some(model),
+        out: dir.path().join("eval"),
+        seed: 3,
+        samples: 1,
+        classifier_steps: 2,
+        truncation: None,
+    };
+    let report = evaluate::<B>(&options, &Default::default()).unwrap();
+    let dataset = Dataset::open(&data).unwrap();
+    assert_eq!(report.labelling, "categories");
+    assert_eq!(report.classes, dataset.categories());
+    assert_eq!(
+        report.held_out_sounds,
+        dataset.pairs_in(Split::Test).count()
+    );
 }

@@ -141,7 +141,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
 
     // Losses fall.
     let image = progress(&straight, Stage::ImageEncoder);
-    let (first, last) = first_and_last_loss(&image, "nt-xent");
+    let (first, last) = first_and_last_loss(&image, "contrastive");
     assert!(last < first, "SimCLR loss went from {first} to {last}");
     let gan = progress(&straight, Stage::Generator);
     // DiffAugment keeps the discriminator from winning quickly, so its hinge loss need not fall in a few

@@ -7,7 +7,7 @@
 //! its Qt resource archives, and `fluid-soundfont-gm` gives the instrument pictures without a sound a few
 //! notes of their instrument.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,12 +15,18 @@ use anyhow::{Context, Result, bail};
 use image::{DynamicImage, GenericImageView, ImageBuffer, Rgb, RgbImage, imageops::FilterType};
 use rayon::prelude::*;
 use s2v_shared::audio::{SAMPLE_RATE, decode_audio, resample};
+use sha2::{Digest, Sha256};
 
+use super::clips::clips;
+use super::labels::{LabelTable, Vocabulary};
+use super::packaged::{LabelledFile, Media, PackageFiles, labelled_files};
+use super::pictures::decode_picture;
 use super::qt_resources::{Resource, read_resources};
 use super::soundfont::{SOUNDFONT_FILE, SOUNDFONT_PACKAGE, instrument_of, load_sound_font, play};
 use super::{
-    AUDIOS_DIR, IMAGE_ONLY_DIR, IMAGES_DIR, Item, PAIRS_CSV, Split, image_only_image_path,
-    pair_audio_path, pair_image_path, read_items, write_items,
+    AUDIO_ONLY_DIR, AUDIOS_DIR, IMAGE_ONLY_DIR, IMAGES_DIR, Item, PAIRS_CSV, Split,
+    audio_only_audio_path, image_only_image_path, pair_audio_path, pair_image_path, read_items,
+    write_items,
 };
 
 pub const TUXPAINT_PACKAGE: &str = "tuxpaint-stamps-default";
@@ -74,6 +80,13 @@ pub struct BuildOptions {
     /// then only adds training pairs, and a model trained on the earlier build is judged on the same sounds.
     #[arg(long)]
     pub split_from: Option<PathBuf>,
+    /// Give items fine labels from `train/labels/sources.csv`, hold out by fine label, and also read the
+    /// labelled sounds and pictures of every package the table names (0 A.D., MegaGlest, Widelands, Wesnoth,
+    /// OpenSFX, Simutrans, sound themes, Sonic Pi, GCompris's other archives, pysiogame's drawings): sounds go
+    /// to the audio-only set, paired with pictures of their fine label while training; pictures go to the
+    /// image-only set. Long recordings are cut into clips, repeated files kept once.
+    #[arg(long = "with-labelled-sources")]
+    pub labelled_sources: bool,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +94,10 @@ pub struct BuildSummary {
     pub pairs_train: usize,
     pub pairs_test: usize,
     pub image_only: usize,
+    pub audio_only_train: usize,
+    pub audio_only_test: usize,
+    /// Per fine label: (sounds, pictures) for training, over every set.
+    pub per_label: BTreeMap<String, (usize, usize)>,
     pub skipped: Vec<String>,
 }
 
@@ -91,21 +108,29 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
         .as_deref()
         .map(|earlier| held_out_items(earlier).map(|items| (earlier, items)))
         .transpose()?;
-    let root = unpacked_packages(options)?;
+    let vocabulary = Vocabulary::embedded()?;
+    let labels = LabelTable::embedded(&vocabulary)?;
+    let root = unpacked_packages(options, &labels)?;
     let out = options.out.as_path();
     for dir in [
         out.join(IMAGES_DIR),
         out.join(AUDIOS_DIR),
         out.join(IMAGE_ONLY_DIR).join(IMAGES_DIR),
+        out.join(AUDIO_ONLY_DIR).join(AUDIOS_DIR),
     ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut build = Build {
         root: &root,
         out,
+        labels: &labels,
+        vocabulary: &vocabulary,
+        fine_labels: options.labelled_sources,
         taken: TakenNames::default(),
+        contents: HashSet::new(),
         pairs: Vec::new(),
         image_only: Vec::new(),
+        audio_only: Vec::new(),
         summary: BuildSummary::default(),
     };
     build.add_tuxpaint_stamps()?;
@@ -113,9 +138,13 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
         build.add_gcompris()?;
     }
     build.add_openclipart()?;
+    if options.labelled_sources {
+        build.add_labelled_sources()?;
+    }
     let Build {
         mut pairs,
         mut image_only,
+        mut audio_only,
         mut summary,
         ..
     } = build;
@@ -130,29 +159,53 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
     }
     match kept_split {
         Some((earlier, held_out)) => keep_split(&mut pairs, &held_out, earlier, out, &mut summary)?,
-        None => hold_out(&mut pairs, options.test_every.max(2)),
+        None if options.labelled_sources => {
+            let every = options.test_every.max(2);
+            let sounds = pairs.iter_mut().chain(audio_only.iter_mut()).collect();
+            let held = hold_out(sounds, every, Held::EverywhereItOccurs);
+            hold_out_pictures(&mut image_only, &held, every);
+        }
+        // The split of the builds before fine labels, which the shipped model's numbers were measured on.
+        None => {
+            hold_out(
+                pairs.iter_mut().collect(),
+                options.test_every.max(2),
+                Held::InItsOwnKey,
+            );
+        }
     }
     summary.pairs_train = pairs.iter().filter(|i| i.split == Split::Train).count();
     summary.pairs_test = pairs.len() - summary.pairs_train;
     summary.image_only = image_only.len();
+    summary.audio_only_train = audio_only
+        .iter()
+        .filter(|i| i.split == Split::Train)
+        .count();
+    summary.audio_only_test = audio_only.len() - summary.audio_only_train;
+    summary.per_label = count_per_label(&pairs, &image_only, &audio_only);
     write_items(&out.join(PAIRS_CSV), &pairs)?;
     write_items(&out.join(IMAGE_ONLY_DIR).join(PAIRS_CSV), &image_only)?;
+    write_items(&out.join(AUDIO_ONLY_DIR).join(PAIRS_CSV), &audio_only)?;
+    write_label_counts(&out.join(LABEL_COUNTS_CSV), &summary.per_label, &vocabulary)?;
     Ok(summary)
 }
 
 /// The tree the packages are unpacked in: the one given, or one made by downloading them.
-fn unpacked_packages(options: &BuildOptions) -> Result<PathBuf> {
+fn unpacked_packages(options: &BuildOptions, labels: &LabelTable) -> Result<PathBuf> {
     let root = match &options.unpacked {
         Some(root) => root.clone(),
         None => {
-            let mut packages = vec![TUXPAINT_PACKAGE, OPENCLIPART_PACKAGE];
+            let mut packages = BTreeSet::from([TUXPAINT_PACKAGE, OPENCLIPART_PACKAGE]);
             if options.gcompris {
-                packages.push(GCOMPRIS_PACKAGE);
+                packages.insert(GCOMPRIS_PACKAGE);
             }
             if options.soundfont {
-                packages.push(SOUNDFONT_PACKAGE);
+                packages.insert(SOUNDFONT_PACKAGE);
             }
-            fetch_and_unpack(&options.out, &packages)?
+            if options.labelled_sources {
+                packages.extend(labels.packages());
+            }
+            fetch_and_unpack(&options.out, &packages.into_iter().collect::<Vec<_>>())?
         }
     };
     let stamps = root.join(TUXPAINT_STAMPS);
@@ -170,9 +223,16 @@ fn unpacked_packages(options: &BuildOptions) -> Result<PathBuf> {
 struct Build<'a> {
     root: &'a Path,
     out: &'a Path,
+    labels: &'a LabelTable,
+    vocabulary: &'a Vocabulary,
+    /// Whether items get fine labels: builds made before them (and the shipped model's) have none.
+    fine_labels: bool,
     taken: TakenNames,
+    /// The SHA-256 of every labelled file taken: games ship one recording in several places.
+    contents: HashSet<[u8; 32]>,
     pairs: Vec<Item>,
     image_only: Vec<Item>,
+    audio_only: Vec<Item>,
     summary: BuildSummary,
 }
 
@@ -194,7 +254,7 @@ impl Build<'_> {
             .iter()
             .map(|(_, relative)| self.taken.claim(item_name("tuxpaint", relative)))
             .collect();
-        let out = self.out;
+        let (out, labels) = (self.out, self.fine_labels.then_some(self.labels));
         let converted: Vec<_> = stamps
             .par_iter()
             .zip(names)
@@ -207,10 +267,12 @@ impl Build<'_> {
                 } else {
                     convert_image(png, &image_only_image_path(out, &name))
                 };
+                let source = format!("{TUXPAINT_PACKAGE}:{}", relative.display());
                 let item = Item {
                     name,
                     category: category_of(relative),
-                    source: format!("{TUXPAINT_PACKAGE}:{}", relative.display()),
+                    label: fine_label(labels, &source),
+                    source,
                     licence: licence.clone(),
                     split: Split::Train,
                 };
@@ -259,21 +321,27 @@ impl Build<'_> {
                     &pair_audio_path(self.out, &name),
                 )
                 .and_then(|()| {
-                    save_picture(&decode_picture(picture)?, &pair_image_path(self.out, &name))
+                    save_picture(
+                        &decode_picture(&picture.path, &picture.data)?,
+                        &pair_image_path(self.out, &name),
+                    )
                 });
                 let category = category.unwrap_or(if FARM_BIRDS.contains(&stem.as_str()) {
                     "bird"
                 } else {
                     "mammal"
                 });
+                let source = format!(
+                    "{GCOMPRIS_PACKAGE}:{archive}/{}",
+                    sound.path.trim_end_matches(".ogg")
+                );
+                let label = fine_label(self.fine_labels.then_some(self.labels), &source);
                 match converted {
                     Ok(()) => self.pairs.push(Item {
                         name,
                         category: category.to_string(),
-                        source: format!(
-                            "{GCOMPRIS_PACKAGE}:{archive}/{}",
-                            sound.path.trim_end_matches(".ogg")
-                        ),
+                        label,
+                        source,
                         licence: format!(
                             "sound: {}; picture: {}",
                             licence_of(sound),
@@ -306,16 +374,18 @@ impl Build<'_> {
             .iter()
             .map(|(_, relative)| self.taken.claim(item_name("openclipart", relative)))
             .collect();
-        let out = self.out;
+        let (out, labels) = (self.out, self.fine_labels.then_some(self.labels));
         let converted: Vec<_> = clipart
             .par_iter()
             .zip(names)
             .map(|((png, relative), name)| -> Result<Item> {
                 convert_image(png, &image_only_image_path(out, &name))?;
+                let source = format!("{OPENCLIPART_PACKAGE}:{}", relative.display());
                 Ok(Item {
                     name,
                     category: category_of(relative),
-                    source: format!("{OPENCLIPART_PACKAGE}:{}", relative.display()),
+                    label: fine_label(labels, &source),
+                    source,
                     licence: licence.clone(),
                     split: Split::Train,
                 })
@@ -330,9 +400,153 @@ impl Build<'_> {
         Ok(())
     }
 
+    /// The labelled sounds and pictures the label table names by installed path: sounds to the audio-only
+    /// set, cut into clips; pictures to the image-only set. A file whose bytes were taken before is left out.
+    fn add_labelled_sources(&mut self) -> Result<()> {
+        for package in self.labels.packages() {
+            let PackageFiles { files, missing } = labelled_files(self.root, package, self.labels)?;
+            for place in missing {
+                self.summary.skipped.push(format!(
+                    "{place}: not unpacked under {}",
+                    self.root.display()
+                ));
+            }
+            let fresh: Vec<LabelledFile> = files
+                .into_iter()
+                .filter(|file| self.contents.insert(Sha256::digest(&file.bytes).into()))
+                .collect();
+            // Decoding and resampling is the slow part: all cores, then the files written in order.
+            let decoded: Vec<_> = fresh
+                .into_par_iter()
+                .map(|file| {
+                    let media = decode_labelled(&file);
+                    (file, media)
+                })
+                .collect();
+            for (file, media) in decoded {
+                match media.and_then(|media| self.save_labelled(&file, media)) {
+                    Ok(()) => {}
+                    Err(e) => self.skip(file.source(), e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save_labelled(&mut self, file: &LabelledFile, media: Decoded) -> Result<()> {
+        let category = self
+            .vocabulary
+            .category_of(&file.label)
+            .context("a label outside the vocabulary")?;
+        let prefix = file.package.replace('-', "_");
+        let item = |name: String| Item {
+            name,
+            category: category.to_string(),
+            label: file.label.clone(),
+            source: file.source(),
+            licence: file.licence.clone(),
+            split: Split::Train,
+        };
+        match media {
+            Decoded::Picture(picture) => {
+                let name = self.taken.claim(item_name(&prefix, Path::new(file.stem())));
+                picture.save_with_format(
+                    image_only_image_path(self.out, &name),
+                    image::ImageFormat::Jpeg,
+                )?;
+                self.image_only.push(item(name));
+            }
+            Decoded::Clips(clips) => {
+                if clips.is_empty() {
+                    bail!("silent");
+                }
+                for samples in clips {
+                    let name = self.taken.claim(item_name(&prefix, Path::new(file.stem())));
+                    write_wav(&samples, &audio_only_audio_path(self.out, &name))?;
+                    self.audio_only.push(item(name));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn skip(&mut self, what: impl std::fmt::Display, error: anyhow::Error) {
         self.summary.skipped.push(format!("{what}: {error:#}"));
     }
+}
+
+/// A labelled file decoded: a picture squared at the stored size, or a sound's clips at 16 kHz.
+enum Decoded {
+    Picture(RgbImage),
+    Clips(Vec<Vec<f64>>),
+}
+
+fn decode_labelled(file: &LabelledFile) -> Result<Decoded> {
+    Ok(match file.media {
+        Media::Picture => Decoded::Picture(square_on_white(
+            &decode_picture(&file.path, &file.bytes)?,
+            STORED_SIZE,
+        )),
+        Media::Sound => {
+            let decoded = decode_audio(&file.bytes, Some(&file.format))?;
+            let samples = resample(&decoded.samples, decoded.sample_rate, SAMPLE_RATE)?;
+            Decoded::Clips(
+                clips(&samples, SAMPLE_RATE)
+                    .into_iter()
+                    .map(<[f64]>::to_vec)
+                    .collect(),
+            )
+        }
+    })
+}
+
+/// The file listing, per fine label, how many training sounds and pictures a build has: for review.
+pub const LABEL_COUNTS_CSV: &str = "labels.csv";
+
+fn write_label_counts(
+    path: &Path,
+    counts: &BTreeMap<String, (usize, usize)>,
+    vocabulary: &Vocabulary,
+) -> Result<()> {
+    let mut writer =
+        csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+    writer.write_record(["label", "category", "training sounds", "training pictures"])?;
+    for label in vocabulary.labels() {
+        let (sounds, pictures) = counts.get(label).copied().unwrap_or_default();
+        let category = vocabulary.category_of(label).unwrap_or_default();
+        writer.write_record([label, category, &sounds.to_string(), &pictures.to_string()])?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// Per fine label, the training sounds and pictures over every set.
+fn count_per_label(
+    pairs: &[Item],
+    image_only: &[Item],
+    audio_only: &[Item],
+) -> BTreeMap<String, (usize, usize)> {
+    let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let training = |items: &'static str, list: &[Item]| -> Vec<(String, &'static str)> {
+        list.iter()
+            .filter(|i| i.split == Split::Train && !i.label.is_empty())
+            .map(|i| (i.label.clone(), items))
+            .collect()
+    };
+    for (label, kind) in training("pair", pairs)
+        .into_iter()
+        .chain(training("picture", image_only))
+        .chain(training("sound", audio_only))
+    {
+        let entry = counts.entry(label).or_default();
+        if kind != "picture" {
+            entry.0 += 1;
+        }
+        if kind != "sound" {
+            entry.1 += 1;
+        }
+    }
+    counts
 }
 
 /// Gives every image-only instrument picture whose file name names an instrument a phrase of that instrument
@@ -413,7 +627,7 @@ fn gcompris_pairs(resources: &[Resource]) -> Vec<(String, &Resource, &Resource)>
 /// Each file's licence, from the `README` files beside GCompris's resources: blocks of `License: L` followed
 /// by `Files:` and one file name a line, and lines such as `drum_kit.ogg: <source> <licence>`. Files that no
 /// README names take the package's licence.
-fn resource_licences(resources: &[Resource]) -> BTreeMap<String, String> {
+pub(super) fn resource_licences(resources: &[Resource]) -> BTreeMap<String, String> {
     let mut licences = BTreeMap::new();
     for readme in resources.iter().filter(|r| r.path.ends_with("/README")) {
         let folder = &readme.path[..readme.path.len() - "README".len()];
@@ -442,37 +656,6 @@ fn resource_licences(resources: &[Resource]) -> BTreeMap<String, String> {
         }
     }
     licences
-}
-
-/// A picture from an archive: SVG drawn at 256 px on its longest side (text left out), anything else decoded.
-fn decode_picture(picture: &Resource) -> Result<DynamicImage> {
-    if !picture.path.ends_with(".svg") {
-        return Ok(image::load_from_memory(&picture.data)?);
-    }
-    let tree = resvg::usvg::Tree::from_data(&picture.data, &resvg::usvg::Options::default())?;
-    let size = tree.size();
-    let scale = 256.0 / size.width().max(size.height()).max(1.0);
-    let (w, h) = (
-        (size.width() * scale).ceil().max(1.0) as u32,
-        (size.height() * scale).ceil().max(1.0) as u32,
-    );
-    let mut pixmap =
-        resvg::tiny_skia::Pixmap::new(w, h).context("an SVG of no size cannot be drawn")?;
-    resvg::render(
-        &tree,
-        resvg::tiny_skia::Transform::from_scale(scale, scale),
-        &mut pixmap.as_mut(),
-    );
-    let rgba: Vec<u8> = pixmap
-        .pixels()
-        .iter()
-        .flat_map(|p| {
-            let c = p.demultiply();
-            [c.red(), c.green(), c.blue(), c.alpha()]
-        })
-        .collect();
-    let buffer = image::RgbaImage::from_raw(w, h, rgba).context("an SVG's pixels")?;
-    Ok(DynamicImage::ImageRgba8(buffer))
 }
 
 /// Downloads the packages into `out/debs` (unless already there) and unpacks them into `out/unpacked`.
@@ -521,7 +704,7 @@ fn run(command: &mut Command) -> Result<()> {
 /// The licence of a package's main files, from its `copyright`: the first `License:` field, or, in a file
 /// that is not machine-readable, the licence its text releases the files under ("under the MIT license"), or
 /// a public-domain dedication (Openclipart's).
-fn package_licence(root: &Path, package: &str) -> String {
+pub(super) fn package_licence(root: &Path, package: &str) -> String {
     let path = root.join("usr/share/doc").join(package).join("copyright");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return format!("unknown: no {}", path.display());
@@ -536,9 +719,13 @@ fn licence_in(copyright: &str) -> Option<String> {
         .filter(|l| !l.is_empty());
     field.map(str::to_string).or_else(|| {
         let words: Vec<&str> = copyright.split_whitespace().collect();
-        let released = words.windows(4).find_map(|w| {
-            (w[0] == "under" && w[1] == "the" && w[3].to_lowercase().starts_with("license"))
-                .then(|| w[2].to_string())
+        // The first statement in the text is the main files'; later ones are about bundled code.
+        let released = (0..words.len()).find_map(|at| {
+            gnu_gpl_at(&words[at..]).or_else(|| {
+                let w = words.get(at..at + 4)?;
+                (w[0] == "under" && w[1] == "the" && w[3].to_lowercase().starts_with("license"))
+                    .then(|| w[2].to_string())
+            })
         });
         released.or_else(|| {
             copyright
@@ -547,6 +734,20 @@ fn licence_in(copyright: &str) -> Option<String> {
                 .then(|| "public domain".to_string())
         })
     })
+}
+
+/// `GNU General Public License version 2 or at your option any later version` as `GPL-2+`.
+fn gnu_gpl_at(words: &[&str]) -> Option<String> {
+    let phrase = ["GNU", "General", "Public", "License", "version"];
+    if words.len() <= phrase.len() || words[..phrase.len()] != phrase {
+        return None;
+    }
+    let version = words[phrase.len()].trim_end_matches([',', '.']);
+    let later = words[phrase.len()..]
+        .iter()
+        .take(8)
+        .any(|w| w.starts_with("later"));
+    Some(format!("GPL-{version}{}", if later { "+" } else { "" }))
 }
 
 fn find_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
@@ -632,14 +833,41 @@ pub fn category_of(relative: &Path) -> String {
     category.to_string()
 }
 
-/// Items that are variants of one thing (`pig`, `pig_golden2`; `scissors_small_open`, `..._closed`) share a
-/// group, and a group is held out whole: no picture or sound of a test item reaches training.
+/// Items that are variants of one thing (`pig`, `pig_golden2`; `scissors_small_open`, `..._closed`;
+/// `Cow` and `cow_ack1` in two games) share a group, and a group is held out whole: no picture or sound of
+/// a test item reaches training.
+///
+/// Picture packages name a file after its thing first (`pig_golden2`): the first word is the group. Games name
+/// their sounds and portraits with a prefix (`death_horse_10`, `fauna_cow`, `01_cat`), found by their
+/// installed paths (`usr/...`): there the whole name less its number and extension is.
 pub fn group_of(item: &Item) -> String {
     let file = source_file(item);
-    let first = file.split(['_', '-']).next().unwrap_or(file);
-    first
-        .trim_end_matches(|c: char| c.is_ascii_digit())
-        .to_string()
+    let installed = item
+        .source
+        .split_once(':')
+        .is_some_and(|(_, path)| path.starts_with("usr/"));
+    let name = if installed {
+        without_extension(file)
+    } else {
+        file.split(['_', '-', ' ']).next().unwrap_or(file)
+    };
+    name.trim_end_matches(|c: char| c.is_ascii_digit() || matches!(c, '_' | '-' | ' '))
+        .to_lowercase()
+}
+
+/// `cattle_01.ogg` as `cattle_01`, `fauna_cow.png.cached.dds` as `fauna_cow`; a name without an extension
+/// (an OpenSFX title) as it is.
+fn without_extension(file: &str) -> &str {
+    match file.split_once('.') {
+        Some((stem, extension))
+            if extension.split('.').all(|part| {
+                (2..=6).contains(&part.len()) && part.chars().all(|c| c.is_ascii_alphanumeric())
+            }) =>
+        {
+            stem
+        }
+        _ => file,
+    }
 }
 
 /// The file an item came from, without folder or extension: `violin_ganson` for
@@ -649,34 +877,82 @@ fn source_file(item: &Item) -> &str {
         .source
         .split_once(':')
         .map_or(item.name.as_str(), |(_, path)| path);
-    source_path.rsplit('/').next().unwrap_or(source_path)
+    source_path
+        .rsplit(['/', super::labels::ARCHIVE_ENTRY])
+        .next()
+        .unwrap_or(source_path)
 }
 
-/// Marks one group in `every` of each category (those with at least three groups) as held out.
-fn hold_out(pairs: &mut [Item], every: usize) {
-    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for item in pairs.iter() {
-        let entry = groups.entry(item.category.clone()).or_default();
-        let group = group_of(item);
-        if !entry.contains(&group) {
-            entry.push(group);
+/// The fine label the table gives `source`, when the build gives labels; else none.
+fn fine_label(labels: Option<&LabelTable>, source: &str) -> String {
+    labels
+        .and_then(|table| table.label_of(source))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Where a held-out group is held out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// In the label (or category) it was drawn for: the builds before fine labels.
+    InItsOwnKey,
+    /// Wherever it occurs: a group is one thing (`cow`, `violin`), and no picture or sound of a held-out
+    /// thing may reach training under another label or none.
+    EverywhereItOccurs,
+}
+
+/// Holds out one group in `every` of each fine label (of each category, for items without one) that has at
+/// least three groups. Returns the groups.
+fn hold_out(mut items: Vec<&mut Item>, every: usize, scope: Held) -> BTreeSet<String> {
+    let key = |item: &Item| {
+        if item.label.is_empty() {
+            format!("category {}", item.category)
+        } else {
+            item.label.clone()
         }
+    };
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for item in &items {
+        groups.entry(key(item)).or_default().insert(group_of(item));
     }
-    for item in pairs.iter_mut() {
-        let category_groups = &groups[&item.category];
-        if category_groups.len() < 3 {
-            continue;
-        }
-        let mut sorted = category_groups.clone();
-        sorted.sort();
-        let index = sorted
-            .iter()
-            .position(|g| *g == group_of(item))
-            .unwrap_or(0);
-        if index % every == every / 2 {
+    let held: BTreeSet<(String, String)> = groups
+        .iter()
+        .filter(|(_, label_groups)| label_groups.len() >= 3)
+        .flat_map(|(key, label_groups)| {
+            label_groups
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| index % every == every / 2)
+                .map(|(_, group)| (key.clone(), group.clone()))
+        })
+        .collect();
+    let held_groups: BTreeSet<String> = held.iter().map(|(_, group)| group.clone()).collect();
+    for item in items.iter_mut() {
+        let group = group_of(item);
+        let is_held = match scope {
+            Held::InItsOwnKey => held.contains(&(key(item), group)),
+            Held::EverywhereItOccurs => held_groups.contains(&group),
+        };
+        if is_held {
             item.split = Split::Test;
         }
     }
+    held_groups
+}
+
+/// Holds out the pictures without a sound of the groups `held` (the held-out sounds' things), and then one
+/// group in `every` of each fine label among the other labelled ones: the pictures the image encoder's
+/// neighbour measure is judged on.
+fn hold_out_pictures(image_only: &mut [Item], held: &BTreeSet<String>, every: usize) {
+    let mut labelled = Vec::new();
+    for item in image_only.iter_mut() {
+        if held.contains(&group_of(item)) {
+            item.split = Split::Test;
+        } else if !item.label.is_empty() {
+            labelled.push(item);
+        }
+    }
+    hold_out(labelled, every, Held::EverywhereItOccurs);
 }
 
 /// The held-out items of the build at `earlier`.
@@ -859,6 +1135,10 @@ mod tests {
         let clipart = "Copyright:\n\n creative commons Public Domain Dedication\n";
         assert_eq!(licence_in(clipart).as_deref(), Some("public domain"));
         assert_eq!(licence_in("Copyright: someone\n"), None);
+        // wesnoth-1.16-data: the GPL first, a bundled library's Apache licence later.
+        let wesnoth = "License:\n  it under the terms of the GNU General Public License version 2\n  or at your \
+                       option any later version.\n\n  Licensed under the Apache License, Version 2.0\n";
+        assert_eq!(licence_in(wesnoth).as_deref(), Some("GPL-2+"));
     }
 
     #[test]
@@ -882,6 +1162,7 @@ mod tests {
         let item = |path: &str| Item {
             name: item_name("tuxpaint", Path::new(path)),
             category: "mammal".into(),
+            label: String::new(),
             source: format!("{TUXPAINT_PACKAGE}:{path}"),
             licence: "GPL-2".into(),
             split: Split::Train,
@@ -900,7 +1181,7 @@ mod tests {
         .iter()
         .map(|p| item(p))
         .collect();
-        hold_out(&mut pairs, 3);
+        hold_out(pairs.iter_mut().collect(), 3, Held::InItsOwnKey);
         let test: Vec<&str> = pairs
             .iter()
             .filter(|i| i.split == Split::Test)
@@ -915,6 +1196,45 @@ mod tests {
                 .collect();
             assert!(held.iter().all(|h| *h == held[0]), "{group} split apart");
         }
+    }
+
+    #[test]
+    fn games_files_are_grouped_by_their_whole_name_less_its_number() {
+        let group = |source: &str| {
+            group_of(&Item {
+                name: "x".into(),
+                category: "mammal".into(),
+                label: String::new(),
+                source: source.into(),
+                licence: String::new(),
+                split: Split::Train,
+            })
+        };
+        let zip = "0ad-data:usr/share/games/0ad/public.zip!audio/actor/fauna";
+        assert_eq!(
+            group(&format!("{zip}/death/death_horse_10.ogg")),
+            "death_horse"
+        );
+        assert_eq!(group(&format!("{zip}/animal/cattle_01.ogg")), "cattle");
+        assert_eq!(group(&format!("{zip}/animal/horse_11.ogg")), "horse");
+        assert_eq!(
+            group("0ad-data:usr/share/0ad/public.zip!art/portraits/fauna_cow.png.cached.dds"),
+            "fauna_cow"
+        );
+        assert_eq!(
+            group("gcompris-qt-data:usr/share/x/memory.rcc!a/b/01_cat.svg"),
+            "01_cat"
+        );
+        assert_eq!(
+            group("openttd-opensfx:usr/share/x/opensfx.cat!Tropical: Bird (1)"),
+            "tropical: bird (1)"
+        );
+        assert_eq!(group("openttd-opensfx:usr/share/x/opensfx.cat!Cow"), "cow");
+        // Picture packages: the first word, as before.
+        assert_eq!(
+            group("tuxpaint-stamps-default:animals/mammals/pig_golden2"),
+            "pig"
+        );
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! The training data layout, Sound2Scene's: `images/<name>.jpg` and `audios/<name>.wav` (16 kHz mono) for the
-//! paired items, `image_only/images/<name>.jpg` for the pictures without a sound, and a CSV beside each listing
-//! name, category, source, licence and split. Data prepared from VGGSound or VEGAS this way trains the same code.
+//! paired items, `image_only/images/<name>.jpg` for the pictures without a sound, `audio_only/audios/<name>.wav`
+//! for the sounds without a picture of their own (paired by fine label), and a CSV beside each listing name,
+//! category, fine label, source, licence and split. Data prepared from VGGSound or VEGAS this way trains the
+//! same code.
 
 pub mod build;
+pub mod clips;
+pub mod copyright;
+pub mod labels;
+pub mod packaged;
+pub mod pictures;
 pub mod qt_resources;
 pub mod soundfont;
 
@@ -13,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub const PAIRS_CSV: &str = "items.csv";
 pub const IMAGE_ONLY_DIR: &str = "image_only";
+pub const AUDIO_ONLY_DIR: &str = "audio_only";
 pub const IMAGES_DIR: &str = "images";
 pub const AUDIOS_DIR: &str = "audios";
 
@@ -33,6 +41,13 @@ pub fn image_only_image_path(root: &Path, name: &str) -> PathBuf {
         .join(format!("{name}.jpg"))
 }
 
+/// An audio-only item's sound under a data set's `root`.
+pub fn audio_only_audio_path(root: &Path, name: &str) -> PathBuf {
+    root.join(AUDIO_ONLY_DIR)
+        .join(AUDIOS_DIR)
+        .join(format!("{name}.wav"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
@@ -45,6 +60,10 @@ pub enum Split {
 pub struct Item {
     pub name: String,
     pub category: String,
+    /// The fine label (`train/labels/vocabulary.csv`); empty where the reviewed table gives none, and in data
+    /// sets built before labels.
+    #[serde(default)]
+    pub label: String,
     pub source: String,
     pub licence: String,
     pub split: Split,
@@ -56,21 +75,25 @@ pub struct Dataset {
     pub root: PathBuf,
     pub pairs: Vec<Item>,
     pub image_only: Vec<Item>,
+    pub audio_only: Vec<Item>,
 }
 
 impl Dataset {
     pub fn open(root: &Path) -> Result<Self> {
         let pairs = read_items(&root.join(PAIRS_CSV))?;
-        let image_only_csv = root.join(IMAGE_ONLY_DIR).join(PAIRS_CSV);
-        let image_only = if image_only_csv.exists() {
-            read_items(&image_only_csv)?
-        } else {
-            Vec::new()
+        let optional = |dir: &str| {
+            let csv = root.join(dir).join(PAIRS_CSV);
+            if csv.exists() {
+                read_items(&csv)
+            } else {
+                Ok(Vec::new())
+            }
         };
         let dataset = Self {
             root: root.to_path_buf(),
             pairs,
-            image_only,
+            image_only: optional(IMAGE_ONLY_DIR)?,
+            audio_only: optional(AUDIO_ONLY_DIR)?,
         };
         dataset.check()?;
         Ok(dataset)
@@ -88,6 +111,10 @@ impl Dataset {
         image_only_image_path(&self.root, &item.name)
     }
 
+    pub fn audio_only_audio(&self, item: &Item) -> PathBuf {
+        audio_only_audio_path(&self.root, &item.name)
+    }
+
     pub fn pairs_in(&self, split: Split) -> impl Iterator<Item = &Item> {
         self.pairs.iter().filter(move |i| i.split == split)
     }
@@ -99,6 +126,29 @@ impl Dataset {
             .filter(|i| i.split == Split::Train)
             .map(|i| (self.image_only_image(i), i))
             .chain(self.pairs_in(Split::Train).map(|i| (self.pair_image(i), i)))
+            .collect()
+    }
+
+    /// Every held-out picture: the held-out pairs' pictures and the held-out image-only set.
+    pub fn held_out_images(&self) -> Vec<(PathBuf, &Item)> {
+        self.image_only
+            .iter()
+            .filter(|i| i.split == Split::Test)
+            .map(|i| (self.image_only_image(i), i))
+            .chain(self.pairs_in(Split::Test).map(|i| (self.pair_image(i), i)))
+            .collect()
+    }
+
+    /// The sounds of one split: the pairs' and the audio-only set's.
+    pub fn sounds_in(&self, split: Split) -> Vec<(PathBuf, &Item)> {
+        self.pairs_in(split)
+            .map(|i| (self.pair_audio(i), i))
+            .chain(
+                self.audio_only
+                    .iter()
+                    .filter(move |i| i.split == split)
+                    .map(|i| (self.audio_only_audio(i), i)),
+            )
             .collect()
     }
 
@@ -126,16 +176,22 @@ impl Dataset {
                 leak.name
             );
         }
-        for item in &self.pairs {
-            for path in [self.pair_image(item), self.pair_audio(item)] {
-                if !path.exists() {
-                    bail!(
-                        "{} lists {} but {} is missing",
-                        PAIRS_CSV,
-                        item.name,
-                        path.display()
-                    );
-                }
+        let pair_files = self
+            .pairs
+            .iter()
+            .flat_map(|item| [(item, self.pair_image(item)), (item, self.pair_audio(item))]);
+        let audio_only_files = self
+            .audio_only
+            .iter()
+            .map(|item| (item, self.audio_only_audio(item)));
+        for (item, path) in pair_files.chain(audio_only_files) {
+            if !path.exists() {
+                bail!(
+                    "{} lists {} but {} is missing",
+                    PAIRS_CSV,
+                    item.name,
+                    path.display()
+                );
             }
         }
         Ok(())

@@ -1,13 +1,17 @@
-//! `s2v eval`: how well a model's pictures of held-out sounds show the sound's category.
+//! `s2v eval`: how well a model's pictures of held-out sounds show what the sound is: its fine label (its
+//! category, for data sets built before labels).
 //!
 //! A classifier trained on the training pictures alone judges (i) images generated from held-out sounds (and,
-//! to judge the generator alone, from the held-out pictures' image features), (ii) the retrieval baseline (the training picture nearest to the audio feature) and (iii) the held-out items'
-//! real pictures (the upper bound). Beside R@1/R@5 it measures the modality gap between audio and visual
-//! features (Sound2Vision Sec. 4.4) and, without the classifier, how often each encoder's nearest neighbours
-//! share a query's category (`neighbours`), and draws a grid per category, the volume and mixing controls,
-//! and a 2-D plot of the features.
+//! to judge the generator alone, from the held-out pictures' image features), (ii) the retrieval baseline
+//! (the training picture nearest to the audio feature) and (iii) the held-out pictures themselves (the upper
+//! bound). Beside R@1/R@5 it measures the modality gap between audio and visual features (Sound2Vision
+//! Sec. 4.4) and, without the classifier, how often each encoder's nearest neighbours share a query's class
+//! (`neighbours`), and draws a grid with a row per class, the volume and mixing controls, and a 2-D plot of
+//! the features.
 
 mod classifier;
+pub mod image_encoder;
+pub mod labelling;
 pub mod neighbours;
 pub mod plots;
 
@@ -27,7 +31,8 @@ use crate::dataset::{Dataset, Item, Split};
 use crate::trainer::data::{PictureBank, SoundBank};
 use crate::trainer::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE};
 use classifier::{Classifier, classify, rank_of};
-use neighbours::{Neighbours, nearest, pixel_features, same_label_share};
+use labelling::Labelling;
+use neighbours::{ClassifiedPictures, Neighbours, nearest, picture_neighbours, same_label_share};
 use plots::Cell;
 use s2v_serving::networks::{encode_rows, load_network};
 
@@ -84,8 +89,14 @@ pub struct Geometry {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub categories: Vec<String>,
+    /// What the classes are: `fine labels`, or `categories` for data sets built before labels.
+    pub labelling: String,
+    /// The judged classes: the fine labels of the training pictures, or the paired items' categories.
+    pub classes: Vec<String>,
+    /// Held-out sounds of a judged class (pairs and sounds without a picture).
     pub held_out_sounds: usize,
+    /// Held-out pictures of a judged class: the real pictures' row.
+    pub held_out_pictures: usize,
     pub samples_per_sound: usize,
     /// The truncation the pictures were generated with (`None`: untruncated standard normal noise).
     pub truncation: Option<f32>,
@@ -101,7 +112,7 @@ pub struct Report {
     pub retrieval_baseline: Recall,
     pub real_pictures: Recall,
     pub geometry: Geometry,
-    /// How often the encoders' nearest neighbours share the query's category, beside raw pixels.
+    /// How often the encoders' nearest neighbours share the query's class, beside raw pixels.
     pub neighbours: Neighbours,
     /// Per gain: the classifier's mean probability of the sound's category, and the share of non-white
     /// pixels (how much of the picture the object covers), over `samples_per_sound` images per held-out sound.
@@ -146,54 +157,109 @@ fn load_networks<B: Backend>(model: &Option<PathBuf>, device: &B::Device) -> Res
     Ok(networks)
 }
 
-/// The held-out and the training pairs, read, with each held-out pair's category.
-struct Pairs<'a> {
-    test: Vec<&'a Item>,
-    train: Vec<&'a Item>,
-    test_sounds: SoundBank,
-    test_pictures: PictureBank,
-    train_sounds: SoundBank,
-    train_pictures: PictureBank,
-    test_classes: Vec<usize>,
+/// The held-out sounds and pictures that have a judged class, read; each sound's own picture where its item
+/// has one (a pair), else none (a sound of the audio-only set).
+struct HeldOut<'a> {
+    sounds: Vec<&'a Item>,
+    sound_bank: SoundBank,
+    sound_classes: Vec<usize>,
+    /// Index into `pictures` of each sound's own picture.
+    own_pictures: Vec<Option<usize>>,
+    pictures: Vec<&'a Item>,
+    picture_bank: PictureBank,
+    picture_classes: Vec<usize>,
 }
 
-impl<'a> Pairs<'a> {
-    fn load(dataset: &'a Dataset, categories: &[String], size: usize) -> Result<Self> {
-        let test: Vec<_> = dataset.pairs_in(Split::Test).collect();
-        let train: Vec<_> = dataset.pairs_in(Split::Train).collect();
-        anyhow::ensure!(!test.is_empty(), "the data set holds no held-out pairs");
-        let sounds = |items: &[&Item]| {
-            SoundBank::load(
-                paths(items, |i| dataset.pair_audio(i))
-                    .iter()
-                    .map(|p| p.as_path()),
-            )
-        };
-        let pictures = |items: &[&Item]| {
-            PictureBank::load(
-                paths(items, |i| dataset.pair_image(i))
-                    .iter()
-                    .map(|p| p.as_path()),
-                size,
-            )
-        };
-        let test_classes = test
+/// Items of one split with their file and the index of their class among the judged ones.
+type Classified<'a> = Vec<(PathBuf, &'a Item, usize)>;
+
+fn with_class_index<'a>(
+    items: Vec<(PathBuf, &'a Item)>,
+    labelling: Labelling,
+    classes: &[String],
+) -> Classified<'a> {
+    items
+        .into_iter()
+        .filter_map(|(path, item)| {
+            let class = labelling.class_of(item)?;
+            let index = classes.iter().position(|c| c == class)?;
+            Some((path, item, index))
+        })
+        .collect()
+}
+
+impl<'a> HeldOut<'a> {
+    fn load(
+        dataset: &'a Dataset,
+        labelling: Labelling,
+        classes: &[String],
+        size: usize,
+    ) -> Result<Self> {
+        let sounds = with_class_index(dataset.sounds_in(Split::Test), labelling, classes);
+        let pictures = with_class_index(dataset.held_out_images(), labelling, classes);
+        anyhow::ensure!(
+            !sounds.is_empty() && !pictures.is_empty(),
+            "the data set holds {} held-out sounds and {} held-out pictures of a class its training \
+             pictures show (by {}): nothing to judge",
+            sounds.len(),
+            pictures.len(),
+            labelling.name()
+        );
+        let own_pictures = sounds
             .iter()
-            .map(|i| {
-                categories
+            .map(|(_, sound, _)| {
+                pictures
                     .iter()
-                    .position(|c| *c == i.category)
-                    .expect("pair categories define the classes")
+                    .position(|(_, picture, _)| picture.name == sound.name)
             })
             .collect();
         Ok(Self {
-            test_sounds: sounds(&test)?,
-            test_pictures: pictures(&test)?,
-            train_sounds: sounds(&train)?,
-            train_pictures: pictures(&train)?,
-            test,
-            train,
-            test_classes,
+            sound_bank: SoundBank::load(sounds.iter().map(|(path, _, _)| path.as_path()))?,
+            picture_bank: PictureBank::load(
+                pictures.iter().map(|(path, _, _)| path.as_path()),
+                size,
+            )?,
+            sound_classes: sounds.iter().map(|(_, _, class)| *class).collect(),
+            picture_classes: pictures.iter().map(|(_, _, class)| *class).collect(),
+            sounds: sounds.into_iter().map(|(_, item, _)| item).collect(),
+            pictures: pictures.into_iter().map(|(_, item, _)| item).collect(),
+            own_pictures,
+        })
+    }
+
+    /// Sound `i`'s own picture as a grid cell (as the generator draws, [-1, 1]); blank without one.
+    fn own_cell(&self, i: usize) -> Cell {
+        self.own_pictures[i].map(|p| self.picture_bank.generator_pixels(p, false))
+    }
+}
+
+/// The training pairs, a sound with its own picture: the modality gap is measured on them.
+struct TrainingPairs {
+    sounds: SoundBank,
+    pictures: PictureBank,
+}
+
+impl TrainingPairs {
+    fn load(dataset: &Dataset, size: usize) -> Result<Self> {
+        let pairs: Vec<&Item> = dataset.pairs_in(Split::Train).collect();
+        Ok(Self {
+            sounds: SoundBank::load(
+                pairs
+                    .iter()
+                    .map(|i| dataset.pair_audio(i))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(PathBuf::as_path),
+            )?,
+            pictures: PictureBank::load(
+                pairs
+                    .iter()
+                    .map(|i| dataset.pair_image(i))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(PathBuf::as_path),
+                size,
+            )?,
         })
     }
 }
@@ -205,18 +271,17 @@ struct Features {
     test_visual: Vec<Vec<f32>>,
     test_audio_unit: Vec<Vec<f32>>,
     test_visual_unit: Vec<Vec<f32>>,
-    train_audio_unit: Vec<Vec<f32>>,
-    train_visual_unit: Vec<Vec<f32>>,
+    pair_audio_unit: Vec<Vec<f32>>,
+    pair_visual_unit: Vec<Vec<f32>>,
 }
 
-/// What an evaluation works with: the model, its judge, and the held-out sounds' categories.
+/// What an evaluation works with: the model and its judge.
 struct Judging<'a, B: Backend> {
     options: &'a EvalOptions,
     device: &'a B::Device,
     nets: Networks<B>,
     judge: Classifier<B>,
     size: usize,
-    test_classes: &'a [usize],
 }
 
 impl<B: Backend> Judging<'_, B> {
@@ -243,14 +308,14 @@ impl<B: Backend> Judging<'_, B> {
         )
     }
 
-    fn features(&self, pairs: &Pairs) -> Result<Features> {
-        let test_audio = self.audio_features(&pairs.test_sounds.waveforms)?;
-        let test_visual = self.visual_features(&pairs.test_pictures)?;
+    fn features(&self, held_out: &HeldOut, pairs: &TrainingPairs) -> Result<Features> {
+        let test_audio = self.audio_features(&held_out.sound_bank.waveforms)?;
+        let test_visual = self.visual_features(&held_out.picture_bank)?;
         Ok(Features {
             test_audio_unit: normalised(&test_audio),
             test_visual_unit: normalised(&test_visual),
-            train_audio_unit: normalised(&self.audio_features(&pairs.train_sounds.waveforms)?),
-            train_visual_unit: normalised(&self.visual_features(&pairs.train_pictures)?),
+            pair_audio_unit: normalised(&self.audio_features(&pairs.sounds.waveforms)?),
+            pair_visual_unit: normalised(&self.visual_features(&pairs.pictures)?),
             test_audio,
             test_visual,
         })
@@ -276,30 +341,38 @@ impl<B: Backend> Judging<'_, B> {
             .collect())
     }
 
-    /// `samples` pictures of each held-out row's feature, with the row's category for each.
-    fn generate_all(&self, features: &[Vec<f32>]) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+    /// `samples` pictures of each row's feature, with the row's class for each.
+    fn generate_all(
+        &self,
+        features: &[Vec<f32>],
+        classes: &[usize],
+    ) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
         let samples = self.samples();
         let mut images = Vec::new();
-        let mut classes = Vec::new();
+        let mut image_classes = Vec::new();
         for (i, feature) in features.iter().enumerate() {
             for image in self.generate(feature, samples, self.options.seed + i as u64)? {
                 images.push(image);
-                classes.push(self.test_classes[i]);
+                image_classes.push(classes[i]);
             }
         }
-        Ok((images, classes))
+        Ok((images, image_classes))
     }
 
-    /// The judge's recall of pictures made in runs of `per_sound` per held-out sound.
-    fn recall(&self, images: &[Vec<f32>], classes: &[usize], per_sound: usize) -> Result<Recall> {
+    /// The judge's recall of pictures made in runs of `per_row` per row.
+    fn recall(&self, images: &[Vec<f32>], classes: &[usize], per_row: usize) -> Result<Recall> {
         let logits = classify(&self.judge, images, self.size, self.device)?;
-        Ok(recall(&logits, classes, per_sound, self.options.seed))
+        Ok(recall(&logits, classes, per_row, self.options.seed))
     }
 
-    /// Generates from each held-out row's feature and judges the pictures: the pictures and their recall.
-    fn generated_recall(&self, features: &[Vec<f32>]) -> Result<(Vec<Vec<f32>>, Recall)> {
-        let (images, classes) = self.generate_all(features)?;
-        let recall = self.recall(&images, &classes, self.samples())?;
+    /// Generates from each row's feature and judges the pictures: the pictures and their recall.
+    fn generated_recall(
+        &self,
+        features: &[Vec<f32>],
+        classes: &[usize],
+    ) -> Result<(Vec<Vec<f32>>, Recall)> {
+        let (images, image_classes) = self.generate_all(features, classes)?;
+        let recall = self.recall(&images, &image_classes, self.samples())?;
         Ok((images, recall))
     }
 
@@ -308,40 +381,60 @@ impl<B: Backend> Judging<'_, B> {
     }
 }
 
+/// The classes the evaluation judges: the fine labels of the training pictures, or (for data sets built
+/// before labels) the paired items' categories.
+fn judged_classes(dataset: &Dataset, labelling: Labelling) -> Vec<String> {
+    match labelling {
+        Labelling::Categories => dataset.categories(),
+        Labelling::FineLabels => {
+            let training = dataset.training_images();
+            let labels: std::collections::BTreeSet<String> = training
+                .iter()
+                .filter_map(|(_, item)| labelling.class_of(item).map(str::to_string))
+                .collect();
+            labels.into_iter().collect()
+        }
+    }
+}
+
 pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -> Result<Report> {
     // Refused before anything is loaded or trained.
     s2v_models::generator::check_truncation(options.truncation)?;
     let dataset = Dataset::open(&options.data)?;
     std::fs::create_dir_all(&options.out)?;
-    let categories = dataset.categories();
+    let labelling = Labelling::of(&dataset);
+    let classes = judged_classes(&dataset, labelling);
     let nets = load_networks::<B::InnerBackend>(&options.model, device)?;
     let size = nets.image.input_size;
     let training = dataset.training_images();
-    let judge = train_judge::<B>(options, &training, &categories, size, device)?;
-    let pairs = Pairs::load(&dataset, &categories, size)?;
+    let judge = train_judge::<B>(options, labelling, &training, &classes, size, device)?;
+    let held_out = HeldOut::load(&dataset, labelling, &classes, size)?;
+    let pairs = TrainingPairs::load(&dataset, size)?;
     let judging = Judging {
         options,
         device,
         nets,
         judge,
         size,
-        test_classes: &pairs.test_classes,
     };
-    let features = judging.features(&pairs)?;
+    let features = judging.features(&held_out, &pairs)?;
+    let sound_classes = &held_out.sound_classes;
 
     // (i) generated pictures of held-out sounds.
-    let (generated, generated_recall) = judging.generated_recall(&features.test_audio)?;
+    let (generated, generated_recall) =
+        judging.generated_recall(&features.test_audio, sound_classes)?;
     // (i b) generated from the held-out pictures' image features: what the generator makes of `f_V`'s
     // features, which bounds what it can make of sounds aligned to them.
-    let (_, from_pictures_recall) = judging.generated_recall(&features.test_visual)?;
+    let (_, from_pictures_recall) =
+        judging.generated_recall(&features.test_visual, &held_out.picture_classes)?;
     // (i c) generated from the held-out sounds moved across the gap measured on the training pairs only.
-    let gap = mean_difference(&features.train_visual_unit, &features.train_audio_unit);
+    let gap = mean_difference(&features.pair_visual_unit, &features.pair_audio_unit);
     let across_gap: Vec<Vec<f32>> = features
         .test_audio_unit
         .iter()
         .map(|a| a.iter().zip(&gap).map(|(x, g)| x + g).collect())
         .collect();
-    let (_, across_gap_recall) = judging.generated_recall(&across_gap)?;
+    let (_, across_gap_recall) = judging.generated_recall(&across_gap, sound_classes)?;
 
     // (ii) retrieval: the training picture whose feature is nearest to the audio feature.
     let library = PictureBank::load(training.iter().map(|(p, _)| p.as_path()), size)?;
@@ -354,58 +447,39 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
             library.generator_pixels(best, false)
         })
         .collect();
+    let retrieval_recall = judging.recall(&retrieved, sound_classes, 1)?;
     let neighbours = feature_neighbours(
+        &judging,
         &NeighbourInputs {
+            dataset: &dataset,
+            labelling,
+            classes: &classes,
             training: &training,
             library: &library,
             library_visual: &library_visual,
-            test: &pairs.test,
-            test_pictures: &pairs.test_pictures,
-            test_visual: &features.test_visual_unit,
-            test_audio: &features.test_audio_unit,
-            train: &pairs.train,
-            train_audio: &features.train_audio_unit,
+            held_out: &held_out,
+            features: &features,
         },
-        size,
-    );
-    let retrieval_recall = judging.recall(&retrieved, &pairs.test_classes, 1)?;
+    )?;
 
-    // (iii) the held-out items' own pictures.
-    let real: Vec<Vec<f32>> = (0..pairs.test_pictures.len())
-        .map(|i| pairs.test_pictures.generator_pixels(i, false))
+    // (iii) the held-out pictures themselves.
+    let real: Vec<Vec<f32>> = (0..held_out.picture_bank.len())
+        .map(|i| held_out.picture_bank.generator_pixels(i, false))
         .collect();
-    let real_recall = judging.recall(&real, &pairs.test_classes, 1)?;
+    let real_recall = judging.recall(&real, &held_out.picture_classes, 1)?;
 
-    // Geometry over every pair, held-out and training.
-    let all_audio = [
-        features.test_audio_unit.clone(),
-        features.train_audio_unit.clone(),
-    ]
-    .concat();
-    let all_visual = [
-        features.test_visual_unit.clone(),
-        features.train_visual_unit.clone(),
-    ]
-    .concat();
-    let geometry = geometry(&all_audio, &all_visual);
-    plots::scatter_pairs(&all_audio, &all_visual, 640).save(options.out.join("features.png"))?;
-
-    draw_grid(
-        &categories,
-        &pairs,
-        &real,
-        &generated,
-        judging.samples(),
-        size,
-    )
-    .save(options.out.join("grid.png"))?;
-    let volume = volume(&judging, &pairs.test_sounds, &real, &generated)?;
-    let mixing = mixing(&judging, &pairs.test_sounds, &real)?;
+    let geometry = pair_geometry(&held_out, &features, &options.out)?;
+    draw_grid(&classes, &held_out, &generated, judging.samples(), size)
+        .save(options.out.join("grid.png"))?;
+    let volume = volume(&judging, &held_out, &generated)?;
+    let mixing = mixing(&judging, &held_out)?;
 
     let report = Report {
-        chance: chance(categories.len()),
-        categories,
-        held_out_sounds: pairs.test.len(),
+        labelling: labelling.name().to_string(),
+        chance: chance(classes.len()),
+        classes,
+        held_out_sounds: held_out.sounds.len(),
+        held_out_pictures: held_out.picture_bank.len(),
         samples_per_sound: judging.samples(),
         truncation: options.truncation,
         generated: generated_recall,
@@ -427,27 +501,46 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     Ok(report)
 }
 
-/// The judge, trained on the labelled training pictures only (or read from `--out`, where it is kept).
+/// The modality gap's geometry over every sound with its own picture, held-out and training, and their
+/// scatter plot (`features.png`).
+fn pair_geometry(held_out: &HeldOut, features: &Features, out: &Path) -> Result<Geometry> {
+    let held_out_pairs: Vec<(usize, usize)> = held_out
+        .own_pictures
+        .iter()
+        .enumerate()
+        .filter_map(|(sound, picture)| Some((sound, (*picture)?)))
+        .collect();
+    let all_audio: Vec<Vec<f32>> = held_out_pairs
+        .iter()
+        .map(|&(sound, _)| features.test_audio_unit[sound].clone())
+        .chain(features.pair_audio_unit.iter().cloned())
+        .collect();
+    let all_visual: Vec<Vec<f32>> = held_out_pairs
+        .iter()
+        .map(|&(_, picture)| features.test_visual_unit[picture].clone())
+        .chain(features.pair_visual_unit.iter().cloned())
+        .collect();
+    plots::scatter_pairs(&all_audio, &all_visual, 640).save(out.join("features.png"))?;
+    Ok(geometry(&all_audio, &all_visual))
+}
+
+/// The judge, trained on the training pictures of the judged classes only (or read from `--out`, where it
+/// is kept).
 fn train_judge<B: AutodiffBackend>(
     options: &EvalOptions,
+    labelling: Labelling,
     training: &[(PathBuf, &Item)],
-    categories: &[String],
+    classes: &[String],
     size: usize,
     device: &B::Device,
 ) -> Result<Classifier<B::InnerBackend>> {
-    let labelled: Vec<(&Path, usize)> = training
-        .iter()
-        .filter_map(|(p, item)| {
-            let class = categories.iter().position(|c| *c == item.category)?;
-            Some((p.as_path(), class))
-        })
-        .collect();
-    let pictures = PictureBank::load(labelled.iter().map(|(p, _)| *p), size)?;
-    let labels: Vec<usize> = labelled.iter().map(|(_, c)| *c).collect();
+    let labelled = with_class_index(training.to_vec(), labelling, classes);
+    let pictures = PictureBank::load(labelled.iter().map(|(p, _, _)| p.as_path()), size)?;
+    let labels: Vec<usize> = labelled.iter().map(|(_, _, c)| *c).collect();
     classifier::train_or_load::<B>(
         &pictures,
         &labels,
-        categories.len(),
+        classes.len(),
         options.classifier_steps,
         options.seed,
         &options.out.join("classifier"),
@@ -467,27 +560,26 @@ fn chance(classes: usize) -> Recall {
     }
 }
 
-/// One row per category: a held-out sound's real picture followed by its generated ones, for up to three
-/// sounds.
+/// One row per class with a held-out sound: for up to three of its sounds, the sound's own picture (blank
+/// for a sound without one) followed by two of its generated pictures.
 fn draw_grid(
-    categories: &[String],
-    pairs: &Pairs,
-    real: &[Vec<f32>],
+    classes: &[String],
+    held_out: &HeldOut,
     generated: &[Vec<f32>],
     samples: usize,
     size: usize,
 ) -> image::RgbImage {
     let mut rows: Vec<Vec<Cell>> = Vec::new();
-    for class in 0..categories.len() {
-        let members: Vec<usize> = (0..pairs.test.len())
-            .filter(|&i| pairs.test_classes[i] == class)
+    for class in 0..classes.len() {
+        let members: Vec<usize> = (0..held_out.sounds.len())
+            .filter(|&i| held_out.sound_classes[i] == class)
             .collect();
         if members.is_empty() {
             continue;
         }
         let mut row = Vec::new();
         for &i in members.iter().take(3) {
-            row.push(Some(real[i].clone()));
+            row.push(held_out.own_cell(i));
             for image in generated.iter().skip(i * samples).take(samples.min(2)) {
                 row.push(Some(image.clone()));
             }
@@ -498,11 +590,10 @@ fn draw_grid(
 }
 
 /// The volume control: each held-out sound at four gains with the same noise. Per gain, the judge's mean
-/// probability of the sound's category and the share of non-white pixels; `volume.png` shows the first rows.
+/// probability of the sound's class and the share of non-white pixels; `volume.png` shows the first rows.
 fn volume<B: Backend>(
     judging: &Judging<B>,
-    sounds: &SoundBank,
-    real: &[Vec<f32>],
+    held_out: &HeldOut,
     generated: &[Vec<f32>],
 ) -> Result<Vec<(f64, f64, f64)>> {
     let gains = [0.1, 0.3, 1.0, 3.0];
@@ -510,8 +601,8 @@ fn volume<B: Backend>(
     let mut rows: Vec<Vec<Cell>> = Vec::new();
     let mut per_gain: Vec<(Vec<Vec<f32>>, Vec<usize>)> =
         vec![(Vec::new(), Vec::new()); gains.len()];
-    for (i, wave) in sounds.waveforms.iter().enumerate() {
-        let mut row = vec![Some(real[i].clone())];
+    for (i, wave) in held_out.sound_bank.waveforms.iter().enumerate() {
+        let mut row = vec![held_out.own_cell(i)];
         for (g, gain) in gains.iter().enumerate() {
             // The same noise at every gain, so that only the sound's level differs along a row; at the
             // sound's own level these are the images of (i), already generated.
@@ -527,7 +618,7 @@ fn volume<B: Backend>(
             row.push(Some(images[0].clone()));
             per_gain[g]
                 .1
-                .extend(std::iter::repeat_n(judging.test_classes[i], images.len()));
+                .extend(std::iter::repeat_n(held_out.sound_classes[i], images.len()));
             per_gain[g].0.extend(images);
         }
         if rows.len() < 6 {
@@ -550,7 +641,7 @@ fn volume<B: Backend>(
     Ok(volume)
 }
 
-/// How mixed sounds fare: judged images, those whose top two guesses hold both categories, those whose top
+/// How mixed sounds fare: judged images, those whose top two guesses hold both classes, those whose top
 /// guess is one of them, and the pairs mixed.
 struct Mixing {
     judged: usize,
@@ -559,14 +650,11 @@ struct Mixing {
     pairs: usize,
 }
 
-/// The mixing control: pairs of held-out sounds of two categories at equal weights (at most 12 pairs);
+/// The mixing control: pairs of held-out sounds of two classes at equal weights (at most 12 pairs);
 /// `mixing.png` shows the first rows.
-fn mixing<B: Backend>(
-    judging: &Judging<B>,
-    sounds: &SoundBank,
-    real: &[Vec<f32>],
-) -> Result<Mixing> {
-    let classes = judging.test_classes;
+fn mixing<B: Backend>(judging: &Judging<B>, held_out: &HeldOut) -> Result<Mixing> {
+    let classes = &held_out.sound_classes;
+    let sounds = &held_out.sound_bank;
     let mut rows: Vec<Vec<Cell>> = Vec::new();
     let mut mixing = Mixing {
         judged: 0,
@@ -597,9 +685,9 @@ fn mixing<B: Backend>(
                 mixing.judged += 1;
             }
             if rows.len() < 6 {
-                let mut row = vec![Some(real[i].clone())];
+                let mut row = vec![held_out.own_cell(i)];
                 row.extend(images.iter().take(2).cloned().map(Some));
-                row.push(Some(real[j].clone()));
+                row.push(held_out.own_cell(j));
                 rows.push(row);
             }
         }
@@ -608,94 +696,83 @@ fn mixing<B: Backend>(
     Ok(mixing)
 }
 
-/// What `feature_neighbours` compares: the training library (every training picture) and the held-out pairs,
-/// with their L2-normalised features.
+/// What `feature_neighbours` compares: the training library (every training picture, with its features),
+/// the held-out sounds and pictures with theirs.
 struct NeighbourInputs<'a> {
+    dataset: &'a Dataset,
+    labelling: Labelling,
+    classes: &'a [String],
     training: &'a [(PathBuf, &'a Item)],
     library: &'a PictureBank,
     library_visual: &'a [Vec<f32>],
-    test: &'a [&'a Item],
-    test_pictures: &'a PictureBank,
-    test_visual: &'a [Vec<f32>],
-    test_audio: &'a [Vec<f32>],
-    train: &'a [&'a Item],
-    train_audio: &'a [Vec<f32>],
+    held_out: &'a HeldOut<'a>,
+    features: &'a Features,
 }
 
-/// The judge-free neighbour measures (see `neighbours`), over pictures of `size` px.
-fn feature_neighbours(n: &NeighbourInputs, size: usize) -> Neighbours {
+/// The judge-free neighbour measures (see `neighbours`) by the evaluation's classes: the library's pictures
+/// with a class are the keys of the picture measures, the training sounds with one those of the sounds'.
+fn feature_neighbours<B: Backend>(judging: &Judging<B>, n: &NeighbourInputs) -> Result<Neighbours> {
     use crate::dataset::build::group_of;
-    const PIXEL_SIDE: usize = 16;
-    let library_labels: Vec<&str> = n
-        .training
-        .iter()
-        .map(|(_, i)| i.category.as_str())
+    let labelling = n.labelling;
+    let keyed: Vec<(usize, &str)> = (0..n.training.len())
+        .filter_map(|i| Some((i, labelling.class_of(n.training[i].1)?)))
         .collect();
-    let library_groups: Vec<String> = n.training.iter().map(|(_, i)| group_of(i)).collect();
-    let test_labels: Vec<&str> = n.test.iter().map(|i| i.category.as_str()).collect();
-    let train_labels: Vec<&str> = n.train.iter().map(|i| i.category.as_str()).collect();
-    let other_group = |q: usize, k: usize| library_groups[q] != library_groups[k];
-    // Pixel features of the library and the held-out pictures, centred over both together.
-    let all_pixels = pixel_features(
-        &[
-            n.library.pixels.as_slice(),
-            n.test_pictures.pixels.as_slice(),
-        ]
-        .concat(),
-        size,
-        PIXEL_SIDE,
+    let key_pixels: Vec<Vec<f32>> = keyed
+        .iter()
+        .map(|&(i, _)| n.library.pixels[i].clone())
+        .collect();
+    let key_features: Vec<Vec<f32>> = keyed
+        .iter()
+        .map(|&(i, _)| n.library_visual[i].clone())
+        .collect();
+    let key_classes: Vec<&str> = keyed.iter().map(|&(_, class)| class).collect();
+    let class_names = |indices: &[usize]| -> Vec<&str> {
+        indices.iter().map(|&c| n.classes[c].as_str()).collect()
+    };
+    let pictures = picture_neighbours(
+        &ClassifiedPictures {
+            pixels: &key_pixels,
+            features: &key_features,
+            classes: key_classes.clone(),
+            groups: keyed
+                .iter()
+                .map(|&(i, _)| group_of(n.training[i].1))
+                .collect(),
+        },
+        &ClassifiedPictures {
+            pixels: &n.held_out.picture_bank.pixels,
+            features: &n.features.test_visual_unit,
+            classes: class_names(&n.held_out.picture_classes),
+            groups: n.held_out.pictures.iter().map(|i| group_of(i)).collect(),
+        },
+        judging.size,
     );
-    let (library_pixels, test_pixels) = all_pixels.split_at(n.library.len());
-    Neighbours {
-        training_pictures: same_label_share(
-            n.library_visual,
-            &library_labels,
-            n.library_visual,
-            &library_labels,
-            other_group,
-        ),
-        training_pictures_by_pixels: same_label_share(
-            library_pixels,
-            &library_labels,
-            library_pixels,
-            &library_labels,
-            other_group,
-        ),
-        held_out_pictures: same_label_share(
-            n.test_visual,
-            &test_labels,
-            n.library_visual,
-            &library_labels,
-            |_, _| true,
-        ),
-        held_out_pictures_by_pixels: same_label_share(
-            test_pixels,
-            &test_labels,
-            library_pixels,
-            &library_labels,
-            |_, _| true,
-        ),
+    // The training sounds with a class, as keys for the held-out sounds.
+    let training_sounds = n.dataset.sounds_in(Split::Train);
+    let training_sounds = labelling.classified(&training_sounds);
+    let bank = SoundBank::load(training_sounds.iter().map(|(path, _, _)| path.as_path()))?;
+    let training_audio = normalised(&judging.audio_features(&bank.waveforms)?);
+    let training_sound_classes: Vec<&str> =
+        training_sounds.iter().map(|(_, _, class)| *class).collect();
+    let sound_classes = class_names(&n.held_out.sound_classes);
+    Ok(Neighbours {
+        pictures,
         held_out_sounds: same_label_share(
-            n.test_audio,
-            &test_labels,
-            n.train_audio,
-            &train_labels,
+            &n.features.test_audio_unit,
+            &sound_classes,
+            &training_audio,
+            &training_sound_classes,
             |_, _| true,
         ),
         held_out_sounds_to_pictures: same_label_share(
-            n.test_audio,
-            &test_labels,
-            n.library_visual,
-            &library_labels,
+            &n.features.test_audio_unit,
+            &sound_classes,
+            &key_features,
+            &key_classes,
             |_, _| true,
         ),
-        training_picture_count: n.library.len(),
-        held_out_count: n.test.len(),
-    }
-}
-
-fn paths(items: &[&Item], path: impl Fn(&Item) -> PathBuf) -> Vec<PathBuf> {
-    items.iter().map(|i| path(i)).collect()
+        held_out_count: n.held_out.sounds.len(),
+    })
 }
 
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -9,9 +9,23 @@
 
 use serde::Serialize;
 
-/// Shares of nearest neighbours of the query's category (each in [0, 1]).
+/// Shares of nearest neighbours of the query's class (fine label, or category) (each in [0, 1]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Neighbours {
+    #[serde(flatten)]
+    pub pictures: PictureNeighbours,
+    /// Each held-out sound's nearest training sound, by `f_A`.
+    pub held_out_sounds: f64,
+    /// Each held-out sound's nearest training picture, `f_A` against `f_V`: what the retrieval baseline
+    /// retrieves, judged by the labels instead of the classifier.
+    pub held_out_sounds_to_pictures: f64,
+    /// Held-out sounds with a class.
+    pub held_out_count: usize,
+}
+
+/// The image encoder's part: how often a picture's nearest picture shows the same class.
+#[derive(Debug, Clone, Serialize)]
+pub struct PictureNeighbours {
     /// Each training picture's nearest training picture outside its own group of variants (`pig`,
     /// `pig_golden`), by `f_V`.
     pub training_pictures: f64,
@@ -22,13 +36,72 @@ pub struct Neighbours {
     pub held_out_pictures: f64,
     /// The same on 16 x 16 raw pixels.
     pub held_out_pictures_by_pixels: f64,
-    /// Each held-out sound's nearest training sound, by `f_A`.
-    pub held_out_sounds: f64,
-    /// Each held-out sound's nearest training picture, `f_A` against `f_V`: what the retrieval baseline
-    /// retrieves, judged by the labels instead of the classifier.
-    pub held_out_sounds_to_pictures: f64,
+    /// Training pictures with a class (the keys).
     pub training_picture_count: usize,
-    pub held_out_count: usize,
+    /// Held-out pictures with a class (the queries).
+    pub held_out_picture_count: usize,
+}
+
+/// Pictures with a class: their pixels (channel-major, [0, 1]), L2-normalised `f_V` features, classes and
+/// groups of variants.
+pub struct ClassifiedPictures<'a> {
+    pub pixels: &'a [Vec<f32>],
+    pub features: &'a [Vec<f32>],
+    pub classes: Vec<&'a str>,
+    pub groups: Vec<String>,
+}
+
+/// Side of the raw-pixel features the encoder is compared against.
+const PIXEL_SIDE: usize = 16;
+
+/// The neighbour measures of `f_V` on `library` (training pictures) and `held_out`, beside raw pixels, for
+/// pictures of `size` px.
+pub fn picture_neighbours(
+    library: &ClassifiedPictures,
+    held_out: &ClassifiedPictures,
+    size: usize,
+) -> PictureNeighbours {
+    // Pixel features of both sets, centred over both together.
+    let all_pixels = pixel_features(
+        &[library.pixels, held_out.pixels].concat(),
+        size,
+        PIXEL_SIDE,
+    );
+    let (library_pixels, held_out_pixels) = all_pixels.split_at(library.pixels.len());
+    let other_group = |q: usize, k: usize| library.groups[q] != library.groups[k];
+    let (keys, queries) = (&library.classes, &held_out.classes);
+    PictureNeighbours {
+        training_pictures: same_label_share(
+            library.features,
+            keys,
+            library.features,
+            keys,
+            other_group,
+        ),
+        training_pictures_by_pixels: same_label_share(
+            library_pixels,
+            keys,
+            library_pixels,
+            keys,
+            other_group,
+        ),
+        held_out_pictures: same_label_share(
+            held_out.features,
+            queries,
+            library.features,
+            keys,
+            |_, _| true,
+        ),
+        held_out_pictures_by_pixels: same_label_share(
+            held_out_pixels,
+            queries,
+            library_pixels,
+            keys,
+            |_, _| true,
+        ),
+        training_picture_count: library.pixels.len(),
+        held_out_picture_count: held_out.pixels.len(),
+    }
 }
 
 /// The index of the row of `keys` with the largest dot product with `query`, among those `allowed` admits.

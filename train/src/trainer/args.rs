@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use s2v_models::discriminator::DiscriminatorConfig;
 
-use super::{AugmentPolicy, Preset, Recipe, Stage, TrainOptions, ViewPolicy};
+use super::{AugmentPolicy, ImageObjective, Preset, Recipe, Stage, TrainOptions, ViewPolicy};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
@@ -52,6 +52,12 @@ pub struct TrainArgs {
     /// Override the colour changes of the image encoder's SimCLR views.
     #[arg(long, value_enum)]
     pub image_views: Option<ViewPolicy>,
+    /// Override what the image encoder learns from: the fine labels (the preset) or SimCLR's views alone.
+    #[arg(long, value_enum)]
+    pub image_objective: Option<ImageObjective>,
+    /// Override the share of the image stage's batch drawn as pairs of pictures of one fine label.
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    pub image_label_pairs: Option<f64>,
     /// Discriminator updates per generator update, each on a new batch (BigGAN's `num_D_steps`; the preset
     /// has 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
@@ -110,6 +116,8 @@ impl TrainArgs {
         recipe.gan_reconstruction = self.gan_reconstruction.unwrap_or(recipe.gan_reconstruction);
         recipe.gan_augment = self.gan_augment.unwrap_or(recipe.gan_augment);
         recipe.image_views = self.image_views.unwrap_or(recipe.image_views);
+        recipe.image_objective = self.image_objective.unwrap_or(recipe.image_objective);
+        recipe.image_label_pairs = self.image_label_pairs.unwrap_or(recipe.image_label_pairs);
         if let Some(steps) = self.discriminator_steps {
             recipe.gan_discriminator_steps = steps.into();
         }
@@ -149,6 +157,14 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
         _ => Err(format!("expected a learning rate above 0, got {text:?}")),
+    }
+}
+
+/// A share of a batch, from 0 to 1.
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("expected a share from 0 to 1, got {text:?}")),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Stage (c): the audio encoder, trained with the paper's loss (symmetric InfoNCE over minus Euclidean
-//! distances of L2-normalised features) against the frozen image encoder's features of the paired pictures;
-//! Adam 1e-3 with weight decay 1e-5, as Sound2Scene trains.
+//! distances of L2-normalised features) against the frozen image encoder's features of the paired pictures
+//! (for a sound without a picture of its own, a picture of its fine label drawn each step); Adam 1e-3 with
+//! weight decay 1e-5, as Sound2Scene trains.
 
 use anyhow::Result;
 use burn::module::AutodiffModule;
@@ -13,12 +14,15 @@ use s2v_models::loss::info_nce_l2;
 use s2v_models::{AudioEncoder, ImageEncoder, NetworkModule};
 use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
 
+use std::path::PathBuf;
+
 use super::data::{PictureBank, SoundBank, par_samples};
+use super::pairing::sound_targets;
 use super::{
     Stage, StageLoop, TrainOptions, load_module, load_optimiser, save_module, save_optimiser,
     scalar, seed_stage, selected_rows,
 };
-use crate::dataset::{Dataset, Split};
+use crate::dataset::{Dataset, Item};
 use s2v_serving::networks::encode_rows;
 
 const LEARNING_RATE: f64 = 1e-3;
@@ -26,29 +30,26 @@ const LEARNING_RATE: f64 = 1e-3;
 pub(super) fn run<B: AutodiffBackend>(
     options: &TrainOptions,
     dataset: &Dataset,
+    training_pictures: &[(PathBuf, &Item)],
     image_encoder: &ImageEncoder<B::InnerBackend>,
     device: &B::Device,
 ) -> Result<Option<AudioEncoder<B::InnerBackend>>> {
     let recipe = &options.recipe;
     let mut stage = StageLoop::new(Stage::AudioEncoder, options, recipe.audio_steps)?;
-    let pairs: Vec<_> = dataset.pairs_in(Split::Train).collect();
+    let items: Vec<&Item> = training_pictures.iter().map(|(_, item)| *item).collect();
+    let matched = sound_targets(dataset, &items);
+    if !matched.unmatched.is_empty() {
+        eprintln!(
+            "{} training sounds have no training picture of their label and are left out: {}",
+            matched.unmatched.len(),
+            matched.unmatched.join(", ")
+        );
+    }
     let pictures = PictureBank::load(
-        pairs
-            .iter()
-            .map(|i| dataset.pair_image(i))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|p| p.as_path()),
+        training_pictures.iter().map(|(path, _)| path.as_path()),
         image_encoder.input_size,
     )?;
-    let sounds = SoundBank::load(
-        pairs
-            .iter()
-            .map(|i| dataset.pair_audio(i))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|p| p.as_path()),
-    )?;
+    let sounds = SoundBank::load(matched.sounds.iter().map(PathBuf::as_path))?;
     let size = image_encoder.input_size;
     let inner_device = device.clone();
     let targets = encode_rows::<B::InnerBackend>(
@@ -92,7 +93,11 @@ pub(super) fn run<B: AutodiffBackend>(
             TensorData::new(spectrograms, [batch, 1, FREQ_BINS, TIME_FRAMES]),
             device,
         );
-        let visual = selected_rows::<B>(&targets, chosen, device);
+        let pictures: Vec<usize> = chosen
+            .iter()
+            .map(|&sound| matched.targets[sound].draw(&mut rng))
+            .collect();
+        let visual = selected_rows::<B>(&targets, &pictures, device);
         let loss = info_nce_l2(model.forward(x), visual);
         let value = scalar(&loss);
         let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -1,5 +1,6 @@
-//! Stage (a): the image encoder, trained without labels with SimCLR (two augmented views of each picture must
-//! find each other); the projection head is dropped afterwards.
+//! Stage (a): the image encoder, trained with supervised contrastive learning (views of pictures of one class
+//! must find each other; SimCLR when every picture is its own class); the projection head is dropped
+//! afterwards.
 
 use anyhow::Result;
 use burn::module::AutodiffModule;
@@ -7,12 +8,12 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use rand::Rng;
-use s2v_models::loss::nt_xent;
+use s2v_models::loss::supervised_contrastive;
 use s2v_models::projection::ProjectionHead;
 use s2v_models::{ImageEncoder, NetworkModule};
 
 use super::data::{PictureBank, par_samples};
+use super::pairing::draw_batch;
 use super::{
     Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimiser, save_module,
     save_optimiser, scalar, seed_stage,
@@ -31,6 +32,7 @@ struct SimClr<B: Backend> {
 pub(super) fn run<B: AutodiffBackend>(
     options: &TrainOptions,
     pictures: &PictureBank,
+    classes: &[usize],
     device: &B::Device,
 ) -> Result<Option<ImageEncoder<B::InnerBackend>>> {
     let recipe = &options.recipe;
@@ -53,20 +55,24 @@ pub(super) fn run<B: AutodiffBackend>(
     let size = pictures.size;
     let batch = recipe.image_batch.min(pictures.len()).max(2);
     while let Some((_, mut rng)) = stage.next_step() {
-        let chosen: Vec<usize> = (0..batch)
-            .map(|_| rng.random_range(0..pictures.len()))
-            .collect();
+        let chosen = draw_batch(classes, batch, recipe.image_label_pairs, &mut rng);
         let view = |i, rng: &mut _| pictures.simclr_view(i, recipe.image_views, rng);
         let first = par_samples(&chosen, &mut rng, view);
         let second = par_samples(&chosen, &mut rng, view);
         let views = images_tensor::<B>([first, second].concat(), size, device);
         let projected = model.head.forward(model.encoder.forward(views));
         let halves = projected.chunk(2, 0);
-        let loss = nt_xent(halves[0].clone(), halves[1].clone(), TEMPERATURE);
+        let chosen_classes: Vec<usize> = chosen.iter().map(|&i| classes[i]).collect();
+        let loss = supervised_contrastive(
+            halves[0].clone(),
+            halves[1].clone(),
+            &chosen_classes,
+            TEMPERATURE,
+        );
         let value = scalar(&loss);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimiser.step(LEARNING_RATE, model, grads);
-        if stage.record(&[("nt-xent", value)]) {
+        if stage.record(&[("contrastive", value)]) {
             save_module(&model, &weights)?;
             save_optimiser(&optimiser, &state)?;
             stage.commit()?;

@@ -14,6 +14,7 @@ mod diff_augment;
 mod ema;
 mod gan_stage;
 mod image_stage;
+mod pairing;
 
 pub use args::TrainArgs;
 pub use data::ViewPolicy;
@@ -35,7 +36,9 @@ use s2v_models::discriminator::DiscriminatorConfig;
 use s2v_models::{AudioEncoderConfig, GeneratorConfig, ImageEncoder, ImageEncoderConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, Item, Split};
+use crate::eval::image_encoder::image_encoder_neighbours;
+use crate::eval::labelling::Labelling;
 
 /// File names of the exported networks (the project's safetensors format).
 pub const IMAGE_ENCODER_FILE: &str = "image_encoder.safetensors";
@@ -55,6 +58,13 @@ pub struct Recipe {
     /// The colour changes of SimCLR's views (recipes written before this field had `mild`).
     #[serde(default = "mild_views")]
     pub image_views: ViewPolicy,
+    /// What the image encoder learns from (recipes written before this field had SimCLR).
+    #[serde(default)]
+    pub image_objective: ImageObjective,
+    /// The share of the image stage's batch drawn as pairs of pictures of one fine label (supervised
+    /// contrastive learning; the rest is drawn uniformly).
+    #[serde(default = "half")]
+    pub image_label_pairs: f64,
     pub gan_steps: usize,
     pub gan_batch: usize,
     /// Real images for an instance are drawn from its this many nearest neighbours (IC-GAN's k).
@@ -93,6 +103,22 @@ const GAN_RATE: f64 = 2e-4;
 
 fn default_gan_rate() -> f64 {
     GAN_RATE
+}
+
+/// The image encoder's training objective.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageObjective {
+    /// SimCLR: two views of a picture must find each other; labels are not used.
+    #[default]
+    Simclr,
+    /// Supervised contrastive learning (Khosla et al. 2020): views of pictures of one fine label find each
+    /// other; pictures without a label are SimCLR's.
+    SupervisedContrastive,
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 fn mild_views() -> ViewPolicy {
@@ -142,6 +168,8 @@ impl Recipe {
                     image_steps: 300,
                     image_batch: 48,
                     image_views: ViewPolicy::Mild,
+                    image_objective: ImageObjective::SupervisedContrastive,
+                    image_label_pairs: 0.5,
                     gan_steps: 1300,
                     gan_batch: 16,
                     neighbours: 5,
@@ -190,6 +218,8 @@ impl Recipe {
                     image_batch: 8,
                     // SimCLR's own colour changes, so that the training test runs them.
                     image_views: ViewPolicy::Simclr,
+                    image_objective: ImageObjective::SupervisedContrastive,
+                    image_label_pairs: 0.5,
                     gan_steps: 16,
                     gan_batch: 4,
                     neighbours: 2,
@@ -330,18 +360,29 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> 
         options.recipe.resolution,
     )?;
     eprintln!(
-        "{} training pictures, {} training sounds",
+        "{} training pictures, {} training pairs, {} training sounds without a picture",
         pictures.len(),
-        dataset.pairs_in(crate::dataset::Split::Train).count()
+        dataset.pairs_in(Split::Train).count(),
+        dataset
+            .audio_only
+            .iter()
+            .filter(|i| i.split == Split::Train)
+            .count()
     );
+    let items: Vec<&Item> = training_pictures.iter().map(|(_, item)| *item).collect();
+    let classes = match options.recipe.image_objective {
+        ImageObjective::Simclr => (0..items.len()).collect(),
+        ImageObjective::SupervisedContrastive => pairing::picture_classes(&items),
+    };
     let image_encoder = match frozen {
         Some(encoder) => encoder,
-        None => match image_stage::run::<B>(options, &pictures, device)? {
+        None => match image_stage::run::<B>(options, &pictures, &classes, device)? {
             Some(encoder) => encoder,
             None => return Ok(false),
         },
     };
     save_native(&image_encoder, &options.out.join(IMAGE_ENCODER_FILE), false)?;
+    report_image_neighbours(&dataset, &image_encoder, &options.out, device)?;
     let wanted = |stage: Stage| options.only.is_none_or(|only| only == stage);
     if wanted(Stage::Generator) {
         let Some(generator) = gan_stage::run::<B>(options, &pictures, &image_encoder, device)?
@@ -351,13 +392,52 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> 
         save_native(&generator, &options.out.join(GENERATOR_FILE), false)?;
     }
     if wanted(Stage::AudioEncoder) {
-        let Some(audio_encoder) = audio_stage::run::<B>(options, &dataset, &image_encoder, device)?
+        let Some(audio_encoder) = audio_stage::run::<B>(
+            options,
+            &dataset,
+            &training_pictures,
+            &image_encoder,
+            device,
+        )?
         else {
             return Ok(false);
         };
         save_native(&audio_encoder, &options.out.join(AUDIO_ENCODER_FILE), false)?;
     }
     Ok(true)
+}
+
+/// The file the image encoder's neighbour measure is written to, beside it.
+pub const IMAGE_NEIGHBOURS_FILE: &str = "image_encoder_neighbours.json";
+
+/// Measures the image encoder's neighbours on the data set's pictures and writes them beside it. A data set
+/// without held-out pictures has nothing to measure: that is said, not an error.
+fn report_image_neighbours<B: Backend>(
+    dataset: &Dataset,
+    encoder: &ImageEncoder<B>,
+    out: &Path,
+    device: &B::Device,
+) -> Result<()> {
+    let labelling = Labelling::of(dataset);
+    match image_encoder_neighbours(dataset, labelling, encoder, device) {
+        Ok(measure) => {
+            eprintln!(
+                "image encoder, by {}: held-out pictures' nearest training picture of their class {:.3} \
+                 (raw pixels {:.3}); training pictures' {:.3} (raw pixels {:.3})",
+                labelling.name(),
+                measure.held_out_pictures,
+                measure.held_out_pictures_by_pixels,
+                measure.training_pictures,
+                measure.training_pictures_by_pixels
+            );
+            std::fs::write(
+                out.join(IMAGE_NEIGHBOURS_FILE),
+                serde_json::to_string_pretty(&measure)?,
+            )?;
+        }
+        Err(e) => eprintln!("image encoder: no neighbour measure ({e:#})"),
+    }
+    Ok(())
 }
 
 /// A given image encoder, checked against the recipe.

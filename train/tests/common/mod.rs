@@ -53,19 +53,20 @@ pub fn sound(path: &Path, hz: f64) {
     w.finalize().unwrap();
 }
 
-/// A miniature of the two packages' trees: paired stamps in three categories, image-only stamps and clip art.
+/// A miniature of the two packages' trees, at their real paths: paired stamps of three fine labels in three
+/// categories, three things each (songbirds, dogs, violins), image-only stamps and clip art.
 pub fn package_tree(root: &Path) {
     let stamps = root.join("usr/share/tuxpaint/stamps");
     let paired = [
-        ("animals/birds/crow", [20, 20, 20], 300.0),
-        ("animals/birds/owl", [120, 80, 40], 450.0),
+        ("animals/birds/blackbird", [20, 20, 20], 300.0),
+        ("animals/birds/cuckoo", [120, 80, 40], 450.0),
         ("animals/birds/lark", [160, 140, 90], 700.0),
-        ("animals/mammals/cow", [240, 240, 240], 120.0),
-        ("animals/mammals/pig", [250, 170, 180], 200.0),
-        ("animals/mammals/dog", [150, 100, 50], 250.0),
-        ("hobbies/music/drum", [200, 30, 30], 900.0),
-        ("hobbies/music/violin", [130, 60, 20], 1300.0),
-        ("hobbies/music/cello", [100, 50, 20], 1100.0),
+        ("animals/mammals/dogs/puppy", [240, 240, 240], 120.0),
+        ("animals/mammals/dogs/terrier", [250, 170, 180], 200.0),
+        ("animals/mammals/dogs/dog", [150, 100, 50], 250.0),
+        ("hobbies/music/string/electric_violin", [200, 30, 30], 900.0),
+        ("hobbies/music/string/violin", [130, 60, 20], 1300.0),
+        ("hobbies/music/string/cello", [100, 50, 20], 1100.0),
     ];
     for (i, (name, colour, hz)) in paired.iter().enumerate() {
         picture(&stamps.join(format!("{name}.png")), *colour, i % 2 == 0);
@@ -109,5 +110,6 @@ pub fn local_build(out: &Path, unpacked: &Path) -> BuildOptions {
         gcompris: false,
         soundfont: false,
         split_from: None,
+        labelled_sources: false,
     }
 }

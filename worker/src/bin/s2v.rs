@@ -10,7 +10,7 @@ use s2v_serving::broker::{WorkerOptions, serve_jobs};
 use s2v_serving::device::{DeviceKind, dispatch};
 use s2v_serving::networks::generator_model_info;
 use s2v_serving::runtime::{RuntimeConfig, StartRuntime};
-use s2v_train::dataset::build::{BuildOptions, build_default};
+use s2v_train::dataset::build::{BuildOptions, LABEL_COUNTS_CSV, build_default};
 use s2v_train::eval::{EvalJob, EvalOptions};
 use s2v_train::trainer::{TrainArgs, TrainJob};
 use s2v_worker::arrays::Array;
@@ -317,11 +317,23 @@ fn build_data(options: &BuildOptions) -> anyhow::Result<()> {
         eprintln!("skipped {skipped}");
     }
     eprintln!(
-        "wrote {} training pairs, {} held-out pairs and {} image-only pictures to {}",
+        "wrote {} training pairs, {} held-out pairs, {} image-only pictures, and {} training and {} \
+         held-out sounds without a picture to {}",
         summary.pairs_train,
         summary.pairs_test,
         summary.image_only,
+        summary.audio_only_train,
+        summary.audio_only_test,
         options.out.display()
+    );
+    let both = summary
+        .per_label
+        .values()
+        .filter(|(s, p)| *s > 0 && *p > 0)
+        .count();
+    eprintln!(
+        "{both} fine labels have training sounds and pictures; counts per label are in {}",
+        options.out.join(LABEL_COUNTS_CSV).display()
     );
     Ok(())
 }
