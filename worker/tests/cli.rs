@@ -232,6 +232,7 @@ fn bad_inputs_give_clear_errors() {
     train_fails(&["--gan-rates", "1e-4", "0"], "learning rate above 0");
     train_fails(&["--gan-augment", "cutout"], "color-translation-cutout");
     train_fails(&["--discriminator-steps", "0"], "1..=16");
+    train_fails(&["--image-label-pairs", "1.5"], "from 0 to 1");
     train_fails(&["--discriminator-ch", "0"], "1..=256");
 
     // A checkpoint of another network names the tensor it lacks.
