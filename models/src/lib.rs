@@ -36,7 +36,10 @@ pub use checkpoint::CheckpointError;
 #[cfg(feature = "torch")]
 pub use checkpoint::{FromTorch, load_checkpoint};
 pub use generator::{Generator, GeneratorConfig};
-pub use image_encoder::{ImageEncoder, ImageEncoderConfig};
+pub use image_encoder::{
+    EfficientNetLite, EfficientNetLiteConfig, ImageEncoder, ImageEncoderConfig, ResNetImageEncoder,
+    ResNetImageEncoderConfig,
+};
 pub use network::{NetworkKind, NetworkModule};
 
 use burn::prelude::*;

@@ -5,8 +5,7 @@
 use image::{DynamicImage, imageops::FilterType};
 use thiserror::Error;
 
-pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+pub use crate::image_encoder::{IMAGENET_MEAN as MEAN, IMAGENET_STD as STD};
 
 #[derive(Debug, Error)]
 pub enum ImageError {

@@ -9,8 +9,6 @@ import sys
 
 import numpy as np
 
-from pictures import load
-from torch_legacy import load_state_dict
 
 # Stride of each stage's first block; a stage starts where the output width changes.
 STAGE_STRIDES = [1, 2, 2, 2, 1, 2, 1]
@@ -54,8 +52,9 @@ def relu6(x):
 
 
 class EfficientNetLite:
-    def __init__(self, path):
-        self.state = load_state_dict(path)
+    def __init__(self, state):
+        """`state`: the state dict's arrays by name."""
+        self.state = state
         self.blocks = sorted({int(k.split(".")[1]) for k in self.state if k.startswith("_blocks.")})
 
     def batch_norm(self, x, name):
@@ -88,9 +87,12 @@ class EfficientNetLite:
 
 
 def main(weights, prefix, out):
+    from pictures import load
+    from torch_legacy import load_state_dict
+
     items, pictures = load(prefix)
     pictures = (pictures - 127.0 / 255.0) / (128.0 / 255.0)
-    network = EfficientNetLite(weights)
+    network = EfficientNetLite(load_state_dict(weights))
     features = np.concatenate([network.features(pictures[i : i + 16]) for i in range(0, len(items), 16)])
     np.save(out, features)
     classes = network.logits(features[:6]).argmax(1)

@@ -116,10 +116,10 @@ fn serve<B: Backend>(
                 None => Err(EncodeError::NotLoaded("audio encoder")),
             },
             EncodeInput::Image { bytes } => match &image {
-                Some(encoder) => preprocess_image_bytes(&bytes, encoder.input_size)
+                Some(encoder) => preprocess_image_bytes(&bytes, encoder.input_size())
                     .map_err(|e| EncodeError::Undecodable(e.to_string()))
                     .and_then(|pixels| {
-                        let size = encoder.input_size;
+                        let size = encoder.input_size();
                         let x = Tensor::<B, 4>::from_data(
                             TensorData::new(pixels, [1, 3, size, size]),
                             &device,

@@ -111,7 +111,7 @@ impl OnBackend for EncodeImage {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Array> {
         let encoder: ImageEncoder<B> = load_network(self.checkpoint.as_deref(), &device)?;
-        let size = encoder.input_size;
+        let size = encoder.input_size();
         let per_image = 3 * size * size;
         let images = match &self.input {
             ImageInput::Normalised(path) => {

@@ -57,7 +57,10 @@ fn store_for<B: Backend, N: NetworkModule<B>>(
 ) -> Result<SafetensorsStore, CheckpointError> {
     let config = serde_json::to_string(&module.config())
         .map_err(|e| CheckpointError::Native(e.to_string()))?;
+    // Skipping enum variants keeps the tensor names of a network that became one variant of an enum
+    // (the ResNet image encoder) as they were.
     let store = SafetensorsStore::from_bytes(None)
+        .skip_enum_variants(true)
         .metadata(KEY_NETWORK, N::KIND.name())
         .metadata(KEY_CONFIG, config)
         .metadata(KEY_VERSION, FORMAT_VERSION)
@@ -116,7 +119,7 @@ pub fn load_native<B: Backend, N: NetworkModule<B>>(
         .map_err(|e| CheckpointError::Native(format!("invalid {} configuration: {e}", N::KIND)))?;
     let mut module = N::init(&config, device)?;
     // The adapter turns f16 weights back into f32; an f32 file must not go through it (it would halve them).
-    let store = SafetensorsStore::from_bytes(Some(bytes.to_vec()));
+    let store = SafetensorsStore::from_bytes(Some(bytes.to_vec())).skip_enum_variants(true);
     let mut store = match header.precision.as_str() {
         "f32" => store,
         "f16" => store.with_from_adapter(HalfPrecisionAdapter::new()),

@@ -14,20 +14,20 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use s2v_models::{ImageEncoder, ImageEncoderConfig, NetworkModule};
+use s2v_models::{ResNetImageEncoder, ResNetImageEncoderConfig};
 
 use crate::trainer::data::PictureBank;
 use crate::trainer::{Recorder, images_tensor};
 
 #[derive(Module, Debug)]
 pub struct Classifier<B: Backend> {
-    pub backbone: ImageEncoder<B>,
+    pub backbone: ResNetImageEncoder<B>,
     pub head: Linear<B>,
 }
 
 impl<B: Backend> Classifier<B> {
     fn init(classes: usize, size: usize, device: &B::Device) -> Result<Self> {
-        let config = ImageEncoderConfig {
+        let config = ResNetImageEncoderConfig {
             in_channels: 3,
             stem_width: 16,
             stage_widths: vec![16, 32, 64, 128],
@@ -36,7 +36,7 @@ impl<B: Backend> Classifier<B> {
             input_size: size,
         };
         Ok(Self {
-            backbone: ImageEncoder::init(&config, device)?,
+            backbone: ResNetImageEncoder::init(&config, device)?,
             head: LinearConfig::new(config.feature_dim(), classes).init(device),
         })
     }

@@ -23,7 +23,7 @@ pub fn image_encoder_neighbours<B: Backend>(
     encoder: &ImageEncoder<B>,
     device: &B::Device,
 ) -> Result<PictureNeighbours> {
-    let size = encoder.input_size;
+    let size = encoder.input_size();
     let (training, held_out) = (dataset.training_images(), dataset.held_out_images());
     let (training, held_out) = (
         labelling.classified(&training),

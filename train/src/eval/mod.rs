@@ -148,7 +148,7 @@ fn load_networks<B: Backend>(model: &Option<PathBuf>, device: &B::Device) -> Res
         generator: load_network(file(GENERATOR_FILE).as_deref(), device)?,
         audio: load_network(file(AUDIO_ENCODER_FILE).as_deref(), device)?,
     };
-    let size = networks.image.input_size;
+    let size = networks.image.input_size();
     anyhow::ensure!(
         networks.generator.config.resolution() == size,
         "the generator makes {} px pictures but the image encoder reads {size} px",
@@ -405,7 +405,7 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let labelling = Labelling::of(&dataset);
     let classes = judged_classes(&dataset, labelling);
     let nets = load_networks::<B::InnerBackend>(&options.model, device)?;
-    let size = nets.image.input_size;
+    let size = nets.image.input_size();
     let training = dataset.training_images();
     let judge = train_judge::<B>(options, labelling, &training, &classes, size, device)?;
     let held_out = HeldOut::load(&dataset, labelling, &classes, size)?;

@@ -47,10 +47,10 @@ pub(super) fn run<B: AutodiffBackend>(
     }
     let pictures = PictureBank::load(
         training_pictures.iter().map(|(path, _)| path.as_path()),
-        image_encoder.input_size,
+        image_encoder.input_size(),
     )?;
     let sounds = SoundBank::load(matched.sounds.iter().map(PathBuf::as_path))?;
-    let size = image_encoder.input_size;
+    let size = image_encoder.input_size();
     let inner_device = device.clone();
     let targets = encode_rows::<B::InnerBackend>(
         pictures.len(),

@@ -81,7 +81,7 @@ impl<'a> Instances<'a> {
         recipe: &Recipe,
         device: &B::Device,
     ) -> Result<Self> {
-        let size = image_encoder.input_size;
+        let size = image_encoder.input_size();
         let encode = |input: &dyn Fn(usize) -> Vec<f32>| {
             encode_rows::<B>(
                 pictures.len(),

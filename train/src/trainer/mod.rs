@@ -33,7 +33,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use s2v_models::checkpoint::save_native;
 use s2v_models::discriminator::DiscriminatorConfig;
-use s2v_models::{AudioEncoderConfig, GeneratorConfig, ImageEncoder, ImageEncoderConfig};
+use s2v_models::{
+    AudioEncoderConfig, GeneratorConfig, ImageEncoder, ImageEncoderConfig, ResNetImageEncoderConfig,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Dataset, Item, Split};
@@ -144,14 +146,14 @@ impl Recipe {
                 let feature_dim = 512;
                 Self {
                     resolution: 64,
-                    image_encoder: ImageEncoderConfig {
+                    image_encoder: ImageEncoderConfig::ResNet(ResNetImageEncoderConfig {
                         in_channels: 3,
                         stem_width: 32,
                         stage_widths: vec![32, 64, 96, 128],
                         stage_outputs: vec![64, 128, 256, 512],
                         blocks_per_stage: vec![1, 1, 1, 1],
                         input_size: 64,
-                    },
+                    }),
                     generator: GeneratorConfig {
                         feature_dim,
                         unused_class_embedding: None,
@@ -193,14 +195,14 @@ impl Recipe {
                 let feature_dim = 16;
                 Self {
                     resolution: 64,
-                    image_encoder: ImageEncoderConfig {
+                    image_encoder: ImageEncoderConfig::ResNet(ResNetImageEncoderConfig {
                         in_channels: 3,
                         stem_width: 8,
                         stage_widths: vec![8, 8, 8, 8],
                         stage_outputs: vec![16, 16, 16, feature_dim],
                         blocks_per_stage: vec![1, 1, 1, 1],
                         input_size: 64,
-                    },
+                    }),
                     generator: GeneratorConfig {
                         feature_dim,
                         unused_class_embedding: None,
@@ -459,10 +461,10 @@ fn frozen_image_encoder<B: Backend>(
         recipe.audio_encoder.embedding_dim
     );
     anyhow::ensure!(
-        config.input_size == recipe.resolution,
+        config.input_size() == recipe.resolution,
         "the image encoder in {} reads {} px pictures; the recipe trains at {} px",
         path.display(),
-        config.input_size,
+        config.input_size(),
         recipe.resolution
     );
     Ok(encoder)

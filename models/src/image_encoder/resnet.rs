@@ -1,20 +1,20 @@
-//! The image encoder `f_V`: torchvision's ResNet-50 as SwAV trained it, giving the 2048-d pooled feature that
-//! IC-GAN conditions on. Frozen everywhere in this project.
+//! The paper's image encoder `f_V`: torchvision's ResNet-50 as SwAV trained it, giving the 2048-d pooled feature
+//! that IC-GAN conditions on. The project's own narrow encoders trained from nothing share its layout.
 
 use burn::prelude::*;
 use burn::tensor::module::adaptive_avg_pool2d;
 use serde::{Deserialize, Serialize};
 
+use crate::NetworkKind;
 use crate::checkpoint::CheckpointError;
 #[cfg(feature = "torch")]
-use crate::checkpoint::{FromTorch, TorchStateDict};
+use crate::checkpoint::TorchStateDict;
 #[cfg(feature = "torch")]
 use crate::resnet::count_blocks;
 use crate::resnet::{Bottleneck, Stem, block_plan};
-use crate::{NetworkKind, NetworkModule};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageEncoderConfig {
+pub struct ResNetImageEncoderConfig {
     pub in_channels: usize,
     pub stem_width: usize,
     /// Inner (3x3) width of each stage's bottlenecks.
@@ -30,11 +30,11 @@ pub struct ImageEncoderConfig {
 /// SwAV's (and IC-GAN's) input size.
 pub const SWAV_INPUT_SIZE: usize = 224;
 
-fn swav_input_size() -> usize {
+pub(super) fn swav_input_size() -> usize {
     SWAV_INPUT_SIZE
 }
 
-impl ImageEncoderConfig {
+impl ResNetImageEncoderConfig {
     /// torchvision's ResNet-50, the backbone of SwAV's `swav_800ep_pretrain.pth.tar`.
     pub fn published() -> Self {
         Self {
@@ -66,7 +66,7 @@ impl ImageEncoderConfig {
 }
 
 #[derive(Module, Debug)]
-pub struct ImageEncoder<B: Backend> {
+pub struct ResNetImageEncoder<B: Backend> {
     pub stem: Stem<B>,
     pub stages: Vec<Vec<Bottleneck<B>>>,
     /// Side of the square images it reads (not a weight: it travels in the configuration).
@@ -74,7 +74,7 @@ pub struct ImageEncoder<B: Backend> {
     pub input_size: usize,
 }
 
-impl<B: Backend> ImageEncoder<B> {
+impl<B: Backend> ResNetImageEncoder<B> {
     /// ImageNet-normalised images `[N, 3, 224, 224]` to pooled features `[N, 2048]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = self.stem.forward(images);
@@ -86,13 +86,10 @@ impl<B: Backend> ImageEncoder<B> {
     }
 }
 
-impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
-    type Config = ImageEncoderConfig;
-    const KIND: NetworkKind = NetworkKind::ImageEncoder;
-
-    fn config(&self) -> ImageEncoderConfig {
+impl<B: Backend> ResNetImageEncoder<B> {
+    pub fn config(&self) -> ResNetImageEncoderConfig {
         let [stem_width, in_channels, _, _] = self.stem.conv.weight.dims();
-        ImageEncoderConfig {
+        ResNetImageEncoderConfig {
             in_channels,
             stem_width,
             stage_widths: self
@@ -110,7 +107,10 @@ impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
         }
     }
 
-    fn init(config: &ImageEncoderConfig, device: &B::Device) -> Result<Self, CheckpointError> {
+    pub fn init(
+        config: &ResNetImageEncoderConfig,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
         config.validate()?;
         let plan = block_plan(
             config.stem_width,
@@ -144,16 +144,17 @@ fn is_ignored(name: &str) -> bool {
 }
 
 #[cfg(feature = "torch")]
-impl<B: Backend> FromTorch<B> for ImageEncoder<B> {
-    fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
-        let mut sd = sd.for_network(Self::KIND.name(), "");
+impl<B: Backend> ResNetImageEncoder<B> {
+    /// torchvision's names (`conv1`, `layer{stage}.{k}.*`), with SwAV's training heads left unread.
+    pub fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
+        let mut sd = sd.for_network(NetworkKind::ImageEncoder.name(), "");
         let [stem_width, in_channels, ..] = sd.shape("conv1.weight")?[..] else {
             return Err(CheckpointError::InvalidConfig {
-                network: Self::KIND.name(),
+                network: NetworkKind::ImageEncoder.name(),
                 message: "conv1.weight must be 4-d".into(),
             });
         };
-        let mut config = ImageEncoderConfig {
+        let mut config = ResNetImageEncoderConfig {
             in_channels,
             stem_width,
             stage_widths: vec![],
