@@ -306,3 +306,46 @@ fn the_shipped_default_model_decodes_into_the_default_architecture() {
     let values = picture.into_data().to_vec::<f32>().unwrap();
     assert!(values.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
 }
+
+/// A frozen encoder of another architecture, input size and feature width than the recipe's (the
+/// EfficientNet-Lite parity fixture: 224 px, 40-d, against the tiny preset's 64 px and 16-d): the pictures are
+/// encoded at its size, and the generator, discriminator and audio encoder are made for its width.
+#[test]
+fn a_frozen_pretrained_encoder_sets_the_conditioning_width() {
+    let dir = tempfile::tempdir().unwrap();
+    package_tree(&dir.path().join("unpacked"));
+    let data = dir.path().join("data");
+    build_default(&local_build(&data, &dir.path().join("unpacked"))).unwrap();
+    let device = Default::default();
+    let fixture = s2v_tests::checkout().join("tests/data/efficientnet_lite/efficientnet_lite.pth");
+    let encoder: ImageEncoder<Flex> = load_checkpoint(&fixture, &device).unwrap();
+    let (size, width) = (encoder.input_size(), encoder.feature_dim());
+    let mut recipe = Recipe::preset(Preset::Tiny);
+    assert_ne!(
+        (size, width),
+        (recipe.resolution, recipe.generator.feature_dim)
+    );
+    [recipe.gan_steps, recipe.audio_steps] = [2, 2];
+    let out = dir.path().join("pretrained");
+    let options = TrainOptions {
+        data,
+        out: out.clone(),
+        recipe,
+        seed: 7,
+        max_steps_per_call: None,
+        deadline: None,
+        stage_seconds: None,
+        only: None,
+        image_encoder: Some(fixture),
+        fresh_discriminator: false,
+    };
+    assert!(train::<B>(&options, &device).unwrap());
+    let g: Generator<Flex> = load_checkpoint(&out.join(GENERATOR_FILE), &device).unwrap();
+    assert_eq!(g.config().feature_dim, width);
+    assert_eq!(g.config().resolution(), 64);
+    let a: AudioEncoder<Flex> = load_checkpoint(&out.join(AUDIO_ENCODER_FILE), &device).unwrap();
+    assert_eq!(a.config().embedding_dim, width);
+    let written: Recipe =
+        serde_json::from_str(&std::fs::read_to_string(out.join("recipe.json")).unwrap()).unwrap();
+    assert_eq!(written.discriminator.feature_dim, width);
+}

@@ -779,7 +779,8 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn normalised(rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
+/// Each row scaled to unit length (a zero row stays zero).
+pub(crate) fn normalised(rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
     rows.iter()
         .map(|r| {
             let norm = dot(r, r).sqrt().max(1e-12);

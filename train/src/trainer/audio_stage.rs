@@ -16,14 +16,14 @@ use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
 
 use std::path::PathBuf;
 
-use super::data::{PictureBank, SoundBank, par_samples};
+use super::data::{SoundBank, par_samples};
+use super::features::frozen_features;
 use super::pairing::sound_targets;
 use super::{
     Stage, StageLoop, TrainOptions, load_module, load_optimiser, save_module, save_optimiser,
     scalar, seed_stage, selected_rows,
 };
 use crate::dataset::{Dataset, Item};
-use s2v_serving::networks::encode_rows;
 
 const LEARNING_RATE: f64 = 1e-3;
 
@@ -45,21 +45,12 @@ pub(super) fn run<B: AutodiffBackend>(
             matched.unmatched.join(", ")
         );
     }
-    let pictures = PictureBank::load(
-        training_pictures.iter().map(|(path, _)| path.as_path()),
-        image_encoder.input_size(),
-    )?;
     let sounds = SoundBank::load(matched.sounds.iter().map(PathBuf::as_path))?;
-    let size = image_encoder.input_size();
-    let inner_device = device.clone();
-    let targets = encode_rows::<B::InnerBackend>(
-        pictures.len(),
-        [3, size, size],
-        32,
-        &inner_device,
-        |i| Ok(pictures.encoder_input(i)),
-        |x| image_encoder.forward(x),
-    )?;
+    let files: Vec<PathBuf> = training_pictures
+        .iter()
+        .map(|(path, _)| path.clone())
+        .collect();
+    let targets = frozen_features(image_encoder, &files, false, device)?;
 
     seed_stage::<B>(device, options.seed, Stage::AudioEncoder);
     let mut model = AudioEncoder::<B>::init(&recipe.audio_encoder, device)?;

@@ -22,25 +22,29 @@ use s2v_models::discriminator::Discriminator;
 use s2v_models::loss::{hinge_discriminator, hinge_generator};
 use s2v_models::trainable_generator::TrainableGenerator;
 use s2v_models::{Generator, ImageEncoder};
-use s2v_serving::networks::encode_rows;
 
 use super::data::{PictureBank, par_samples};
 use super::diff_augment::DiffAugment;
 use super::ema;
+use super::features::frozen_features;
 use super::{
     Recipe, Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimiser,
     save_module, save_optimiser, scalar, seed_stage, selected_rows,
 };
+use crate::eval::normalised;
 
+/// `pictures` are the training pictures at the generator's resolution, read from `files`.
 pub(super) fn run<B: AutodiffBackend>(
     options: &TrainOptions,
     pictures: &PictureBank,
+    files: &[PathBuf],
     image_encoder: &ImageEncoder<B::InnerBackend>,
     device: &B::Device,
 ) -> Result<Option<Generator<B::InnerBackend>>> {
     let recipe = &options.recipe;
     let mut stage = StageLoop::new(Stage::Generator, options, recipe.gan_steps)?;
-    let instances = Instances::new::<B::InnerBackend>(pictures, image_encoder, recipe, device)?;
+    let instances =
+        Instances::new::<B::InnerBackend>(pictures, files, image_encoder, recipe, device)?;
     seed_stage::<B>(device, options.seed, Stage::Generator);
     let files = GanFiles::in_dir(stage.dir());
     let mut gan = Gan::<B>::init(recipe, device)?;
@@ -77,24 +81,22 @@ struct Instances<'a> {
 impl<'a> Instances<'a> {
     fn new<B: Backend>(
         pictures: &'a PictureBank,
+        files: &[PathBuf],
         image_encoder: &ImageEncoder<B>,
         recipe: &Recipe,
         device: &B::Device,
     ) -> Result<Self> {
-        let size = image_encoder.input_size();
-        let encode = |input: &dyn Fn(usize) -> Vec<f32>| {
-            encode_rows::<B>(
-                pictures.len(),
-                [3, size, size],
-                32,
+        let encode = |mirrored| -> Result<Vec<Vec<f32>>> {
+            Ok(normalised(&frozen_features(
+                image_encoder,
+                files,
+                mirrored,
                 device,
-                |i| Ok(input(i)),
-                |x| s2v_models::layers::l2_normalise(image_encoder.forward(x)),
-            )
+            )?))
         };
-        let features = encode(&|i| pictures.encoder_input(i))?;
+        let features = encode(false)?;
         let neighbours = nearest_neighbours(&features, recipe.neighbours);
-        let mirrored = encode(&|i| pictures.mirror_encoder_input(i))?;
+        let mirrored = encode(true)?;
         Ok(Self {
             pictures,
             features: [features, mirrored].concat(),

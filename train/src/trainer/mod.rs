@@ -12,6 +12,7 @@ mod audio_stage;
 pub mod data;
 mod diff_augment;
 mod ema;
+mod features;
 mod gan_stage;
 mod image_stage;
 mod pairing;
@@ -140,6 +141,15 @@ pub enum Preset {
 }
 
 impl Recipe {
+    /// The recipe with the generator and discriminator conditioned on, and the audio encoder giving, features
+    /// of `feature_dim` values: those of a given frozen image encoder.
+    pub fn conditioned_on(mut self, feature_dim: usize) -> Self {
+        self.generator.feature_dim = feature_dim;
+        self.discriminator.feature_dim = feature_dim;
+        self.audio_encoder.embedding_dim = feature_dim;
+        self
+    }
+
     pub fn preset(preset: Preset) -> Self {
         match preset {
             Preset::Default => {
@@ -267,8 +277,8 @@ pub struct TrainOptions {
     /// independent, so two processes can train them at once.
     pub only: Option<Stage>,
     /// A trained image encoder (a file `s2v` can load) to use, frozen, instead of training stage (a): the
-    /// paper's `f_V` is a frozen pretrained network too. It must read pictures at the recipe's resolution and
-    /// give features of the width the generator and the audio encoder take.
+    /// paper's `f_V` is a frozen pretrained network too. It reads the pictures at its own input size, and the
+    /// generator, the discriminator and the audio encoder take its features' width instead of the recipe's.
     pub image_encoder: Option<PathBuf>,
     /// When the generator stage resumes, start its discriminator (and that optimiser) anew instead of loading
     /// them: to change the discriminator's width during a run, or to replace one that stopped teaching.
@@ -345,17 +355,24 @@ fn seed_stage<B: Backend>(device: &B::Device, seed: u64, stage: Stage) {
 /// Runs the stages that have not finished. Returns whether all the chosen ones have.
 pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> Result<bool> {
     let dataset = Dataset::open(&options.data)?;
+    // A given encoder is read before thousands of pictures are.
+    let frozen: Option<ImageEncoder<B::InnerBackend>> = options
+        .image_encoder
+        .as_deref()
+        .map(|path| s2v_serving::networks::load_network(Some(path), device))
+        .transpose()?;
+    let options = &match &frozen {
+        Some(encoder) => TrainOptions {
+            recipe: options.recipe.clone().conditioned_on(encoder.feature_dim()),
+            ..options.clone()
+        },
+        None => options.clone(),
+    };
     std::fs::create_dir_all(&options.out)?;
     std::fs::write(
         options.out.join("recipe.json"),
         serde_json::to_string_pretty(&options.recipe)?,
     )?;
-    // A given encoder is checked before thousands of pictures are read.
-    let frozen = options
-        .image_encoder
-        .as_deref()
-        .map(|path| frozen_image_encoder::<B::InnerBackend>(path, &options.recipe, device))
-        .transpose()?;
     let training_pictures = dataset.training_images();
     let pictures = data::PictureBank::load(
         training_pictures.iter().map(|(p, _)| p.as_path()),
@@ -387,7 +404,9 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> 
     report_image_neighbours(&dataset, &image_encoder, &options.out, device)?;
     let wanted = |stage: Stage| options.only.is_none_or(|only| only == stage);
     if wanted(Stage::Generator) {
-        let Some(generator) = gan_stage::run::<B>(options, &pictures, &image_encoder, device)?
+        let files: Vec<PathBuf> = training_pictures.iter().map(|(p, _)| p.clone()).collect();
+        let Some(generator) =
+            gan_stage::run::<B>(options, &pictures, &files, &image_encoder, device)?
         else {
             return Ok(false);
         };
@@ -440,34 +459,6 @@ fn report_image_neighbours<B: Backend>(
         Err(e) => eprintln!("image encoder: no neighbour measure ({e:#})"),
     }
     Ok(())
-}
-
-/// A given image encoder, checked against the recipe.
-fn frozen_image_encoder<B: Backend>(
-    path: &Path,
-    recipe: &Recipe,
-    device: &B::Device,
-) -> Result<ImageEncoder<B>> {
-    use s2v_models::NetworkModule;
-    let encoder: ImageEncoder<B> = s2v_serving::networks::load_network(Some(path), device)?;
-    let config = encoder.config();
-    let wanted = recipe.generator.feature_dim;
-    anyhow::ensure!(
-        config.feature_dim() == wanted && recipe.audio_encoder.embedding_dim == wanted,
-        "the image encoder in {} gives {}-d features; the recipe's generator takes {wanted}-d and its audio \
-         encoder gives {}-d",
-        path.display(),
-        config.feature_dim(),
-        recipe.audio_encoder.embedding_dim
-    );
-    anyhow::ensure!(
-        config.input_size() == recipe.resolution,
-        "the image encoder in {} reads {} px pictures; the recipe trains at {} px",
-        path.display(),
-        config.input_size(),
-        recipe.resolution
-    );
-    Ok(encoder)
 }
 
 /// The shared loop of a stage: resume, step, checkpoint, progress bar.
