@@ -69,8 +69,8 @@ pub struct TrainArgs {
     /// (needed after changing --discriminator-ch).
     #[arg(long)]
     pub fresh_discriminator: bool,
-    /// Use this trained image encoder, frozen, instead of training one (stage a); it must match the preset's
-    /// resolution and feature width.
+    /// Use this trained or pretrained image encoder, frozen, instead of training one (stage a); it reads the
+    /// pictures at its own input size, and the other networks take its feature width.
     #[arg(long, value_name = "FILE")]
     pub image_encoder: Option<PathBuf>,
 }
