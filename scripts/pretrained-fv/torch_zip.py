@@ -45,8 +45,7 @@ class Tensor:
     def __reduce__(self):
         shape = self.storage.array.shape
         strides = tuple(s // self.storage.array.itemsize for s in self.storage.array.strides)
-        _, utils = sys.modules["torch"], sys.modules["torch._utils"]
-        return utils._rebuild_tensor_v2, (self.storage, 0, shape, strides, False, collections.OrderedDict())
+        return sys.modules["torch._utils"]._rebuild_tensor_v2, (self.storage, 0, shape, strides, False, collections.OrderedDict())
 
 
 def torch_save(state, path):

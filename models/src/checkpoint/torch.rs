@@ -47,7 +47,9 @@ impl NetworkKind {
             || sd.contains("layer1.0.conv2.weight") && !sd.contains("layer1.0.conv3.weight")
         {
             Some(Self::AudioEncoder)
-        } else if sd.contains("layer1.0.conv3.weight") || sd.contains("_conv_stem.weight") {
+        } else if sd.contains("layer1.0.conv3.weight")
+            || crate::image_encoder::is_efficientnet_lite(sd)
+        {
             Some(Self::ImageEncoder)
         } else {
             None

@@ -21,7 +21,7 @@ use crate::norm::apply_batch_norm;
 #[cfg(feature = "torch")]
 mod import;
 #[cfg(feature = "torch")]
-pub(super) use import::is_efficientnet_lite;
+pub(crate) use import::is_efficientnet_lite;
 
 /// The TPU repository's batch-norm epsilon (PyTorch's default is 1e-5).
 pub const LITE_BN_EPS: f64 = 1e-3;

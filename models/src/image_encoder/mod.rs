@@ -9,9 +9,9 @@ mod resnet;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use efficientnet_lite::{
-    ConvNorm, EfficientNetLite, EfficientNetLiteConfig, LITE_BN_EPS, MbConv, MbConvConfig,
-};
+#[cfg(feature = "torch")]
+pub(crate) use efficientnet_lite::is_efficientnet_lite;
+pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig, MbConvConfig};
 pub use resnet::{ResNetImageEncoder, ResNetImageEncoderConfig, SWAV_INPUT_SIZE};
 
 use crate::checkpoint::CheckpointError;
@@ -43,13 +43,6 @@ impl ImageEncoderConfig {
         match self {
             Self::ResNet(config) => config.feature_dim(),
             Self::EfficientNetLite(config) => config.feature_dim(),
-        }
-    }
-
-    pub fn input_size(&self) -> usize {
-        match self {
-            Self::ResNet(config) => config.input_size,
-            Self::EfficientNetLite(config) => config.input_size,
         }
     }
 }
@@ -115,7 +108,7 @@ impl<B: Backend> NetworkModule<B> for ImageEncoder<B> {
 impl<B: Backend> FromTorch<B> for ImageEncoder<B> {
     /// SwAV's ResNet-50 or an `efficientnet_lite_pytorch` EfficientNet-Lite, told apart by their names.
     fn from_torch(sd: TorchStateDict, device: &B::Device) -> Result<Self, CheckpointError> {
-        if efficientnet_lite::is_efficientnet_lite(&sd) {
+        if is_efficientnet_lite(&sd) {
             Ok(Self::EfficientNetLite(EfficientNetLite::from_torch(
                 sd, device,
             )?))

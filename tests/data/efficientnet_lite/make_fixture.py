@@ -72,7 +72,7 @@ def main(out):
     reference = {k: v.astype(np.float64) for k, v in state.items() if v.dtype == np.float32}
     features = EfficientNetLite(reference).features((unit.astype(np.float64) * 255.0 - 127.0) / 128.0)
     np.save(f"{out}/features.npy", features.astype(np.float32))
-    clipped = [int((features == 6.0).sum())]
+    clipped = int((features == 6.0).sum())
     print(f"features {features.shape}, mean {features.mean():.3f}, max {features.max():.3f}, at the clip {clipped}")
 
 
