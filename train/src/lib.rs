@@ -4,4 +4,5 @@
 
 pub mod dataset;
 pub mod eval;
+pub mod image_features;
 pub mod trainer;

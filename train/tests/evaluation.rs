@@ -12,17 +12,21 @@ use std::path::Path;
 use burn::backend::{Autodiff, Flex};
 use common::{local_build, package_tree};
 use s2v_models::checkpoint::save_native;
-use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule};
+use s2v_models::{AudioEncoder, Generator, ImageEncoder, ImageEncoderConfig, NetworkModule};
 use s2v_train::dataset::build::{BuildOptions, build_default};
 use s2v_train::dataset::{Dataset, Split};
 use s2v_train::eval::{EvalOptions, evaluate};
+use s2v_train::image_features::CACHE_DIR;
 use s2v_train::trainer::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe};
 
 type B = Autodiff<Flex>;
 
 /// The tiny preset's three networks, freshly initialised, written where `s2v eval --model` looks.
 fn untrained_tiny_model(dir: &Path) {
-    let recipe = Recipe::preset(Preset::Tiny);
+    untrained_model(dir, Recipe::preset(Preset::Tiny));
+}
+
+fn untrained_model(dir: &Path, recipe: Recipe) {
     let device = Default::default();
     std::fs::create_dir_all(dir).unwrap();
     let image = ImageEncoder::<Flex>::init(&recipe.image_encoder, &device).unwrap();
@@ -230,5 +234,65 @@ fn a_build_without_fine_labels_is_judged_by_category() {
     assert_eq!(
         report.held_out_sounds,
         dataset.pairs_in(Split::Test).count()
+    );
+}
+
+/// A pretrained `f_V` reads larger pictures than the generator makes (EfficientNet-Lite2 260 px, the generator
+/// 64 px): everything judged is at the generator's size, and the encoder's features are computed once, into the
+/// data set's cache.
+#[test]
+fn an_image_encoder_of_another_input_size_is_judged_at_the_generators_size() {
+    let dir = tempfile::tempdir().unwrap();
+    package_tree(&dir.path().join("unpacked"));
+    let data = dir.path().join("data");
+    build_default(&BuildOptions {
+        labelled_sources: true,
+        ..local_build(&data, &dir.path().join("unpacked"))
+    })
+    .unwrap();
+    let mut recipe = Recipe::preset(Preset::Tiny);
+    let ImageEncoderConfig::ResNet(encoder) = &mut recipe.image_encoder else {
+        unreachable!("the tiny preset's encoder is a ResNet")
+    };
+    encoder.input_size = 96;
+    assert_eq!(recipe.resolution, 64);
+    let model = dir.path().join("model");
+    untrained_model(&model, recipe);
+    let out = dir.path().join("eval");
+    let options = EvalOptions {
+        data: data.clone(),
+        model: Some(model),
+        out: out.clone(),
+        seed: 1,
+        samples: 1,
+        classifier_steps: 2,
+        truncation: None,
+    };
+    let report = evaluate::<B>(&options, &Default::default()).unwrap();
+    assert!(report.real_pictures.judged > 0 && report.generated.judged > 0);
+    let rows = report
+        .classes
+        .iter()
+        .filter(|c| {
+            Dataset::open(&data)
+                .unwrap()
+                .sounds_in(Split::Test)
+                .iter()
+                .any(|(_, i)| &i.label == *c)
+        })
+        .count() as u32;
+    let grid = image::open(out.join("grid.png")).unwrap();
+    assert_eq!(grid.height(), 4 + rows * (128 + 4), "64 px tiles");
+
+    let cache: Vec<_> = std::fs::read_dir(data.join(CACHE_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cache.len(), 1, "{cache:?}");
+    let again = evaluate::<B>(&options, &Default::default()).unwrap();
+    assert_eq!(
+        serde_json::to_string(&again).unwrap(),
+        serde_json::to_string(&report).unwrap(),
+        "the cached features are the features"
     );
 }

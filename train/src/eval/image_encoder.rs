@@ -6,24 +6,23 @@ use std::path::PathBuf;
 
 use anyhow::{Result, ensure};
 use burn::prelude::*;
-use s2v_models::ImageEncoder;
-use s2v_serving::networks::encode_rows;
 
 use super::labelling::Labelling;
 use super::neighbours::{ClassifiedPictures, PictureNeighbours, picture_neighbours};
 use super::normalised;
 use crate::dataset::build::group_of;
 use crate::dataset::{Dataset, Item};
+use crate::image_features::FrozenFeatures;
 use crate::trainer::data::PictureBank;
 
-/// The neighbour measures of `encoder` over the training and held-out pictures that have a class.
+/// The neighbour measures of `features`' encoder over the training and held-out pictures that have a class,
+/// beside their raw pixels read at `pixel_size`.
 pub fn image_encoder_neighbours<B: Backend>(
     dataset: &Dataset,
     labelling: Labelling,
-    encoder: &ImageEncoder<B>,
-    device: &B::Device,
+    features: &mut FrozenFeatures<B>,
+    pixel_size: usize,
 ) -> Result<PictureNeighbours> {
-    let size = encoder.input_size();
     let (training, held_out) = (dataset.training_images(), dataset.held_out_images());
     let (training, held_out) = (
         labelling.classified(&training),
@@ -36,12 +35,12 @@ pub fn image_encoder_neighbours<B: Backend>(
         held_out.len(),
         labelling.name()
     );
-    let library = Encoded::of(&training, size, encoder, device)?;
-    let queries = Encoded::of(&held_out, size, encoder, device)?;
+    let library = Encoded::of(&training, pixel_size, features)?;
+    let queries = Encoded::of(&held_out, pixel_size, features)?;
     Ok(picture_neighbours(
         &library.classified(&training),
         &queries.classified(&held_out),
-        size,
+        pixel_size,
     ))
 }
 
@@ -54,25 +53,18 @@ struct Encoded {
 impl Encoded {
     fn of<B: Backend>(
         pictures: &[(&PathBuf, &Item, &str)],
-        size: usize,
-        encoder: &ImageEncoder<B>,
-        device: &B::Device,
+        pixel_size: usize,
+        features: &mut FrozenFeatures<B>,
     ) -> Result<Self> {
-        let bank = PictureBank::load(pictures.iter().map(|(path, _, _)| path.as_path()), size)?;
-        let features = encode_rows(
-            bank.len(),
-            [3, size, size],
-            32,
-            device,
-            |i| Ok(bank.encoder_input(i)),
-            |x| encoder.forward(x),
-        )?;
+        let files: Vec<PathBuf> = pictures
+            .iter()
+            .map(|(path, _, _)| (*path).clone())
+            .collect();
         Ok(Self {
-            features: normalised(&features),
-            bank,
+            bank: PictureBank::load(files.iter().map(PathBuf::as_path), pixel_size)?,
+            features: normalised(&features.of(&files, false)?),
         })
     }
-
     fn classified<'a>(&'a self, pictures: &[(&PathBuf, &Item, &'a str)]) -> ClassifiedPictures<'a> {
         ClassifiedPictures {
             pixels: &self.bank.pixels,

@@ -28,6 +28,7 @@ use s2v_shared::audio::{
 use serde::Serialize;
 
 use crate::dataset::{Dataset, Item, Split};
+use crate::image_features::{CACHE_DIR, FrozenFeatures};
 use crate::trainer::data::{PictureBank, SoundBank};
 use crate::trainer::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE};
 use classifier::{Classifier, classify, rank_of};
@@ -136,6 +137,7 @@ impl s2v_serving::device::OnBackend for EvalJob {
 }
 
 struct Networks<B: Backend> {
+    /// `f_V`: the held-out pictures' features, and the retrieval baseline's library.
     image: ImageEncoder<B>,
     generator: Generator<B>,
     audio: AudioEncoder<B>,
@@ -148,12 +150,6 @@ fn load_networks<B: Backend>(model: &Option<PathBuf>, device: &B::Device) -> Res
         generator: load_network(file(GENERATOR_FILE).as_deref(), device)?,
         audio: load_network(file(AUDIO_ENCODER_FILE).as_deref(), device)?,
     };
-    let size = networks.image.input_size();
-    anyhow::ensure!(
-        networks.generator.config.resolution() == size,
-        "the generator makes {} px pictures but the image encoder reads {size} px",
-        networks.generator.config.resolution()
-    );
     Ok(networks)
 }
 
@@ -166,6 +162,7 @@ struct HeldOut<'a> {
     /// Index into `pictures` of each sound's own picture.
     own_pictures: Vec<Option<usize>>,
     pictures: Vec<&'a Item>,
+    picture_files: Vec<PathBuf>,
     picture_bank: PictureBank,
     picture_classes: Vec<usize>,
 }
@@ -220,6 +217,7 @@ impl<'a> HeldOut<'a> {
                 size,
             )?,
             sound_classes: sounds.iter().map(|(_, _, class)| *class).collect(),
+            picture_files: pictures.iter().map(|(path, _, _)| path.clone()).collect(),
             picture_classes: pictures.iter().map(|(_, _, class)| *class).collect(),
             sounds: sounds.into_iter().map(|(_, item, _)| item).collect(),
             pictures: pictures.into_iter().map(|(_, item, _)| item).collect(),
@@ -236,30 +234,16 @@ impl<'a> HeldOut<'a> {
 /// The training pairs, a sound with its own picture: the modality gap is measured on them.
 struct TrainingPairs {
     sounds: SoundBank,
-    pictures: PictureBank,
+    picture_files: Vec<PathBuf>,
 }
 
 impl TrainingPairs {
-    fn load(dataset: &Dataset, size: usize) -> Result<Self> {
+    fn load(dataset: &Dataset) -> Result<Self> {
         let pairs: Vec<&Item> = dataset.pairs_in(Split::Train).collect();
+        let sound_files: Vec<PathBuf> = pairs.iter().map(|i| dataset.pair_audio(i)).collect();
         Ok(Self {
-            sounds: SoundBank::load(
-                pairs
-                    .iter()
-                    .map(|i| dataset.pair_audio(i))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(PathBuf::as_path),
-            )?,
-            pictures: PictureBank::load(
-                pairs
-                    .iter()
-                    .map(|i| dataset.pair_image(i))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(PathBuf::as_path),
-                size,
-            )?,
+            sounds: SoundBank::load(sound_files.iter().map(PathBuf::as_path))?,
+            picture_files: pairs.iter().map(|i| dataset.pair_image(i)).collect(),
         })
     }
 }
@@ -279,7 +263,8 @@ struct Features {
 struct Judging<'a, B: Backend> {
     options: &'a EvalOptions,
     device: &'a B::Device,
-    nets: Networks<B>,
+    generator: Generator<B>,
+    audio: AudioEncoder<B>,
     judge: Classifier<B>,
     size: usize,
 }
@@ -292,30 +277,23 @@ impl<B: Backend> Judging<'_, B> {
             8,
             self.device,
             |i| Ok(log_spectrogram(&waves[i])?.data),
-            |x| self.nets.audio.forward(x),
+            |x| self.audio.forward(x),
         )
     }
 
-    fn visual_features(&self, bank: &PictureBank) -> Result<Vec<Vec<f32>>> {
-        let size = self.size;
-        encode_rows(
-            bank.len(),
-            [3, size, size],
-            32,
-            self.device,
-            |i| Ok(bank.encoder_input(i)),
-            |x| self.nets.image.forward(x),
-        )
-    }
-
-    fn features(&self, held_out: &HeldOut, pairs: &TrainingPairs) -> Result<Features> {
+    fn features(
+        &self,
+        held_out: &HeldOut,
+        pairs: &TrainingPairs,
+        visual: &mut FrozenFeatures<B>,
+    ) -> Result<Features> {
         let test_audio = self.audio_features(&held_out.sound_bank.waveforms)?;
-        let test_visual = self.visual_features(&held_out.picture_bank)?;
+        let test_visual = visual.of(&held_out.picture_files, false)?;
         Ok(Features {
             test_audio_unit: normalised(&test_audio),
             test_visual_unit: normalised(&test_visual),
             pair_audio_unit: normalised(&self.audio_features(&pairs.sounds.waveforms)?),
-            pair_visual_unit: normalised(&self.visual_features(&pairs.pictures)?),
+            pair_visual_unit: normalised(&visual.of(&pairs.picture_files, false)?),
             test_audio,
             test_visual,
         })
@@ -323,13 +301,12 @@ impl<B: Backend> Judging<'_, B> {
 
     /// `count` pictures of one feature, in [-1, 1], from noise drawn with `seed`.
     fn generate(&self, feature: &[f32], count: usize, seed: u64) -> Result<Vec<Vec<f32>>> {
-        let dim_z = self.nets.generator.config.dim_z();
+        let dim_z = self.generator.config.dim_z();
         let z = sample_noise(seed, count, dim_z, self.options.truncation)?;
         let z = Tensor::<B, 2>::from_data(TensorData::new(z, [count, dim_z]), self.device);
         let f: Vec<f32> = (0..count).flat_map(|_| feature.iter().copied()).collect();
         let f = Tensor::from_data(TensorData::new(f, [count, feature.len()]), self.device);
         let values = self
-            .nets
             .generator
             .forward(z, f)
             .into_data()
@@ -405,19 +382,23 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let labelling = Labelling::of(&dataset);
     let classes = judged_classes(&dataset, labelling);
     let nets = load_networks::<B::InnerBackend>(&options.model, device)?;
-    let size = nets.image.input_size();
+    // Everything judged is at the generator's resolution; `f_V` reads the picture files at its own.
+    let size = nets.generator.config.resolution();
     let training = dataset.training_images();
     let judge = train_judge::<B>(options, labelling, &training, &classes, size, device)?;
     let held_out = HeldOut::load(&dataset, labelling, &classes, size)?;
-    let pairs = TrainingPairs::load(&dataset, size)?;
+    let pairs = TrainingPairs::load(&dataset)?;
+    let (image_encoder, generator, audio) = (nets.image, nets.generator, nets.audio);
+    let mut visual = FrozenFeatures::cached(&image_encoder, &options.data.join(CACHE_DIR), device);
     let judging = Judging {
         options,
         device,
-        nets,
+        generator,
+        audio,
         judge,
         size,
     };
-    let features = judging.features(&held_out, &pairs)?;
+    let features = judging.features(&held_out, &pairs, &mut visual)?;
     let sound_classes = &held_out.sound_classes;
 
     // (i) generated pictures of held-out sounds.
@@ -437,8 +418,9 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let (_, across_gap_recall) = judging.generated_recall(&across_gap, sound_classes)?;
 
     // (ii) retrieval: the training picture whose feature is nearest to the audio feature.
-    let library = PictureBank::load(training.iter().map(|(p, _)| p.as_path()), size)?;
-    let library_visual = normalised(&judging.visual_features(&library)?);
+    let library_files: Vec<PathBuf> = training.iter().map(|(p, _)| p.clone()).collect();
+    let library = PictureBank::load(library_files.iter().map(PathBuf::as_path), size)?;
+    let library_visual = normalised(&visual.of(&library_files, false)?);
     let retrieved: Vec<Vec<f32>> = features
         .test_audio_unit
         .iter()

@@ -11,19 +11,19 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rand::seq::SliceRandom;
 use s2v_models::loss::info_nce_l2;
-use s2v_models::{AudioEncoder, ImageEncoder, NetworkModule};
+use s2v_models::{AudioEncoder, NetworkModule};
 use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
 
 use std::path::PathBuf;
 
 use super::data::{SoundBank, par_samples};
-use super::features::frozen_features;
 use super::pairing::sound_targets;
 use super::{
     Stage, StageLoop, TrainOptions, load_module, load_optimiser, save_module, save_optimiser,
     scalar, seed_stage, selected_rows,
 };
 use crate::dataset::{Dataset, Item};
+use crate::image_features::FrozenFeatures;
 
 const LEARNING_RATE: f64 = 1e-3;
 
@@ -31,7 +31,7 @@ pub(super) fn run<B: AutodiffBackend>(
     options: &TrainOptions,
     dataset: &Dataset,
     training_pictures: &[(PathBuf, &Item)],
-    image_encoder: &ImageEncoder<B::InnerBackend>,
+    features: &mut FrozenFeatures<B::InnerBackend>,
     device: &B::Device,
 ) -> Result<Option<AudioEncoder<B::InnerBackend>>> {
     let recipe = &options.recipe;
@@ -50,7 +50,7 @@ pub(super) fn run<B: AutodiffBackend>(
         .iter()
         .map(|(path, _)| path.clone())
         .collect();
-    let targets = frozen_features(image_encoder, &files, false, device)?;
+    let targets = features.of(&files, false)?;
 
     seed_stage::<B>(device, options.seed, Stage::AudioEncoder);
     let mut model = AudioEncoder::<B>::init(&recipe.audio_encoder, device)?;

@@ -240,7 +240,7 @@ fn turn_hue(rgb: [f32; 3], turn: f32) -> [f32; 3] {
     ]
 }
 
-pub(super) fn mirror(chw: &[f32], n: usize) -> Vec<f32> {
+pub(crate) fn mirror(chw: &[f32], n: usize) -> Vec<f32> {
     let mut out = vec![0.0; chw.len()];
     for (row_in, row_out) in chw.chunks(n).zip(out.chunks_mut(n)) {
         for (o, i) in row_out.iter_mut().zip(row_in.iter().rev()) {

@@ -18,33 +18,32 @@ use burn::tensor::backend::AutodiffBackend;
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
+use s2v_models::Generator;
 use s2v_models::discriminator::Discriminator;
 use s2v_models::loss::{hinge_discriminator, hinge_generator};
 use s2v_models::trainable_generator::TrainableGenerator;
-use s2v_models::{Generator, ImageEncoder};
 
 use super::data::{PictureBank, par_samples};
 use super::diff_augment::DiffAugment;
 use super::ema;
-use super::features::frozen_features;
 use super::{
     Recipe, Stage, StageLoop, TrainOptions, images_tensor, load_module, load_optimiser,
     save_module, save_optimiser, scalar, seed_stage, selected_rows,
 };
 use crate::eval::normalised;
+use crate::image_features::FrozenFeatures;
 
 /// `pictures` are the training pictures at the generator's resolution, read from `files`.
 pub(super) fn run<B: AutodiffBackend>(
     options: &TrainOptions,
     pictures: &PictureBank,
     files: &[PathBuf],
-    image_encoder: &ImageEncoder<B::InnerBackend>,
+    features: &mut FrozenFeatures<B::InnerBackend>,
     device: &B::Device,
 ) -> Result<Option<Generator<B::InnerBackend>>> {
     let recipe = &options.recipe;
     let mut stage = StageLoop::new(Stage::Generator, options, recipe.gan_steps)?;
-    let instances =
-        Instances::new::<B::InnerBackend>(pictures, files, image_encoder, recipe, device)?;
+    let instances = Instances::new(pictures, files, features, recipe)?;
     seed_stage::<B>(device, options.seed, Stage::Generator);
     let files = GanFiles::in_dir(stage.dir());
     let mut gan = Gan::<B>::init(recipe, device)?;
@@ -82,21 +81,12 @@ impl<'a> Instances<'a> {
     fn new<B: Backend>(
         pictures: &'a PictureBank,
         files: &[PathBuf],
-        image_encoder: &ImageEncoder<B>,
+        frozen: &mut FrozenFeatures<B>,
         recipe: &Recipe,
-        device: &B::Device,
     ) -> Result<Self> {
-        let encode = |mirrored| -> Result<Vec<Vec<f32>>> {
-            Ok(normalised(&frozen_features(
-                image_encoder,
-                files,
-                mirrored,
-                device,
-            )?))
-        };
-        let features = encode(false)?;
+        let features = normalised(&frozen.of(files, false)?);
         let neighbours = nearest_neighbours(&features, recipe.neighbours);
-        let mirrored = encode(true)?;
+        let mirrored = normalised(&frozen.of(files, true)?);
         Ok(Self {
             pictures,
             features: [features, mirrored].concat(),

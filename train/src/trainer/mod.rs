@@ -12,7 +12,6 @@ mod audio_stage;
 pub mod data;
 mod diff_augment;
 mod ema;
-mod features;
 mod gan_stage;
 mod image_stage;
 mod pairing;
@@ -42,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{Dataset, Item, Split};
 use crate::eval::image_encoder::image_encoder_neighbours;
 use crate::eval::labelling::Labelling;
+use crate::image_features::{CACHE_DIR, FrozenFeatures};
 
 /// File names of the exported networks (the project's safetensors format).
 pub const IMAGE_ENCODER_FILE: &str = "image_encoder.safetensors";
@@ -401,25 +401,22 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> 
         },
     };
     save_native(&image_encoder, &options.out.join(IMAGE_ENCODER_FILE), false)?;
-    report_image_neighbours(&dataset, &image_encoder, &options.out, device)?;
+    let mut features =
+        FrozenFeatures::cached(&image_encoder, &options.data.join(CACHE_DIR), device);
+    report_image_neighbours(&dataset, &mut features, options)?;
     let wanted = |stage: Stage| options.only.is_none_or(|only| only == stage);
     if wanted(Stage::Generator) {
         let files: Vec<PathBuf> = training_pictures.iter().map(|(p, _)| p.clone()).collect();
         let Some(generator) =
-            gan_stage::run::<B>(options, &pictures, &files, &image_encoder, device)?
+            gan_stage::run::<B>(options, &pictures, &files, &mut features, device)?
         else {
             return Ok(false);
         };
         save_native(&generator, &options.out.join(GENERATOR_FILE), false)?;
     }
     if wanted(Stage::AudioEncoder) {
-        let Some(audio_encoder) = audio_stage::run::<B>(
-            options,
-            &dataset,
-            &training_pictures,
-            &image_encoder,
-            device,
-        )?
+        let Some(audio_encoder) =
+            audio_stage::run::<B>(options, &dataset, &training_pictures, &mut features, device)?
         else {
             return Ok(false);
         };
@@ -435,12 +432,12 @@ pub const IMAGE_NEIGHBOURS_FILE: &str = "image_encoder_neighbours.json";
 /// without held-out pictures has nothing to measure: that is said, not an error.
 fn report_image_neighbours<B: Backend>(
     dataset: &Dataset,
-    encoder: &ImageEncoder<B>,
-    out: &Path,
-    device: &B::Device,
+    features: &mut FrozenFeatures<B>,
+    options: &TrainOptions,
 ) -> Result<()> {
     let labelling = Labelling::of(dataset);
-    match image_encoder_neighbours(dataset, labelling, encoder, device) {
+    let pixel_size = options.recipe.resolution;
+    match image_encoder_neighbours(dataset, labelling, features, pixel_size) {
         Ok(measure) => {
             eprintln!(
                 "image encoder, by {}: held-out pictures' nearest training picture of their class {:.3} \
@@ -452,7 +449,7 @@ fn report_image_neighbours<B: Backend>(
                 measure.training_pictures_by_pixels
             );
             std::fs::write(
-                out.join(IMAGE_NEIGHBOURS_FILE),
+                options.out.join(IMAGE_NEIGHBOURS_FILE),
                 serde_json::to_string_pretty(&measure)?,
             )?;
         }
