@@ -13,6 +13,9 @@ pub const MODEL_ID: &str = "s2v-default";
 pub const IMAGE_ENCODER: &[u8] = include_bytes!("../default/image_encoder.safetensors");
 pub const GENERATOR: &[u8] = include_bytes!("../default/generator.safetensors");
 pub const AUDIO_ENCODER: &[u8] = include_bytes!("../default/audio_encoder.safetensors");
+/// What these weights were trained on, package by package, with each licence and credit and the licence that
+/// follows for the weights (Markdown, written by `s2v data notice` from the training data set).
+pub const DATA_NOTICE: &str = include_str!("../default/NOTICE.md");
 
 /// The embedded file of a network, by its kind.
 pub fn bytes_for(kind: NetworkKind) -> &'static [u8] {

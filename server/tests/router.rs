@@ -19,15 +19,26 @@ use s2v_server::{AppState, EncoderWeights, Limits, router};
 use s2v_serving::encoders::EncoderService;
 use s2v_serving::networks::generator_model_info;
 use s2v_serving::{GeneratorRuntime, RuntimeConfig};
-use s2v_shared::wire::{DoneEvent, ErrorBody, ImageEvent, ServedModel};
+use s2v_shared::wire::{DoneEvent, ErrorBody, ImageEvent, ModelInfo, ServedModel};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 /// The reference generator (2048-d latents) and, when asked, the reference encoders.
 fn app(data: &std::path::Path, with_encoders: bool, limits: Limits) -> Router {
-    let device = Default::default();
     let generator_file = s2v_tests::fixture("generator.pth");
-    let generator: Generator<Flex> = load_checkpoint(&generator_file, &device).unwrap();
+    let generator: Generator<Flex> = load_checkpoint(&generator_file, &Default::default()).unwrap();
+    let model = generator_model_info(Some(&generator_file)).unwrap();
+    serve(data, generator, model, with_encoders, limits)
+}
+
+fn serve(
+    data: &std::path::Path,
+    generator: Generator<Flex>,
+    model: ModelInfo,
+    with_encoders: bool,
+    limits: Limits,
+) -> Router {
+    let device = Default::default();
     let runtime = GeneratorRuntime::start(generator, device, RuntimeConfig::default());
     let mut audio_encoder_weights = None;
     let encoders = with_encoders.then(|| {
@@ -42,10 +53,7 @@ fn app(data: &std::path::Path, with_encoders: bool, limits: Limits) -> Router {
         EncoderService::start(Some(audio), Some(image), device, 4)
     });
     router(Arc::new(AppState {
-        generators: Some(Generators::Local {
-            runtime,
-            model: generator_model_info(Some(&generator_file)).unwrap(),
-        }),
+        generators: Some(Generators::Local { runtime, model }),
         encoders,
         audio_encoder_weights,
         store: Store::open(data).unwrap(),
@@ -341,6 +349,7 @@ async fn the_openapi_document_describes_every_route() {
             "/healthz",
             "/img/{sha256}.png",
             "/metrics",
+            "/model/notice",
             "/s/{id}"
         ]
     );
@@ -409,4 +418,46 @@ async fn without_a_built_page_the_root_says_how_to_build_it() {
     let other = get(&app, "/api/nothing").await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
     assert_eq!(other.error().error, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_model_links_the_notice_of_its_training_data_and_other_models_do_not() {
+    let data = tempfile::tempdir().unwrap();
+    let default_model = serve(
+        data.path(),
+        s2v_models::default_model::load(&Default::default()).unwrap(),
+        generator_model_info(None).unwrap(),
+        false,
+        Limits::default(),
+    );
+    let served: ServedModel =
+        serde_json::from_slice(&get(&default_model, "/api/model").await.body).unwrap();
+    let url = served
+        .data_notice
+        .expect("the default model's notice is linked");
+    let page = get(&default_model, &url).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    // The embedded notice, rendered: its verdict and its per-package tables.
+    assert!(
+        html.contains("<h2>What applies to the weights</h2>"),
+        "{html}"
+    );
+    assert!(html.contains("distributed under GPL-2"), "{html}");
+    assert!(html.contains("<table>"), "{html}");
+
+    // Weights given on the command line come without one: their owner knows what trained them.
+    let other = app(data.path(), false, Limits::default());
+    let served: ServedModel =
+        serde_json::from_slice(&get(&other, "/api/model").await.body).unwrap();
+    assert_eq!(served.data_notice, None);
+    let missing = get(&other, "/model/notice").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.error().error, "not_found");
 }

@@ -55,6 +55,10 @@ pub struct ServedModel {
     /// server has the encoder for this model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_encoder: Option<String>,
+    /// Where a page for people says which data the weights were trained on and under which licences, when
+    /// this server knows it (the embedded default model's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_notice: Option<String>,
 }
 
 /// The name of the server-sent event that carries an [`ImageEvent`].

@@ -84,6 +84,18 @@ async function nativeLatent() {
   return (await answer.json()).latent;
 }
 
+// The default model's page says what it was trained on, under which licences, and so the weights' licence.
+async function dataNoticeIsLinked(page) {
+  const link = page.locator("a.data-notice");
+  await link.waitFor({ timeout: 60_000 });
+  const notice = await context.newPage();
+  await notice.goto(new URL(await link.getAttribute("href"), server).href);
+  const headings = await notice.locator("h2").allInnerTexts();
+  check(headings.includes("What applies to the weights"), `the notice's headings: ${headings}`);
+  check((await notice.locator("table").count()) > 0, "the notice lists no package's licences");
+  await notice.close();
+}
+
 // 1. Upload a sound: the encoder runs in the browser, on the backend this run asks for; its latent is the
 // native encoder's; four pictures stream in; the share link works.
 async function uploadAndShare() {
@@ -94,6 +106,7 @@ async function uploadAndShare() {
   const expected = mode === "webgpu" ? "WebGpu" : "Cpu";
   check(encoder.backend === expected, `the encoder ran on ${encoder.backend}, not ${expected}: ${encoder.text}`);
   if (mode === "cpu") check(encoder.text.includes("No WebGPU"), `the page does not say why the CPU runs: ${encoder.text}`);
+  await dataNoticeIsLinked(page);
   const chosen = Date.now();
   await page.locator('input[type="file"][accept="audio/*"]').first().setInputFiles(soundPath);
   await page.locator("img[data-generated]").first().waitFor({ timeout: 240_000 });

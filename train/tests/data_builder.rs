@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use common::{local_build, package_tree, picture, sound};
 use image::{Rgba, RgbaImage};
 use s2v_train::dataset::build::{BuildOptions, build_default};
+use s2v_train::dataset::notice::data_notice;
 use s2v_train::dataset::{Dataset, Item, PAIRS_CSV, Split, write_items};
 
 #[test]
@@ -90,6 +91,38 @@ fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
     s2v_train::dataset::write_items(&out.join("image_only/items.csv"), &leaked).unwrap();
     let error = Dataset::open(&out).unwrap_err().to_string();
     assert!(error.contains("held-out item"), "{error}");
+}
+
+#[test]
+fn a_builds_notice_names_its_packages_and_the_licence_of_weights_trained_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    package_tree(&dir.path().join("unpacked"));
+    let out = dir.path().join("data");
+    build_default(&local_build(&out, &dir.path().join("unpacked"))).unwrap();
+    let notice = data_notice(
+        &Dataset::open(&out).unwrap(),
+        Some(&dir.path().join("unpacked")),
+    );
+    // Six of the nine paired stamps train (one thing in three per category is held out), and three stamps
+    // and two clip-art pictures without a sound.
+    assert!(
+        notice.contains("6 pairs of a sound and its own picture, 5 pictures without a sound"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains(
+            "### tuxpaint-stamps-default\n\nCopyright 2002-2022 by Bill Kendrick (the package's"
+        ),
+        "{notice}"
+    );
+    assert!(notice.contains("\n9 training items."), "{notice}");
+    assert!(
+        notice.contains("the weights are distributed under GPL-2."),
+        "{notice}"
+    );
+    // This tree gives Openclipart no copyright file: its pictures are listed for a person to read.
+    assert!(notice.contains("### openclipart-png"), "{notice}");
+    assert!(notice.contains("cannot classify"), "{notice}");
 }
 
 /// A SoundFont of two presets, a violin (0:40) and the percussion set (128:0), both playing one looped 400 Hz

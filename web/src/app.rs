@@ -75,6 +75,9 @@ fn ServerLine() -> impl IntoView {
             <p class="status">
                 "Model " <strong>{served.model.id}</strong> " (version " {served.model.version} "): "
                 {served.resolution} " × " {served.resolution} " pictures."
+                {served.data_notice.map(|url| view! {
+                    " " <a href=url class="data-notice" target="_blank" rel="noopener">"What it was trained on"</a>
+                })}
             </p>
         }
         .into_any(),

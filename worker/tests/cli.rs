@@ -524,3 +524,52 @@ fn bench_reports_times_and_repeats_its_output() {
     );
     assert!(first.iter().any(|v| *v > 0.0));
 }
+
+#[test]
+fn data_notice_writes_what_a_data_sets_licences_mean_for_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("image_only")).unwrap();
+    let header = "name,category,label,source,licence,split\n";
+    std::fs::write(data.join("items.csv"), header).unwrap();
+    std::fs::write(
+        data.join("image_only/items.csv"),
+        format!(
+            "{header}cow,animal,cow,tuxpaint-stamps-default:cow,GPL-2,train\n\
+             bus,vehicle,bus,openclipart-png:bus,public domain,train\n\
+             wolf,animal,wolf,0ad-data:wolf,CC-BY-SA-3.0,test\n"
+        ),
+    )
+    .unwrap();
+    let notice = dir.path().join("NOTICE.md");
+    ok(&["data", "notice", "--data", s(&data), "--out", s(&notice)]);
+    let text = std::fs::read_to_string(&notice).unwrap();
+    assert!(text.contains("distributed under GPL-2."), "{text}");
+    assert!(
+        text.contains("### openclipart-png") && !text.contains("0ad-data"),
+        "{text}"
+    );
+
+    fails(
+        &[
+            "data",
+            "notice",
+            "--data",
+            s(dir.path()),
+            "--out",
+            s(&notice),
+        ],
+        "items.csv",
+    );
+    fails(
+        &[
+            "data",
+            "notice",
+            "--data",
+            s(&data),
+            "--out",
+            s(&dir.path().join("no/such/dir/N.md")),
+        ],
+        "cannot write",
+    );
+}

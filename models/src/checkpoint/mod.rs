@@ -86,7 +86,12 @@ mod tests {
 
     #[test]
     fn other_bytes_are_an_unknown_format() {
-        for head in [&b"PK"[..], b"\x80\x09junk", b"\x00\x00\x00\x00\x00\x00\x00\x00{", b""] {
+        for head in [
+            &b"PK"[..],
+            b"\x80\x09junk",
+            b"\x00\x00\x00\x00\x00\x00\x00\x00{",
+            b"",
+        ] {
             assert!(matches!(
                 CheckpointFormat::detect(head),
                 Err(CheckpointError::UnknownFormat)

@@ -53,6 +53,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/s/{id}", get(share::share_page))
         .route("/api/openapi.json", get(openapi::openapi))
         .route("/api/model", get(model::served_model))
+        .route(model::DATA_NOTICE_PATH, get(model::data_notice))
         .route(
             "/api/weights/audio-encoder/{file}",
             get(model::audio_encoder_weights),

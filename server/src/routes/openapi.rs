@@ -72,6 +72,10 @@ pub fn document(dim: usize) -> Value {
                 "summary": "The model this server serves: its id and version, the latent length, the picture size, and where a page fetches the audio encoder's weights",
                 "responses": {"200": {"description": "The model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServedModel"}}}}, "503": busy}
             }},
+            "/model/notice": {"get": {
+                "summary": "For people: the data the served weights were trained on, each package's licence and credit, and the licence that applies to the weights (where this server knows them: the embedded default model's)",
+                "responses": {"200": {"description": "An HTML page", "content": {"text/html": {}}}, "404": error, "503": busy}
+            }},
             "/api/weights/audio-encoder/{version}.safetensors": {"get": {
                 "summary": "The audio encoder's weights (f16 safetensors with the configuration in its metadata), immutable under their version",
                 "parameters": [{"name": "version", "in": "path", "required": true, "schema": {"type": "string"}}],
@@ -99,7 +103,8 @@ pub fn document(dim: usize) -> Value {
                         "model": {"type": "object", "properties": {"id": {"type": "string"}, "version": {"type": "string"}}},
                         "latent_length": {"type": "integer"},
                         "resolution": {"type": "integer"},
-                        "audio_encoder": {"type": "string", "description": "Where to fetch the audio encoder's weights; absent when this server has none for this model"}
+                        "audio_encoder": {"type": "string", "description": "Where to fetch the audio encoder's weights; absent when this server has none for this model"},
+                        "data_notice": {"type": "string", "description": "Where a page for people says what the weights were trained on and under which licences; absent when this server does not know"}
                     }
                 },
                 "Latent": {"type": "object", "required": ["latent"], "properties": {"latent": {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim}}},

@@ -660,8 +660,8 @@ pub(super) fn resource_licences(resources: &[Resource]) -> BTreeMap<String, Stri
 
 /// Downloads the packages into `out/debs` (unless already there) and unpacks them into `out/unpacked`.
 fn fetch_and_unpack(out: &Path, packages: &[&str]) -> Result<PathBuf> {
-    let debs = out.join("debs");
-    let unpacked = out.join("unpacked");
+    let debs = out.join(super::DEBS_DIR);
+    let unpacked = out.join(super::UNPACKED_DIR);
     std::fs::create_dir_all(&debs)?;
     for &package in packages {
         let existing = || -> Result<Option<PathBuf>> {

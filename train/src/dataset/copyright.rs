@@ -28,11 +28,14 @@ impl FileLicence {
 #[derive(Debug)]
 pub struct Copyright {
     stanzas: Vec<(GlobSet, FileLicence)>,
+    /// The stanza of `Files: *`, which covers what no narrower stanza names.
+    whole_package: Option<FileLicence>,
 }
 
 impl Copyright {
     /// `None` when the file is not machine-readable (no `Files:` stanza).
     pub fn parse(text: &str) -> Option<Self> {
+        let mut whole_package = None;
         let stanzas: Vec<_> = text
             .split("\n\n")
             .filter_map(|paragraph| {
@@ -49,10 +52,22 @@ impl Copyright {
                             .join("; ")
                     })
                     .unwrap_or_default();
-                Some((file_globs(&files)?, FileLicence { licence, copyright }))
+                let licence = FileLicence { licence, copyright };
+                if files.split_whitespace().any(|pattern| pattern == "*") {
+                    whole_package = Some(licence.clone());
+                }
+                Some((file_globs(&files)?, licence))
             })
             .collect();
-        (!stanzas.is_empty()).then_some(Self { stanzas })
+        (!stanzas.is_empty()).then_some(Self {
+            stanzas,
+            whole_package,
+        })
+    }
+
+    /// The licence and holders of the package as a whole (its `Files: *` stanza), where it has one.
+    pub fn whole_package(&self) -> Option<&FileLicence> {
+        self.whole_package.as_ref()
     }
 
     /// The licence of the file installed at `path` (inside archives: `archive/entry`).
@@ -136,6 +151,22 @@ mod tests {
             .licence_of("usr/share/sounds/freedesktop/stereo/bell.oga")
             .unwrap();
         assert_eq!(bell.describe(), "CC-BY-3.0 (Dr. Richard Boulanger et al)");
+    }
+
+    #[test]
+    fn the_whole_package_is_its_star_stanza() {
+        let copyright = Copyright::parse(SONIC_PI).unwrap();
+        assert_eq!(
+            copyright.whole_package().unwrap().describe(),
+            "MIT (2016 Samuel Aaron)"
+        );
+        let narrow_only = "Files: stereo/bell.oga\nCopyright: x\nLicense: CC0\n";
+        assert!(
+            Copyright::parse(narrow_only)
+                .unwrap()
+                .whole_package()
+                .is_none()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod build;
 pub mod clips;
 pub mod copyright;
 pub mod labels;
+pub mod notice;
 pub mod packaged;
 pub mod pictures;
 pub mod qt_resources;
@@ -23,6 +24,9 @@ pub const IMAGE_ONLY_DIR: &str = "image_only";
 pub const AUDIO_ONLY_DIR: &str = "audio_only";
 pub const IMAGES_DIR: &str = "images";
 pub const AUDIOS_DIR: &str = "audios";
+/// Where a build keeps the packages it downloaded and unpacked.
+pub const DEBS_DIR: &str = "debs";
+pub const UNPACKED_DIR: &str = "unpacked";
 
 /// A paired item's picture under a data set's `root`.
 pub fn pair_image_path(root: &Path, name: &str) -> PathBuf {

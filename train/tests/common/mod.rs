@@ -98,7 +98,11 @@ pub fn package_tree(root: &Path) {
     picture(&clipart.join("transportation/bus.png"), [250, 200, 0], true);
     let doc = root.join("usr/share/doc/tuxpaint-stamps-default");
     std::fs::create_dir_all(&doc).unwrap();
-    std::fs::write(doc.join("copyright"), "Files: *\nLicense: GPL-2\n").unwrap();
+    std::fs::write(
+        doc.join("copyright"),
+        "Files: *\nCopyright: 2002-2022 by Bill Kendrick\nLicense: GPL-2\n",
+    )
+    .unwrap();
 }
 
 /// A build from a local package tree (no download), one item group in three held out, no optional package.

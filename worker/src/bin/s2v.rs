@@ -4,13 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use s2v_models::NetworkKind;
 use s2v_serving::broker::{WorkerOptions, serve_jobs};
 use s2v_serving::device::{DeviceKind, dispatch};
 use s2v_serving::networks::generator_model_info;
 use s2v_serving::runtime::{RuntimeConfig, StartRuntime};
+use s2v_train::dataset::Dataset;
 use s2v_train::dataset::build::{BuildOptions, LABEL_COUNTS_CSV, build_default};
+use s2v_train::dataset::notice::data_notice;
 use s2v_train::eval::{EvalJob, EvalOptions};
 use s2v_train::trainer::{TrainArgs, TrainJob};
 use s2v_worker::arrays::Array;
@@ -81,6 +84,23 @@ struct BenchArgs {
 enum DataCommand {
     /// Downloads Tux Paint's stamps and Openclipart with apt-get and writes the default model's data set.
     BuildDefault(BuildOptions),
+    /// Writes the notice that goes beside weights trained on a data set: its packages, their licences and
+    /// credits, and the licence that follows for the weights.
+    Notice(NoticeArgs),
+}
+
+#[derive(Args)]
+struct NoticeArgs {
+    /// The data set folder (with its `items.csv`).
+    #[arg(long)]
+    data: PathBuf,
+    /// The packages as unpacked for the build (`--unpacked` of `build-default`); the build's own `unpacked/`
+    /// when left out. Their `copyright` files name the holders.
+    #[arg(long)]
+    unpacked: Option<PathBuf>,
+    /// The Markdown file to write (`models/default/NOTICE.md` for the default model).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -207,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train(device, args),
         Command::Eval(options) => evaluate(device, options),
         Command::Data(DataCommand::BuildDefault(options)) => build_data(&options),
+        Command::Data(DataCommand::Notice(args)) => write_data_notice(&args),
         Command::Worker(args) => serve_as_worker(device, args),
         Command::Convert(args) => convert(device, args),
         Command::Bench(args) => bench(device, args),
@@ -309,6 +330,12 @@ fn evaluate(device: DeviceKind, options: EvalOptions) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("pictures and report.json are in {}", out.display());
     Ok(())
+}
+
+fn write_data_notice(args: &NoticeArgs) -> anyhow::Result<()> {
+    let dataset = Dataset::open(&args.data)?;
+    std::fs::write(&args.out, data_notice(&dataset, args.unpacked.as_deref()))
+        .with_context(|| format!("cannot write {}", args.out.display()))
 }
 
 fn build_data(options: &BuildOptions) -> anyhow::Result<()> {
