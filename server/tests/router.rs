@@ -110,6 +110,10 @@ async fn get(app: &Router, path: &str) -> Answer {
     send(app, Method::GET, path, "text/plain", Vec::new()).await
 }
 
+async fn served_model(app: &Router) -> ServedModel {
+    serde_json::from_slice(&get(app, "/api/model").await.body).unwrap()
+}
+
 async fn generate(app: &Router, body: Value) -> Answer {
     send(
         app,
@@ -368,7 +372,7 @@ async fn the_openapi_document_describes_every_route() {
 async fn a_page_learns_the_model_and_fetches_the_encoders_weights_once() {
     let data = tempfile::tempdir().unwrap();
     let app = app(data.path(), true, Limits::default());
-    let served: ServedModel = serde_json::from_slice(&get(&app, "/api/model").await.body).unwrap();
+    let served = served_model(&app).await;
     assert_eq!(served.model.id, "generator");
     assert_eq!((served.latent_length, served.resolution), (2048, 128));
     let url = served
@@ -401,8 +405,7 @@ async fn a_page_learns_the_model_and_fetches_the_encoders_weights_once() {
 
     // Without an audio encoder the page is told to encode on the server, and cannot.
     let without = self::app(data.path(), false, Limits::default());
-    let served: ServedModel =
-        serde_json::from_slice(&get(&without, "/api/model").await.body).unwrap();
+    let served = served_model(&without).await;
     assert_eq!(served.audio_encoder, None);
 }
 
@@ -430,8 +433,7 @@ async fn the_default_model_links_the_notice_of_its_training_data_and_other_model
         false,
         Limits::default(),
     );
-    let served: ServedModel =
-        serde_json::from_slice(&get(&default_model, "/api/model").await.body).unwrap();
+    let served = served_model(&default_model).await;
     let url = served
         .data_notice
         .expect("the default model's notice is linked");
@@ -454,8 +456,7 @@ async fn the_default_model_links_the_notice_of_its_training_data_and_other_model
 
     // Weights given on the command line come without one: their owner knows what trained them.
     let other = app(data.path(), false, Limits::default());
-    let served: ServedModel =
-        serde_json::from_slice(&get(&other, "/api/model").await.body).unwrap();
+    let served = served_model(&other).await;
     assert_eq!(served.data_notice, None);
     let missing = get(&other, "/model/notice").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);

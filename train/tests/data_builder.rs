@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{local_build, package_tree, picture, sound};
+use common::{built_package_tree, local_build, package_tree, picture, sound};
 use image::{Rgba, RgbaImage};
 use s2v_train::dataset::build::{BuildOptions, build_default};
 use s2v_train::dataset::notice::data_notice;
@@ -96,9 +96,7 @@ fn the_builder_pairs_sounds_with_pictures_and_holds_out_whole_items() {
 #[test]
 fn a_builds_notice_names_its_packages_and_the_licence_of_weights_trained_on_it() {
     let dir = tempfile::tempdir().unwrap();
-    package_tree(&dir.path().join("unpacked"));
-    let out = dir.path().join("data");
-    build_default(&local_build(&out, &dir.path().join("unpacked"))).unwrap();
+    let out = built_package_tree(dir.path());
     let notice = data_notice(
         &Dataset::open(&out).unwrap(),
         Some(&dir.path().join("unpacked")),

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
-use common::{local_build, package_tree};
+use common::{built_package_tree, local_build, package_tree};
 use s2v_models::checkpoint::save_native;
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, ImageEncoderConfig, NetworkModule};
 use s2v_train::dataset::build::{BuildOptions, build_default};
@@ -213,9 +213,7 @@ fn evaluation_judges_every_held_out_sound() {
 #[test]
 fn a_build_without_fine_labels_is_judged_by_category() {
     let dir = tempfile::tempdir().unwrap();
-    package_tree(&dir.path().join("unpacked"));
-    let data = dir.path().join("data");
-    build_default(&local_build(&data, &dir.path().join("unpacked"))).unwrap();
+    let data = built_package_tree(dir.path());
     let model = dir.path().join("model");
     untrained_tiny_model(&model);
     let options = EvalOptions {

@@ -6,10 +6,9 @@ mod common;
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
-use common::{local_build, package_tree};
+use common::built_package_tree;
 use s2v_models::discriminator::DiscriminatorConfig;
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, NetworkModule, load_checkpoint};
-use s2v_train::dataset::build::build_default;
 use s2v_train::trainer::{
     AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe, Recorder, Stage,
     StageProgress, TrainOptions, train,
@@ -88,9 +87,7 @@ fn first_and_last_loss(progress: &StageProgress, name: &str) -> (f64, f64) {
 #[test]
 fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    package_tree(&dir.path().join("unpacked"));
-    let data = dir.path().join("data");
-    build_default(&local_build(&data, &dir.path().join("unpacked"))).unwrap();
+    let data = built_package_tree(dir.path());
     let recipe = Recipe::preset(Preset::Tiny);
     let device = Default::default();
     let options = |out: &Path, max_steps: Option<usize>| TrainOptions {
@@ -313,9 +310,7 @@ fn the_shipped_default_model_decodes_into_the_default_architecture() {
 #[test]
 fn a_frozen_pretrained_encoder_sets_the_conditioning_width() {
     let dir = tempfile::tempdir().unwrap();
-    package_tree(&dir.path().join("unpacked"));
-    let data = dir.path().join("data");
-    build_default(&local_build(&data, &dir.path().join("unpacked"))).unwrap();
+    let data = built_package_tree(dir.path());
     let device = Default::default();
     let fixture = s2v_tests::checkout().join("tests/data/efficientnet_lite/efficientnet_lite.pth");
     let encoder: ImageEncoder<Flex> = load_checkpoint(&fixture, &device).unwrap();

@@ -2,6 +2,8 @@
 //! encoder's weights for pages that encode in the browser; `GET /model/notice`: what the served weights were
 //! trained on, for people.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,10 +17,13 @@ use crate::generators::Serving;
 
 pub const DATA_NOTICE_PATH: &str = "/model/notice";
 
-/// The notice of the data behind a model's weights, where this server knows it. Weights given on the command
-/// line or announced by a worker come without one: their owner knows what trained them.
+/// The page of the data behind a model's weights, where this server knows it. Weights given on the command
+/// line or announced by a worker come without one: their owner knows what trained them. The embedded notice
+/// is rendered once.
 fn data_notice_of(model: &ModelInfo) -> Option<&'static str> {
-    (model.id == default_model::MODEL_ID).then_some(default_model::DATA_NOTICE)
+    static DEFAULT_MODEL_PAGE: LazyLock<String> =
+        LazyLock::new(|| notice_page(default_model::DATA_NOTICE));
+    (model.id == default_model::MODEL_ID).then(|| DEFAULT_MODEL_PAGE.as_str())
 }
 
 fn served_generator(state: &SharedState) -> Result<Serving, ApiError> {
@@ -48,12 +53,12 @@ pub async fn served_model(State(state): State<SharedState>) -> Result<Json<Serve
 }
 
 /// The served weights' data notice (Markdown in the repository) as an HTML page.
-pub async fn data_notice(State(state): State<SharedState>) -> Result<Html<String>, ApiError> {
+pub async fn data_notice(State(state): State<SharedState>) -> Result<Html<&'static str>, ApiError> {
     let serving = served_generator(&state)?;
-    let notice = data_notice_of(&serving.model).ok_or_else(|| {
+    let page = data_notice_of(&serving.model).ok_or_else(|| {
         ApiError::not_found("this server does not know what the served model was trained on")
     })?;
-    Ok(Html(notice_page(notice)))
+    Ok(Html(page))
 }
 
 /// A Markdown notice as a page. The credits are quoted from packages, so HTML in them shows as text.

@@ -664,15 +664,7 @@ fn fetch_and_unpack(out: &Path, packages: &[&str]) -> Result<PathBuf> {
     let unpacked = out.join(super::UNPACKED_DIR);
     std::fs::create_dir_all(&debs)?;
     for &package in packages {
-        let existing = || -> Result<Option<PathBuf>> {
-            Ok(std::fs::read_dir(&debs)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| {
-                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                        n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
-                    })
-                }))
-        };
+        let existing = || downloaded_deb(&debs, package);
         let deb = match existing()? {
             Some(deb) => deb,
             None => {
@@ -686,6 +678,18 @@ fn fetch_and_unpack(out: &Path, packages: &[&str]) -> Result<PathBuf> {
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
     }
     Ok(unpacked)
+}
+
+/// The `.deb` of `package` that `apt-get download` left in `debs` (`name_version_arch.deb`), if any.
+pub(super) fn downloaded_deb(debs: &Path, package: &str) -> std::io::Result<Option<PathBuf>> {
+    let prefix = format!("{package}_");
+    Ok(std::fs::read_dir(debs)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        }))
 }
 
 fn run(command: &mut Command) -> Result<()> {
@@ -705,7 +709,7 @@ fn run(command: &mut Command) -> Result<()> {
 /// that is not machine-readable, the licence its text releases the files under ("under the MIT license"), or
 /// a public-domain dedication (Openclipart's).
 pub(super) fn package_licence(root: &Path, package: &str) -> String {
-    let path = root.join("usr/share/doc").join(package).join("copyright");
+    let path = super::copyright::copyright_file(root, package);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return format!("unknown: no {}", path.display());
     };

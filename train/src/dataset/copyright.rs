@@ -4,7 +4,14 @@
 //! installed place (`usr/share/sonic-pi/samples/drum_cowbell.flac`): a stanza names a file when its pattern,
 //! or the pattern less its leading folders (down to the folder holding the file), ends the installed path.
 
+use std::path::{Path, PathBuf};
+
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// Where a package unpacked under `root` keeps its `copyright` file.
+pub fn copyright_file(root: &Path, package: &str) -> PathBuf {
+    root.join("usr/share/doc").join(package).join("copyright")
+}
 
 /// A file's licence as its package states it, with whom to credit.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::Path;
 
-use super::copyright::Copyright;
+use super::build::downloaded_deb;
+use super::copyright::{Copyright, copyright_file};
 use super::{DEBS_DIR, Dataset, Item, Split, UNPACKED_DIR};
 
 /// What a licence asks of a work based on the item.
@@ -40,30 +41,17 @@ pub fn terms_of(licence: &str) -> Terms {
 /// The licences in a record: a pair's `sound: X; picture: Y` gives X and Y (a credit may hold `;` too),
 /// anything else is one licence.
 fn record_parts(licence: &str) -> Vec<&str> {
-    fn labelled(text: &str) -> Option<&str> {
-        ["sound:", "picture:"]
-            .iter()
-            .find_map(|label| text.strip_prefix(label))
-    }
-    let Some(mut rest) = labelled(licence.trim_start()) else {
+    let trimmed = licence.trim_start();
+    let Some(rest) = trimmed
+        .strip_prefix("sound:")
+        .or_else(|| trimmed.strip_prefix("picture:"))
+    else {
         return vec![licence.trim()];
     };
-    let mut parts = Vec::new();
-    loop {
-        let next = rest
-            .match_indices("; ")
-            .find_map(|(at, _)| labelled(&rest[at + 2..]).map(|after| (at, after)));
-        match next {
-            Some((at, after)) => {
-                parts.push(rest[..at].trim());
-                rest = after;
-            }
-            None => {
-                parts.push(rest.trim());
-                return parts;
-            }
-        }
-    }
+    rest.split("; sound:")
+        .flat_map(|part| part.split("; picture:"))
+        .map(str::trim)
+        .collect()
 }
 
 fn terms_of_one(licence: &str) -> Terms {
@@ -145,22 +133,18 @@ fn training_items_by_package(dataset: &Dataset) -> BTreeMap<&str, Vec<&Item>> {
 
 /// The version of `package` among the downloaded `.deb` files (`name_1%3a0.18+dfsg-19_all.deb`).
 fn package_version(debs: &Path, package: &str) -> Option<String> {
-    let prefix = format!("{package}_");
-    std::fs::read_dir(debs).ok()?.flatten().find_map(|entry| {
-        let name = entry.file_name().into_string().ok()?;
-        let rest = name.strip_prefix(&prefix)?.strip_suffix(".deb")?;
-        let (version, _arch) = rest.rsplit_once('_')?;
-        Some(version.replace("%3a", ":"))
-    })
+    let deb = downloaded_deb(debs, package).ok()??;
+    let rest = deb.file_name()?.to_str()?.strip_prefix(package)?;
+    let (version, _arch) = rest
+        .strip_prefix('_')?
+        .strip_suffix(".deb")?
+        .rsplit_once('_')?;
+    Some(version.replace("%3a", ":"))
 }
 
 /// Who holds the copyright of `package` as a whole, from its DEP-5 `copyright` file under `unpacked`.
 fn package_copyright(unpacked: &Path, package: &str) -> Option<String> {
-    let path = unpacked
-        .join("usr/share/doc")
-        .join(package)
-        .join("copyright");
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = std::fs::read_to_string(copyright_file(unpacked, package)).ok()?;
     let copyright = Copyright::parse(&text)?.whole_package()?.copyright.clone();
     (!copyright.is_empty()).then_some(copyright)
 }
@@ -219,15 +203,23 @@ pub fn data_notice(dataset: &Dataset, unpacked: Option<&Path>) -> String {
 
 /// What the licences together mean for the weights.
 fn verdict(packages: &BTreeMap<&str, Vec<&Item>>) -> String {
-    let items = || packages.values().flatten();
-    let unknown: BTreeSet<&str> = items()
-        .filter(|i| terms_of(&i.licence) == Terms::Unknown)
+    // Each distinct record is classified once.
+    let records: BTreeSet<&str> = packages
+        .values()
+        .flatten()
         .map(|i| i.licence.as_str())
         .collect();
-    let share_alike: BTreeSet<String> = items()
-        .flat_map(|i| share_alike_licences(&i.licence))
+    let terms: Vec<(&str, Terms)> = records.iter().map(|&l| (l, terms_of(l))).collect();
+    let unknown: BTreeSet<&str> = terms
+        .iter()
+        .filter(|(_, t)| *t == Terms::Unknown)
+        .map(|(l, _)| *l)
         .collect();
-    let credit = items().any(|i| terms_of(&i.licence) == Terms::Credit);
+    let share_alike: BTreeSet<String> = records
+        .iter()
+        .flat_map(|l| share_alike_licences(l))
+        .collect();
+    let credit = terms.iter().any(|(_, t)| *t == Terms::Credit);
     let mut text = String::new();
     if !unknown.is_empty() {
         let _ = writeln!(
@@ -316,9 +308,13 @@ mod tests {
         }
     }
 
-    fn item(name: &str, source: &str, licence: &str, split: Split) -> Item {
+    /// An item of a package (`package:thing`), named after its thing.
+    fn item(source: &str, licence: &str, split: Split) -> Item {
         Item {
-            name: name.into(),
+            name: source
+                .split_once(':')
+                .map_or(source, |(_, thing)| thing)
+                .into(),
             category: "animal".into(),
             label: String::new(),
             source: source.into(),
@@ -341,26 +337,15 @@ mod tests {
         let notice = data_notice(
             &dataset(
                 vec![
-                    item("cow", "tuxpaint-stamps-default:cow", "GPL-2", Split::Train),
+                    item("tuxpaint-stamps-default:cow", "GPL-2", Split::Train),
+                    item("tuxpaint-stamps-default:horse", "GPL-2", Split::Train),
                     item(
-                        "horse",
-                        "tuxpaint-stamps-default:horse",
-                        "GPL-2",
-                        Split::Train,
-                    ),
-                    item(
-                        "wolf",
                         "0ad-data:wolf",
                         "CC-BY-SA-3.0 (Wildfire Games)",
                         Split::Test,
                     ),
                 ],
-                vec![item(
-                    "dog",
-                    "openclipart-png:dog",
-                    "public domain",
-                    Split::Train,
-                )],
+                vec![item("openclipart-png:dog", "public domain", Split::Train)],
             ),
             None,
         );
@@ -392,9 +377,8 @@ mod tests {
         let notice = data_notice(
             &dataset(
                 vec![
-                    item("cow", "tuxpaint-stamps-default:cow", "GPL-2", Split::Train),
+                    item("tuxpaint-stamps-default:cow", "GPL-2", Split::Train),
                     item(
-                        "wolf",
                         "0ad-data:wolf",
                         "CC-BY-SA-3.0 (Wildfire Games)",
                         Split::Train,
@@ -421,17 +405,11 @@ mod tests {
         let notice = data_notice(
             &dataset(
                 vec![item(
-                    "trumpet",
                     "fluid-soundfont-gm:trumpet",
                     "picture: public domain; sound: MIT (Frank Wen)",
                     Split::Train,
                 )],
-                vec![item(
-                    "dog",
-                    "openclipart-png:dog",
-                    "public domain",
-                    Split::Train,
-                )],
+                vec![item("openclipart-png:dog", "public domain", Split::Train)],
             ),
             None,
         );
@@ -448,7 +426,7 @@ mod tests {
         let sampling = "Creative Commons Sampling Plus 1.0 License.";
         let notice = data_notice(
             &dataset(
-                vec![item("bell", "sound-icons:bell", sampling, Split::Train)],
+                vec![item("sound-icons:bell", sampling, Split::Train)],
                 Vec::new(),
             ),
             None,

@@ -305,7 +305,7 @@ struct PackageLicences {
 
 impl PackageLicences {
     fn read(root: &Path, package: &str) -> Self {
-        let path = root.join("usr/share/doc").join(package).join("copyright");
+        let path = super::copyright::copyright_file(root, package);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         Self {
             package_wide: super::build::package_licence(root, package),

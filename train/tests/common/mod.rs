@@ -4,10 +4,10 @@
 // Each test file uses its own part of these helpers.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::{Rgba, RgbaImage};
-use s2v_train::dataset::build::BuildOptions;
+use s2v_train::dataset::build::{BuildOptions, build_default};
 
 /// A picture: a coloured disc or square on a transparent background, shaded in a coarse checkered pattern of
 /// its own (derived from its colour), so that pictures differ in more than the colour that SimCLR's colour
@@ -116,4 +116,13 @@ pub fn local_build(out: &Path, unpacked: &Path) -> BuildOptions {
         split_from: None,
         labelled_sources: false,
     }
+}
+
+/// The package tree unpacked in `dir/unpacked`, built into `dir/data` as `local_build` says; the data folder.
+pub fn built_package_tree(dir: &Path) -> PathBuf {
+    let unpacked = dir.join("unpacked");
+    package_tree(&unpacked);
+    let data = dir.join("data");
+    build_default(&local_build(&data, &unpacked)).unwrap();
+    data
 }
