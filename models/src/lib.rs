@@ -10,6 +10,7 @@
 pub mod audio_encoder;
 pub mod checkpoint;
 pub mod default_model;
+pub mod fused;
 pub mod generator;
 pub mod image_encoder;
 pub mod layers;

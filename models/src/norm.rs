@@ -76,10 +76,24 @@ pub fn normalising_statistics<B: Backend>(
 pub fn apply_batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let n = x.dims()[0];
     let (mean, var) = normalising_statistics(&x, &bn.running_mean, &bn.running_var, bn.momentum);
-    // y = (x - mean) / sqrt(var + eps) * gamma + beta, as x * scale + shift: two passes over x, not four.
+    let (scale, shift) = affine(bn, mean, var);
+    x * per_channel(scale, n) + per_channel(shift, n)
+}
+
+/// The per-channel `(scale, shift)` a batch norm applies at inference, from its stored statistics.
+pub fn stored_affine<B: Backend>(bn: &BatchNorm<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    affine(bn, bn.running_mean.value(), bn.running_var.value())
+}
+
+/// y = (x - mean) / sqrt(var + eps) * gamma + beta, as x * scale + shift: two passes over x, not four.
+fn affine<B: Backend>(
+    bn: &BatchNorm<B>,
+    mean: Tensor<B, 1>,
+    var: Tensor<B, 1>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
     let shift = bn.beta.val() - mean * scale.clone();
-    x * per_channel(scale, n) + per_channel(shift, n)
+    (scale, shift)
 }
 
 // The tests compare with burn's `BatchNorm` itself, which clippy.toml disallows elsewhere.

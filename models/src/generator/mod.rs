@@ -10,13 +10,13 @@ use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, softmax};
-use burn::tensor::module::max_pool2d;
+use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointError;
+use crate::fused::{self, ChannelNorm, Epilogue};
 use crate::layers::{self, init_conv};
-use crate::norm::{BN_EPS, apply_batch_norm, normalising_statistics, per_channel};
+use crate::norm::{BN_EPS, normalising_statistics};
 use crate::{NetworkKind, NetworkModule};
 
 #[cfg(feature = "torch")]
@@ -179,21 +179,49 @@ impl<B: Backend> ConditionalBatchNorm<B> {
 
     pub fn forward(&self, x: Tensor<B, 4>, y: Tensor<B, 2>) -> Tensor<B, 4> {
         let [n, c, _, _] = x.dims();
-        let gain = self
-            .gain
-            .forward(y.clone())
-            .add_scalar(1.0)
-            .reshape([n, c, 1, 1]);
-        let bias = self.bias.forward(y).reshape([n, c, 1, 1]);
         // Training mode normalises with the batch's statistics and folds them into the stored ones with
         // PyTorch's momentum of 0.1.
         let (mean, var) = normalising_statistics(&x, &self.stored_mean, &self.stored_var, 0.1);
-        // ((x - mean) / std) * gain + bias as x * scale + shift, with per-sample scale and shift `[N, C, 1, 1]`:
-        // two passes over x (see `norm`).
+        let (scale, shift) = self.affine(mean, var, y);
+        // Per-sample scale and shift `[N, C, 1, 1]`: two passes over x (see `norm`).
+        x * scale.reshape([n, c, 1, 1]) + shift.reshape([n, c, 1, 1])
+    }
+
+    /// `((x - mean) / std) * (1 + gain(y)) + bias(y)` as `x * scale + shift`, with `scale` and `shift`
+    /// `[N, C]`.
+    fn affine(
+        &self,
+        mean: Tensor<B, 1>,
+        var: Tensor<B, 1>,
+        y: Tensor<B, 2>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let gain = self.gain.forward(y.clone()).add_scalar(1.0);
+        let bias = self.bias.forward(y);
         let inv_std = var.add_scalar(self.epsilon).sqrt().recip();
-        let scale = per_channel(inv_std, n) * gain;
-        let shift = bias - per_channel(mean, n) * scale.clone();
-        x * scale + shift
+        let scale = gain * inv_std.unsqueeze_dim::<2>(0);
+        let shift = bias - scale.clone() * mean.unsqueeze_dim::<2>(0);
+        (scale, shift)
+    }
+}
+
+/// A conditional batch norm with the vector it is conditioned on, as the fused kernels take a normalisation.
+pub struct Conditioned<'a, B: Backend> {
+    pub norm: &'a ConditionalBatchNorm<B>,
+    pub y: Tensor<B, 2>,
+}
+
+impl<B: Backend> ChannelNorm<B> for Conditioned<'_, B> {
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.norm.forward(x, self.y.clone())
+    }
+
+    fn inference_affine(&self, _batch: usize) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let stored = |s: &RunningState<Tensor<B, 1>>| s.value();
+        self.norm.affine(
+            stored(&self.norm.stored_mean),
+            stored(&self.norm.stored_var),
+            self.y.clone(),
+        )
     }
 }
 
@@ -208,11 +236,22 @@ pub struct GeneratorBlock<B: Backend> {
 }
 
 impl<B: Backend> GeneratorBlock<B> {
+    /// The shortcut's 1 x 1 convolution runs before the upsampling rather than after (the same values, a
+    /// quarter of the work): nearest upsampling commutes with a 1 x 1 convolution.
     pub fn forward(&self, x: Tensor<B, 4>, y: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = relu(self.bn1.forward(x.clone(), y.clone()));
-        let h = self.conv1.forward(layers::upsample_nearest_2x(h));
-        let h = self.conv2.forward(relu(self.bn2.forward(h, y)));
-        h + self.conv_sc.forward(layers::upsample_nearest_2x(x))
+        let bn1 = Conditioned {
+            norm: &self.bn1,
+            y: y.clone(),
+        };
+        let bn2 = Conditioned { norm: &self.bn2, y };
+        let h = fused::norm_relu(x.clone(), &bn1, true);
+        let h = fused::conv2d(&self.conv1, h, Epilogue::none().norm(&bn2).relu());
+        let shortcut = fused::conv2d(&self.conv_sc, x, Epilogue::none());
+        fused::conv2d(
+            &self.conv2,
+            h,
+            Epilogue::none().upsampled_residual(shortcut),
+        )
     }
 }
 
@@ -229,14 +268,14 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
-        let pool = |t: Tensor<B, 4>| max_pool2d(t, [2, 2], [2, 2], [0, 0], [1, 1], false);
-        let theta = self.theta.forward(x.clone()).reshape([n, c / 8, h * w]);
-        let phi = pool(self.phi.forward(x.clone())).reshape([n, c / 8, h * w / 4]);
-        let g = pool(self.g.forward(x.clone())).reshape([n, c / 2, h * w / 4]);
+        let pool = |t: Tensor<B, 4>| fused::max_pool2d(t, 2, 2, 0);
+        let conv = |layer: &Conv2d<B>, t: Tensor<B, 4>| fused::conv2d(layer, t, Epilogue::none());
+        let theta = conv(&self.theta, x.clone()).reshape([n, c / 8, h * w]);
+        let phi = pool(conv(&self.phi, x.clone())).reshape([n, c / 8, h * w / 4]);
+        let g = pool(conv(&self.g, x.clone())).reshape([n, c / 2, h * w / 4]);
         let beta = softmax(theta.swap_dims(1, 2).matmul(phi), 2);
-        let o = self
-            .o
-            .forward(g.matmul(beta.swap_dims(1, 2)).reshape([n, c / 2, h, w]));
+        let attended = g.matmul(beta.swap_dims(1, 2)).reshape([n, c / 2, h, w]);
+        let o = conv(&self.o, attended);
         o * self.gamma.val().reshape([1, 1, 1, 1]) + x
     }
 }
@@ -278,9 +317,8 @@ impl<B: Backend> Generator<B> {
                 h = attention.forward(h);
             }
         }
-        self.output_conv
-            .forward(relu(apply_batch_norm(&self.output_bn, h)))
-            .tanh()
+        let h = fused::norm_relu(h, &self.output_bn, false);
+        fused::conv2d(&self.output_conv, h, Epilogue::none().tanh())
     }
 }
 

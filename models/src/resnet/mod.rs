@@ -4,11 +4,10 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
 
+use crate::fused::{self, Epilogue};
 use crate::layers::init_conv;
-use crate::norm::{BN_EPS, apply_batch_norm};
+use crate::norm::BN_EPS;
 
 #[cfg(feature = "torch")]
 mod import;
@@ -51,8 +50,8 @@ impl<B: Backend> Stem<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = relu(apply_batch_norm(&self.bn, self.conv.forward(x)));
-        max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false)
+        let x = fused::conv2d(&self.conv, x, Epilogue::none().norm(&self.bn).relu());
+        fused::max_pool2d(x, 3, 2, 1)
     }
 }
 
@@ -72,7 +71,15 @@ impl<B: Backend> Downsample<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        apply_batch_norm(&self.bn, self.conv.forward(x))
+        fused::conv2d(&self.conv, x, Epilogue::none().norm(&self.bn))
+    }
+}
+
+/// A residual block's shortcut: the projection where it has one, else the input itself.
+fn shortcut<B: Backend>(downsample: &Option<Downsample<B>>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    match downsample {
+        Some(d) => d.forward(x),
+        None => x,
     }
 }
 
@@ -99,13 +106,10 @@ impl<B: Backend> BasicBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = relu(apply_batch_norm(&self.bn1, self.conv1.forward(x.clone())));
-        let out = apply_batch_norm(&self.bn2, self.conv2.forward(out));
-        let identity = match &self.downsample {
-            Some(d) => d.forward(x),
-            None => x,
-        };
-        relu(out + identity)
+        let identity = shortcut(&self.downsample, x.clone());
+        let out = fused::conv2d(&self.conv1, x, Epilogue::none().norm(&self.bn1).relu());
+        let last = Epilogue::none().norm(&self.bn2).residual(identity).relu();
+        fused::conv2d(&self.conv2, out, last)
     }
 }
 
@@ -142,14 +146,11 @@ impl<B: Backend> Bottleneck<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = relu(apply_batch_norm(&self.bn1, self.conv1.forward(x.clone())));
-        let out = relu(apply_batch_norm(&self.bn2, self.conv2.forward(out)));
-        let out = apply_batch_norm(&self.bn3, self.conv3.forward(out));
-        let identity = match &self.downsample {
-            Some(d) => d.forward(x),
-            None => x,
-        };
-        relu(out + identity)
+        let identity = shortcut(&self.downsample, x.clone());
+        let out = fused::conv2d(&self.conv1, x, Epilogue::none().norm(&self.bn1).relu());
+        let out = fused::conv2d(&self.conv2, out, Epilogue::none().norm(&self.bn2).relu());
+        let last = Epilogue::none().norm(&self.bn3).residual(identity).relu();
+        fused::conv2d(&self.conv3, out, last)
     }
 }
 
