@@ -10,6 +10,8 @@
 
 use std::cell::Cell;
 
+use super::Activation;
+
 /// A 2-D convolution's sizes (groups 1, dilation 1, symmetric zero padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvShape {
@@ -59,14 +61,6 @@ pub struct Epilogue<'a> {
 pub struct Residual<'a> {
     pub values: &'a [f32],
     pub upsampled: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Activation {
-    #[default]
-    Identity,
-    Relu,
-    Tanh,
 }
 
 /// `max(v, 0)` that keeps NaN, as burn's and PyTorch's ReLU do.

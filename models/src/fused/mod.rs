@@ -18,9 +18,17 @@ use crate::norm::apply_batch_norm;
 
 #[cfg(feature = "flex")]
 mod flex;
-pub mod kernel;
+#[cfg(feature = "flex")]
+mod kernel;
 
-pub use kernel::Activation;
+/// The function applied to each value last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Activation {
+    #[default]
+    Identity,
+    Relu,
+    Tanh,
+}
 
 /// A per-channel normalisation that can precede or follow a convolution.
 pub trait ChannelNorm<B: Backend> {
