@@ -1,6 +1,6 @@
 //! The fused CPU kernels on plain `f32` slices in NCHW order: a convolution whose batch norm, residual and
-//! activation run on each output tile while it is still in cache, and batch norm - ReLU - nearest upsampling in
-//! one pass.
+//! activation run on each output tile while it is still in cache, batch norm - ReLU - nearest upsampling in
+//! one pass, and max pooling.
 //!
 //! The convolution lowers tiles of output positions to a column matrix (im2col, rows ordered like PyTorch's
 //! weight `[c_out, c_in, kh, kw]`, so the weight is used as stored) and multiplies with `gemm`, which picks
