@@ -119,8 +119,8 @@ fn residual_of<B: Backend>(
     residual: &Tensor<B, 4>,
     upsampled: bool,
     shape: &ConvShape,
+    [out_h, out_w]: [usize; 2],
 ) -> Option<FlexTensor> {
-    let [out_h, out_w] = shape.output_size()?;
     let expected = match upsampled {
         false => [out_h, out_w],
         true if out_h % 2 == 0 && out_w % 2 == 0 => [out_h / 2, out_w / 2],
@@ -139,14 +139,17 @@ pub(super) fn conv2d<B: Backend>(
     let input = flex_f32(x)?;
     let shape = conv_shape(conv, x)?;
     let [out_h, out_w] = shape.output_size()?;
-    let (x_len, w_len, out_len) = kernel::conv2d_lengths(&shape)?;
+    let (x_len, w_len, out_len) = shape.lengths([out_h, out_w]);
     let weight = flex_f32(&conv.weight.val())?;
     let rows = shape.batch * shape.c_out;
     let (scale, shift) = scale_and_shift(conv, epilogue.norm, shape.batch);
     let (scale, shift) = (optional_flex(scale)?, optional_flex(shift)?);
     let residual = match &epilogue.residual {
         None => None,
-        Some((r, upsampled)) => Some((residual_of(r, *upsampled, &shape)?, *upsampled)),
+        Some((r, upsampled)) => Some((
+            residual_of(r, *upsampled, &shape, [out_h, out_w])?,
+            *upsampled,
+        )),
     };
     let fused = kernel::Epilogue {
         scale: optional_slice(&scale, rows)?,
@@ -202,11 +205,11 @@ pub(super) fn max_pool2d<B: Backend>(
     let input = flex_f32(x)?;
     let [n, c, h, w] = x.dims();
     // Every window must hold an input value (PyTorch refuses padding over half the window).
-    let size = |input: usize| {
-        (kernel > 0 && stride > 0 && 2 * padding <= kernel && input + 2 * padding >= kernel)
-            .then(|| (input + 2 * padding - kernel) / stride + 1)
-    };
-    let (out_h, out_w) = (size(h)?, size(w)?);
+    if 2 * padding > kernel {
+        return None;
+    }
+    let out_h = kernel::window_count(h, kernel, stride, padding)?;
+    let out_w = kernel::window_count(w, kernel, stride, padding)?;
     let mut out = vec![0.0; n * c * out_h * out_w];
     kernel::max_pool2d(
         slice_of(&input, n * c * h * w)?,

@@ -28,20 +28,32 @@ pub struct ConvShape {
 impl ConvShape {
     /// Output height and width; `None` where the kernel does not fit the padded input.
     pub fn output_size(&self) -> Option<[usize; 2]> {
-        let size = |input: usize, kernel: usize, stride: usize, pad: usize| {
-            let padded = input + 2 * pad;
-            (stride > 0 && kernel > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
-        };
         Some([
-            size(self.in_h, self.kernel[0], self.stride[0], self.padding[0])?,
-            size(self.in_w, self.kernel[1], self.stride[1], self.padding[1])?,
+            window_count(self.in_h, self.kernel[0], self.stride[0], self.padding[0])?,
+            window_count(self.in_w, self.kernel[1], self.stride[1], self.padding[1])?,
         ])
+    }
+
+    /// The slice lengths [`conv2d`] needs for an output of `[out_h, out_w]`: input, weight, output.
+    pub fn lengths(&self, [out_h, out_w]: [usize; 2]) -> (usize, usize, usize) {
+        (
+            self.batch * self.c_in * self.in_h * self.in_w,
+            self.c_out * self.col_len(),
+            self.batch * self.c_out * out_h * out_w,
+        )
     }
 
     /// Rows of the column matrix: one per weight of an output channel.
     fn col_len(&self) -> usize {
         self.c_in * self.kernel[0] * self.kernel[1]
     }
+}
+
+/// How many windows of `kernel` fit along `input` padded by `padding` on both sides, at `stride`; `None` where
+/// none does (or `kernel` or `stride` is 0). Convolutions and pooling share it.
+pub fn window_count(input: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    let padded = input + 2 * padding;
+    (stride > 0 && kernel > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
 }
 
 /// What runs on each output value after the convolution's sum, in this order.
@@ -281,7 +293,7 @@ thread_local! {
 
 /// The convolution of `x` (`[batch, c_in, in_h, in_w]`) with `weight` (`[c_out, c_in, kh, kw]`), through the
 /// epilogue, into `out` (`[batch, c_out, out_h, out_w]`). The caller checks the slices' lengths against
-/// `shape` (see [`conv2d_lengths`]).
+/// `shape` (see [`ConvShape::lengths`]).
 pub fn conv2d(x: &[f32], weight: &[f32], shape: &ConvShape, epilogue: &Epilogue, out: &mut [f32]) {
     let Some(out_size) = shape.output_size() else {
         return;
@@ -395,16 +407,6 @@ fn multiply(
             parallelism,
         );
     }
-}
-
-/// The lengths [`conv2d`] needs: input, weight, output; `None` where the kernel does not fit.
-pub fn conv2d_lengths(shape: &ConvShape) -> Option<(usize, usize, usize)> {
-    let [out_h, out_w] = shape.output_size()?;
-    Some((
-        shape.batch * shape.c_in * shape.in_h * shape.in_w,
-        shape.c_out * shape.col_len(),
-        shape.batch * shape.c_out * out_h * out_w,
-    ))
 }
 
 /// `max(x * scale + shift, 0)` per sample and channel (`scale` and `shift` `[batch, channels]`), over planes
