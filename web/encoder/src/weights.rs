@@ -4,7 +4,10 @@
 use js_sys::Uint8Array;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{ReadableStreamDefaultReader, Response, WorkerGlobalScope};
+use web_sys::{
+    ReadableStreamDefaultReader, RequestCache, RequestInit, RequestMode, Response,
+    WorkerGlobalScope,
+};
 
 /// The weights, and whether the browser's cache gave them.
 pub struct Fetched {
@@ -12,12 +15,22 @@ pub struct Fetched {
     pub from_cache: bool,
 }
 
-/// Fetches `url`, calling `progress(loaded, total)` as bytes arrive.
+/// Fetches `url`, calling `progress(loaded, total)` as bytes arrive: from the browser's cache where it holds the
+/// weights, else from the network.
 pub async fn fetch(
     url: &str,
     mut progress: impl FnMut(u64, Option<u64>),
 ) -> Result<Fetched, String> {
     let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
+    // Asking the cache alone first tells for certain where the bytes came from (resource timing entries can
+    // arrive after the body has been read).
+    if let Some(cached) = cached_response(&scope, url).await {
+        let bytes = read_body(&cached, &mut progress).await?;
+        return Ok(Fetched {
+            bytes,
+            from_cache: true,
+        });
+    }
     let response: Response = JsFuture::from(scope.fetch_with_str(url))
         .await
         .map_err(|e| format!("cannot fetch the weights: {}", describe(&e)))?
@@ -28,6 +41,31 @@ pub async fn fetch(
             response.status()
         ));
     }
+    let bytes = read_body(&response, &mut progress).await?;
+    Ok(Fetched {
+        bytes,
+        from_cache: false,
+    })
+}
+
+/// The browser's cached response for `url`, if it has one; never the network (`only-if-cached`, which browsers
+/// allow for same-origin requests, fails instead).
+async fn cached_response(scope: &WorkerGlobalScope, url: &str) -> Option<Response> {
+    let init = RequestInit::new();
+    init.set_cache(RequestCache::OnlyIfCached);
+    init.set_mode(RequestMode::SameOrigin);
+    let response: Response = JsFuture::from(scope.fetch_with_str_and_init(url, &init))
+        .await
+        .ok()?
+        .unchecked_into();
+    response.ok().then_some(response)
+}
+
+/// The response's body, calling `progress(loaded, total)` as it arrives.
+async fn read_body(
+    response: &Response,
+    progress: &mut impl FnMut(u64, Option<u64>),
+) -> Result<Vec<u8>, String> {
     let total = response
         .headers()
         .get("content-length")
@@ -45,7 +83,7 @@ pub async fn fetch(
             .map(|d| d.is_truthy())
             .unwrap_or(true);
         if done {
-            break;
+            return Ok(bytes);
         }
         let value: Uint8Array = js_sys::Reflect::get(&chunk, &"value".into())
             .map_err(|e| describe(&e))?
@@ -53,26 +91,6 @@ pub async fn fetch(
         bytes.extend(value.to_vec());
         progress(bytes.len() as u64, total);
     }
-    Ok(Fetched {
-        from_cache: served_from_cache(&scope, url),
-        bytes,
-    })
-}
-
-/// Whether the browser's cache answered: its resource timing then transferred nothing over the network.
-fn served_from_cache(scope: &WorkerGlobalScope, url: &str) -> bool {
-    let Some(performance) = scope.performance() else {
-        return false;
-    };
-    let absolute = web_sys::Url::new_with_base(url, &scope.location().href())
-        .map(|u| u.href())
-        .unwrap_or_else(|_| url.to_string());
-    performance
-        .get_entries_by_name(&absolute)
-        .iter()
-        .filter_map(|entry| entry.dyn_into::<web_sys::PerformanceResourceTiming>().ok())
-        .next_back()
-        .is_some_and(|timing| timing.transfer_size() == 0.0 && timing.decoded_body_size() > 0.0)
 }
 
 pub fn describe(value: &JsValue) -> String {
