@@ -31,37 +31,30 @@ async function measure(mode) {
   const backend = await page.locator("[data-encoder-backend]").getAttribute("data-encoder-backend");
   // Each encoding ends in a generation request, whose arrival says that the note shows that encoding's time
   // (two encodings can take the same time to the hundredth, so the note's text alone cannot tell them apart).
-  let generations = 0;
-  page.on("request", (request) => {
-    if (request.url().endsWith("/api/generate")) generations += 1;
-  });
+  // The wait starts before the change that causes the request.
   const note = page.locator("section p.status").filter({ hasText: "encoded" }).first();
-  const encoded = async (before) => {
-    const deadline = Date.now() + 240_000;
-    while (generations === before) {
-      if (Date.now() > deadline) throw new Error("no generation was requested after the sound changed");
-      await page.waitForTimeout(20);
-    }
+  const encodedAfter = async (change) => {
+    const request = page.waitForRequest((r) => r.url().endsWith("/api/generate"), { timeout: 240_000 });
+    await change();
+    await request;
     const text = await note.innerText();
     return Number(text.match(/in ([\d.]+) s/)[1]);
   };
   const chosen = Date.now();
-  await page.locator('input[type="file"][accept="audio/*"]').first().setInputFiles(soundPath);
-  const first = await encoded(0);
+  const first = await encodedAfter(() =>
+    page.locator('input[type="file"][accept="audio/*"]').first().setInputFiles(soundPath));
   await page.locator("img[data-generated]").first().waitFor({ timeout: 240_000 });
   const firstPicture = (Date.now() - chosen) / 1000;
   await page.locator("a[data-share]").waitFor({ timeout: 240_000 });
   // Warm: the same clip at other volumes, each encoded anew.
   const warm = [];
   for (let i = 0; i < runs; i++) {
-    const before = generations;
-    await page.evaluate((v) => {
+    warm.push(await encodedAfter(() => page.evaluate((v) => {
       const slider = document.getElementById("volume");
       slider.value = String(v);
       slider.dispatchEvent(new Event("input", { bubbles: true }));
       slider.dispatchEvent(new Event("change", { bubbles: true }));
-    }, 0.9 - i * 0.05);
-    warm.push(await encoded(before));
+    }, 0.9 - i * 0.05)));
     await page.locator("a[data-share]").waitFor({ timeout: 240_000 });
   }
   await browser.close();

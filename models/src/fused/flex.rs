@@ -168,6 +168,7 @@ pub(super) fn conv2d<B: Backend>(
         slice_of(&input, x_len)?,
         slice_of(&weight, w_len)?,
         &shape,
+        [out_h, out_w],
         &fused,
         &mut out,
     );

@@ -292,12 +292,16 @@ thread_local! {
 }
 
 /// The convolution of `x` (`[batch, c_in, in_h, in_w]`) with `weight` (`[c_out, c_in, kh, kw]`), through the
-/// epilogue, into `out` (`[batch, c_out, out_h, out_w]`). The caller checks the slices' lengths against
-/// `shape` (see [`ConvShape::lengths`]).
-pub fn conv2d(x: &[f32], weight: &[f32], shape: &ConvShape, epilogue: &Epilogue, out: &mut [f32]) {
-    let Some(out_size) = shape.output_size() else {
-        return;
-    };
+/// epilogue, into `out` (`[batch, c_out, out_h, out_w]`, `out_size` being [`ConvShape::output_size`]). The
+/// caller checks the slices' lengths against `shape` (see [`ConvShape::lengths`]).
+pub fn conv2d(
+    x: &[f32],
+    weight: &[f32],
+    shape: &ConvShape,
+    out_size: [usize; 2],
+    epilogue: &Epilogue,
+    out: &mut [f32],
+) {
     let positions = shape.batch * out_size[0] * out_size[1];
     let width = tile_width(shape);
     let tiles = positions.div_ceil(width);

@@ -24,13 +24,16 @@ pub async fn fetch(
     let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
     // Asking the cache alone first tells for certain where the bytes came from (resource timing entries can
     // arrive after the body has been read).
-    if let Some(cached) = cached_response(&scope, url).await {
-        let bytes = read_body(&cached, &mut progress).await?;
-        return Ok(Fetched {
-            bytes,
-            from_cache: true,
-        });
-    }
+    let (response, from_cache) = match cached_response(&scope, url).await {
+        Some(cached) => (cached, true),
+        None => (network_response(&scope, url).await?, false),
+    };
+    let bytes = read_body(&response, &mut progress).await?;
+    Ok(Fetched { bytes, from_cache })
+}
+
+/// The server's answer for `url`, refused unless it is a success.
+async fn network_response(scope: &WorkerGlobalScope, url: &str) -> Result<Response, String> {
     let response: Response = JsFuture::from(scope.fetch_with_str(url))
         .await
         .map_err(|e| format!("cannot fetch the weights: {}", describe(&e)))?
@@ -41,11 +44,7 @@ pub async fn fetch(
             response.status()
         ));
     }
-    let bytes = read_body(&response, &mut progress).await?;
-    Ok(Fetched {
-        bytes,
-        from_cache: false,
-    })
+    Ok(response)
 }
 
 /// The browser's cached response for `url`, if it has one; never the network (`only-if-cached`, which browsers
