@@ -48,8 +48,8 @@ pub struct AppState {
     pub store: store::Store,
     pub limits: Limits,
     pub metrics: routes::metrics::Metrics,
-    /// The built page (trunk's `dist/`), served at `/` when present.
-    pub page_dir: Option<std::path::PathBuf>,
+    /// The built page, served at `/` when present.
+    pub page: Option<routes::Page>,
 }
 
 /// A network's weights as a page downloads them: the project's f16 safetensors format, under a version (the

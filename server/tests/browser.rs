@@ -1,6 +1,7 @@
 //! The page end to end in a real browser: Debian's Chromium, driven by `tests/browser/e2e.mjs`
 //! (playwright-core), against the real `s2v-server` serving the built page with the embedded default model.
-//! Once on Chromium's software WebGPU adapter and once on the CPU path: uploading a sound, the browser's latent
+//! Once on Chromium's software WebGPU adapter and once on the CPU path (on a thread per core, in the page the
+//! server makes cross-origin isolated; on one thread where it does not, or where threads cannot start): uploading a sound, the browser's latent
 //! against the server's native encoder, the pictures and the share link, an undecodable file, recording through
 //! Chromium's fake microphone, the weights from the browser's cache on a second visit, and a busy server.
 //!
@@ -48,11 +49,18 @@ fn the_page_works_on_webgpu_and_on_the_cpu() {
     let data = tempfile::tempdir().unwrap();
     let busy_data = tempfile::tempdir().unwrap();
     let (_server, base) = serve(data.path(), &page, &[]);
-    // One generation a minute: the second is refused with 429.
+    // One generation a minute: the second is refused with 429. Its page is not cross-origin isolated, so it
+    // encodes on one thread.
     let (_busy, busy_base) = serve(
         busy_data.path(),
         &page,
-        &["--rate-burst", "1", "--rate-period-ms", "60000"],
+        &[
+            "--rate-burst",
+            "1",
+            "--rate-period-ms",
+            "60000",
+            "--no-cross-origin-isolation",
+        ],
     );
     let sound = s2v_tests::fixture("tone_chirp_10s.wav");
     let shots = screenshots();

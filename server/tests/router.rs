@@ -59,7 +59,7 @@ fn serve(
         store: Store::open(data).unwrap(),
         limits,
         metrics: Default::default(),
-        page_dir: None,
+        page: None,
     }))
 }
 

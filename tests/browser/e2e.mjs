@@ -4,7 +4,8 @@
 //   node e2e.mjs <mode: webgpu|cpu> <server> <busy server> <sound.wav> <screenshots dir>
 //
 // "webgpu" gives Chromium its software WebGPU adapter (SwiftShader); "cpu" gives it none, so the page must say
-// so and encode on the CPU. Each scenario throws on the first thing that is not as it must be; the exit status
+// so and encode on the CPU, on a thread per core (the server makes the page cross-origin isolated; the busy
+// server does not, so there it takes one thread). Each scenario throws on the first thing that is not as it must be; the exit status
 // says whether all passed.
 
 import { chromium } from "playwright-core";
@@ -63,7 +64,11 @@ async function open(url) {
 async function encoderReady(page) {
   const line = page.locator("[data-encoder-backend]");
   await line.waitFor({ timeout: 240_000 });
-  return { backend: await line.getAttribute("data-encoder-backend"), text: await line.innerText() };
+  return {
+    backend: await line.getAttribute("data-encoder-backend"),
+    threads: Number(await line.getAttribute("data-encoder-threads")),
+    text: await line.innerText(),
+  };
 }
 
 async function picturesArrive(page, count) {
@@ -106,6 +111,11 @@ async function uploadAndShare() {
   const expected = mode === "webgpu" ? "WebGpu" : "Cpu";
   check(encoder.backend === expected, `the encoder ran on ${encoder.backend}, not ${expected}: ${encoder.text}`);
   if (mode === "cpu") check(encoder.text.includes("No WebGPU"), `the page does not say why the CPU runs: ${encoder.text}`);
+  check(await page.evaluate(() => crossOriginIsolated), "the page is not cross-origin isolated");
+  // On the CPU, a thread per core (on a machine of one core the two builds look alike here).
+  const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+  const threads = mode === "cpu" ? cores : 1;
+  check(encoder.threads === threads, `the encoder runs on ${encoder.threads} threads, not ${threads}: ${encoder.text}`);
   await dataNoticeIsLinked(page);
   const chosen = Date.now();
   await page.locator('input[type="file"][accept="audio/*"]').first().setInputFiles(soundPath);
@@ -185,6 +195,9 @@ async function busy() {
   const page = await open(`${busyServer}/?encoder=cpu`);
   const encoder = await encoderReady(page);
   check(encoder.backend === "Cpu", `?encoder=cpu ran on ${encoder.backend}`);
+  // This server does not make the page cross-origin isolated: one thread.
+  check(!(await page.evaluate(() => crossOriginIsolated)), "the busy server's page is cross-origin isolated");
+  check(encoder.threads === 1, `without isolation the encoder runs on ${encoder.threads} threads`);
   await page.locator('input[type="file"][accept="audio/*"]').first().setInputFiles(soundPath);
   await picturesArrive(page, 4);
   // The busy server allows one generation a minute: "Again" is refused with a Retry-After.
@@ -197,7 +210,20 @@ async function busy() {
   await page.close();
 }
 
-// 6. Keyboard only: every control is reached by Tab, in order, and shows where the focus is. On a phone-sized
+// 6. Where the build with threads cannot start (here: its script never arrives), the page encodes on one
+// thread, and the latent is the same.
+async function threadsUnavailable() {
+  const page = await context.newPage();
+  page.on("console", (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
+  await page.route("**/threads/encoder.js", (route) => route.abort());
+  await page.goto(`${server}/`);
+  const encoder = await encoderReady(page);
+  check(encoder.backend === "Cpu" && encoder.threads === 1, `the fallback runs on ${encoder.backend}, ${encoder.threads} threads`);
+  results.threadsUnavailable = encoder.text;
+  await page.close();
+}
+
+// 7. Keyboard only: every control is reached by Tab, in order, and shows where the focus is. On a phone-sized
 // screen the page fits its width.
 async function keyboardAndPhone(page) {
   await page.keyboard.press("Home");
@@ -234,6 +260,7 @@ try {
   await keyboardAndPhone(page);
   await secondVisit(page);
   if (mode === "webgpu") await busy();
+  if (mode === "cpu") await threadsUnavailable();
 } catch (error) {
   failed = error;
 } finally {

@@ -12,8 +12,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::Closure;
 use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
 
-/// The worker's script, written by trunk beside the page (`data-type="worker"`, `data-loader-shim`).
-const WORKER_SCRIPT: &str = "./s2v-encoder_loader.js";
+use crate::launch::WorkerBuild;
 
 /// An answer with its bulk data (samples, a spectrogram).
 pub struct Answer {
@@ -51,11 +50,11 @@ pub struct EncoderClient {
 }
 
 impl EncoderClient {
-    /// Starts the worker; `notice` hears everything that answers no job.
-    pub fn start(notice: impl Fn(Notice) + 'static) -> Result<Self, String> {
+    /// Starts the worker's `build`; `notice` hears everything that answers no job.
+    pub fn start(build: WorkerBuild, notice: impl Fn(Notice) + 'static) -> Result<Self, String> {
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
-        let worker = Worker::new_with_options(WORKER_SCRIPT, &options)
+        let worker = Worker::new_with_options(build.script(), &options)
             .map_err(|e| format!("the browser refused to start the encoder: {e:?}"))?;
         let pending: Pending = Rc::default();
         let waiting: Queue = Rc::new(RefCell::new(Some(Vec::new())));
@@ -97,6 +96,11 @@ impl EncoderClient {
                 _error: on_error,
             },
         })
+    }
+
+    /// Whether the worker has said it listens.
+    pub fn is_ready(&self) -> bool {
+        self.waiting.borrow().is_none()
     }
 
     /// Sends a command that answers nothing directly (loading reports through the notices).

@@ -16,6 +16,7 @@ use web_sys::AbortController;
 use crate::api::{self, ApiFailure, Streamed};
 use crate::encoder::{EncoderClient, Notice};
 use crate::history::{self, Recent};
+use crate::launch::{self, Launch, WorkerBuild};
 use crate::mixing::{self, Part};
 use crate::recording::{Level, Recorded, Recorder};
 use crate::state::{EncoderStatus, Microphone, Picture, Progress, Sound, Studio};
@@ -36,8 +37,8 @@ pub enum Slot {
 pub struct Engine {
     studio: Studio,
     encoder: RefCell<Option<Rc<EncoderClient>>>,
-    /// Whether the encoder was restarted on the CPU after a crash on WebGPU.
-    retried_on_cpu: Cell<bool>,
+    /// The ways to run the encoder left to try if the running one crashes, next first.
+    fallbacks: RefCell<std::collections::VecDeque<Launch>>,
     recorder: RefCell<Option<Recorder>>,
     generation: RefCell<Option<AbortController>>,
     /// Each encoding's number: a result older than the newest request is dropped.
@@ -52,7 +53,7 @@ impl Engine {
         Rc::new(Self {
             studio,
             encoder: RefCell::default(),
-            retried_on_cpu: Cell::new(false),
+            fallbacks: RefCell::default(),
             recorder: RefCell::default(),
             generation: RefCell::default(),
             encoding_round: Cell::new(0),
@@ -68,7 +69,7 @@ impl Engine {
                     let weights = served.audio_encoder.clone();
                     engine.studio.served.set(Some(served));
                     match weights {
-                        Some(url) => engine.start_encoder(url, cpu_asked()),
+                        Some(url) => engine.plan_encoder(url).await,
                         None => engine.studio.encoder.set(EncoderStatus::Unavailable(
                             "this server offers no encoder for the browser".into(),
                         )),
@@ -79,10 +80,32 @@ impl Engine {
         });
     }
 
-    fn start_encoder(self: &Rc<Self>, weights_url: String, cpu_only: bool) {
+    /// Decides how to run the encoder here (see [`launch::plan`]), and starts the first way.
+    async fn plan_encoder(self: &Rc<Self>, weights_url: String) {
+        let webgpu = launch::webgpu_adapter().await;
+        let plan = launch::plan(cpu_asked(), webgpu, launch::cross_origin_isolated());
+        *self.fallbacks.borrow_mut() = plan.into();
+        self.start_next_encoder(weights_url, None);
+    }
+
+    /// Starts the next way to run the encoder; `failed` says why the one before stopped.
+    fn start_next_encoder(self: &Rc<Self>, weights_url: String, failed: Option<String>) {
+        let next = self.fallbacks.borrow_mut().pop_front();
+        match (next, failed) {
+            (Some(launch), _) => self.start_encoder(weights_url, launch),
+            (None, Some(why)) => self.studio.encoder.set(EncoderStatus::Unavailable(format!(
+                "the encoder stopped ({why})"
+            ))),
+            (None, None) => self.studio.encoder.set(EncoderStatus::Unavailable(
+                "no way to run the encoder here".into(),
+            )),
+        }
+    }
+
+    fn start_encoder(self: &Rc<Self>, weights_url: String, Launch { build, cpu_only }: Launch) {
         let engine = Rc::downgrade(self);
         let url = weights_url.clone();
-        let started = EncoderClient::start(move |notice| {
+        let started = EncoderClient::start(build, move |notice| {
             if let Some(engine) = engine.upgrade() {
                 engine.on_notice(notice, &url);
             }
@@ -91,13 +114,37 @@ impl Engine {
             Ok(client) => {
                 self.studio.encoder.set(EncoderStatus::Starting);
                 let _ = client.send(&EncoderCommand::Load {
-                    weights_url,
+                    weights_url: weights_url.clone(),
                     cpu_only,
                 });
-                *self.encoder.borrow_mut() = Some(Rc::new(client));
+                let client = Rc::new(client);
+                *self.encoder.borrow_mut() = Some(client.clone());
+                if build == WorkerBuild::Threaded {
+                    self.watch_threads_start(client, weights_url);
+                }
             }
-            Err(why) => self.studio.encoder.set(EncoderStatus::Unavailable(why)),
+            Err(why) => self.start_next_encoder(weights_url, Some(why)),
         }
+    }
+
+    /// A thread pool whose workers never start (a browser that refuses them) leaves the worker silent rather
+    /// than crashed: past a minute without its `ready`, the next way to run the encoder takes over.
+    fn watch_threads_start(self: &Rc<Self>, client: Rc<EncoderClient>, weights_url: String) {
+        const THREADS_START_LIMIT_MS: u32 = 60_000;
+        let engine = Rc::downgrade(self);
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(THREADS_START_LIMIT_MS).await;
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let still_running = engine.client().is_some_and(|c| Rc::ptr_eq(&c, &client));
+            if still_running && !client.is_ready() {
+                engine.encoder_died(
+                    "its threads did not start within a minute".into(),
+                    &weights_url,
+                );
+            }
+        });
     }
 
     fn on_notice(self: &Rc<Self>, notice: Notice, weights_url: &str) {
@@ -109,12 +156,14 @@ impl Engine {
             }
             Notice::Event(EncoderEvent::Loaded {
                 backend,
+                threads,
                 seconds,
                 from_cache,
                 no_webgpu,
             }) => {
                 status.set(EncoderStatus::Ready {
                     backend,
+                    threads,
                     seconds,
                     from_cache,
                     no_webgpu,
@@ -128,16 +177,11 @@ impl Engine {
         }
     }
 
-    /// A crash on WebGPU is tried once more on the CPU; after that, sounds go to the server.
+    /// A crash (on WebGPU, or a build with threads that cannot start) moves on to the next way to run the
+    /// encoder; after the last, sounds go to the server.
     fn encoder_died(self: &Rc<Self>, why: String, weights_url: &str) {
         self.encoder.borrow_mut().take();
-        if !self.retried_on_cpu.replace(true) {
-            self.start_encoder(weights_url.to_string(), true);
-        } else {
-            self.studio.encoder.set(EncoderStatus::Unavailable(format!(
-                "the encoder stopped ({why})"
-            )));
-        }
+        self.start_next_encoder(weights_url.to_string(), Some(why));
     }
 
     fn client(&self) -> Option<Rc<EncoderClient>> {
@@ -410,7 +454,10 @@ impl Engine {
             return Ok((
                 latent,
                 spectrogram,
-                format!("encoded in your browser on {backend} in {seconds:.2} s"),
+                format!(
+                    "encoded in your browser on {backend} in {}",
+                    duration(seconds)
+                ),
             ));
         }
         let latent = api::encode_audio(&wav::wav_16k(&clip))
@@ -494,6 +541,15 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// A duration as a person reads it: milliseconds under a second, else seconds.
+fn duration(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.0} ms", seconds * 1000.0)
+    } else {
+        format!("{seconds:.2} s")
     }
 }
 

@@ -7,6 +7,7 @@ mod draw;
 mod encoder;
 mod engine;
 mod history;
+mod launch;
 mod mixing;
 mod recording;
 mod sse;

@@ -39,6 +39,8 @@ pub enum EncoderStatus {
     Fetching { loaded: u64, total: Option<u64> },
     Ready {
         backend: EncoderBackend,
+        /// Threads the network runs on (more than one on the CPU in a cross-origin-isolated page).
+        threads: u32,
         seconds: f64,
         from_cache: bool,
         /// Why the CPU runs where WebGPU was wanted.

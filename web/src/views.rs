@@ -35,14 +35,16 @@ pub fn EncoderLine() -> impl IntoView {
         }
         EncoderStatus::Ready {
             backend,
+            threads,
             seconds,
             from_cache,
             no_webgpu,
         } => view! {
-            <p class="status" data-encoder-backend=format!("{backend:?}")>
+            <p class="status" data-encoder-backend=format!("{backend:?}") data-encoder-threads=threads.to_string()>
                 "The encoder runs in your browser on " <strong>{backend.label()}</strong>
                 {format!(
-                    ", ready in {seconds:.1} s{}.",
+                    "{}, ready in {seconds:.1} s{}.",
+                    if threads > 1 { format!(" ({threads} threads)") } else { String::new() },
                     if from_cache { " (weights from the browser's cache)" } else { "" }
                 )}
                 {no_webgpu.map(|why| view! { " " <span class="note">{format!("No WebGPU ({why}): the CPU is used.")}</span> })}

@@ -4,13 +4,14 @@
 //!
 //! The convolution lowers tiles of output positions to a column matrix (im2col, rows ordered like PyTorch's
 //! weight `[c_out, c_in, kh, kw]`, so the weight is used as stored) and multiplies with `gemm`, which picks
-//! AVX-512, AVX2 or wasm SIMD at run time. Tiles run in parallel (one thread each) when there are enough of
-//! them; a layer with few output positions and a large weight (the generator's first blocks) instead runs one
-//! tile at a time with `gemm`'s own threads.
+//! AVX-512, AVX2 or wasm SIMD at run time. Tiles run in parallel (one thread each, see [`super::threads`])
+//! when there are enough of them; a layer with few output positions and a large weight (the generator's first
+//! blocks) instead runs one tile at a time with `gemm`'s own threads.
 
 use std::cell::Cell;
 
 use super::Activation;
+use super::threads::{for_each_plane, parallel_tiles};
 
 /// A 2-D convolution's sizes (groups 1, dilation 1, symmetric zero padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,25 +341,6 @@ pub fn conv2d(
     parallel_tiles(tiles, run_tile);
 }
 
-#[cfg(not(target_family = "wasm"))]
-fn parallel_tiles(tiles: usize, run_tile: impl Fn(usize, gemm::Parallelism) + Sync) {
-    use rayon::prelude::*;
-    let threads = rayon::current_num_threads();
-    if tiles >= 2 * threads {
-        (0..tiles)
-            .into_par_iter()
-            .for_each(|tile| run_tile(tile, gemm::Parallelism::None));
-    } else {
-        (0..tiles).for_each(|tile| run_tile(tile, gemm::Parallelism::Rayon(threads)));
-    }
-}
-
-/// In the browser the page has one thread.
-#[cfg(target_family = "wasm")]
-fn parallel_tiles(tiles: usize, run_tile: impl Fn(usize, gemm::Parallelism)) {
-    (0..tiles).for_each(|tile| run_tile(tile, gemm::Parallelism::None));
-}
-
 fn grow(buffer: &mut Vec<f32>, len: usize) {
     if buffer.len() < len {
         buffer.resize(len, 0.0);
@@ -446,17 +428,6 @@ pub fn norm_relu(
         }
     };
     for_each_plane(out, out_plane, run);
-}
-
-#[cfg(not(target_family = "wasm"))]
-fn for_each_plane(out: &mut [f32], plane: usize, run: impl Fn((usize, &mut [f32])) + Send + Sync) {
-    use rayon::prelude::*;
-    out.par_chunks_mut(plane).enumerate().for_each(run);
-}
-
-#[cfg(target_family = "wasm")]
-fn for_each_plane(out: &mut [f32], plane: usize, run: impl Fn((usize, &mut [f32]))) {
-    out.chunks_mut(plane).enumerate().for_each(run);
 }
 
 /// Max pooling with a square window (`kernel`, `stride`, `padding`; padding never wins), over planes of

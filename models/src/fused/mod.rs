@@ -20,6 +20,8 @@ use crate::norm::apply_batch_norm;
 mod flex;
 #[cfg(feature = "flex")]
 mod kernel;
+#[cfg(feature = "flex")]
+mod threads;
 
 /// The function applied to each value last.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use clap::Parser;
 use s2v_models::checkpoint::to_native_bytes;
 use s2v_models::{AudioEncoder, ImageEncoder, NetworkModule};
 use s2v_server::generators::Generators;
+use s2v_server::routes::Page;
 use s2v_server::store::Store;
 use s2v_server::{AppState, EncoderWeights, Limits, router};
 use s2v_serving::broker::BrokerClient;
@@ -38,6 +39,10 @@ struct Args {
     /// The built web page (trunk's output), served at `/` when the folder exists.
     #[arg(long, default_value = "dist")]
     page: PathBuf,
+    /// Serve the page without the headers that make it cross-origin isolated: it can then be embedded in other
+    /// sites' frames, but encodes on one thread instead of one per core.
+    #[arg(long)]
+    no_cross_origin_isolation: bool,
     /// Generator weights: IC-GAN's `G_ema_best0.pth` or a checkpoint made by `s2v convert`. Without it the
     /// embedded default model serves, encoders included.
     #[arg(long, conflicts_with = "nats")]
@@ -192,7 +197,10 @@ async fn main() -> anyhow::Result<()> {
             ..Limits::default()
         },
         metrics: Default::default(),
-        page_dir: args.page.is_dir().then(|| args.page.clone()),
+        page: args.page.is_dir().then(|| Page {
+            dir: args.page.clone(),
+            cross_origin_isolated: !args.no_cross_origin_isolation,
+        }),
     });
     if !args.page.is_dir() {
         tracing::warn!(

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 mod page;
+pub use page::Page;
 pub mod share;
 
 use axum::Router;
@@ -24,7 +25,7 @@ use crate::error::{ApiError, ErrorKind};
 /// client address.
 pub fn router(state: SharedState) -> Router {
     // The page (trunk's dist/) answers every path the API does not.
-    let page_dir = state.page_dir.clone();
+    let page = state.page.clone();
     let limits = state.limits;
     let upload_limit = DefaultBodyLimit::max(limits.max_upload_bytes);
 
@@ -64,7 +65,7 @@ pub fn router(state: SharedState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state);
-    page::serve(router, page_dir)
+    page::serve(router, page)
 }
 
 /// Counts every error answer by its kind ([`ApiError`] marks its responses), rate limiting's included.

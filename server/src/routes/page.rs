@@ -1,21 +1,47 @@
 //! The page at `/`: trunk's build (`dist/`), its files served precompressed where `scripts/build-page` wrote
 //! `.gz` beside them; or, when the page is not built, a note saying how to build it rather than a blank root.
 
+use std::path::PathBuf;
+
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use tower_http::services::ServeDir;
 
+/// The built page and how it is served.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// trunk's output (`dist/`), with `scripts/build-page`'s additions.
+    pub dir: PathBuf,
+    /// Whether the page's files are sent with the headers that make it cross-origin isolated (`COOP:
+    /// same-origin`, `COEP: require-corp`), which a browser requires before wasm may share memory between
+    /// threads: the page then encodes on a thread per core. Everything the page loads is on this server. Off,
+    /// the page can be embedded in other sites' frames, and encodes on one thread.
+    pub cross_origin_isolated: bool,
+}
+
 /// Routes every path the API does not answer to the page.
-pub fn serve(router: Router, page_dir: Option<std::path::PathBuf>) -> Router {
-    match page_dir {
-        Some(dir) => router.fallback_service(
-            tower::ServiceBuilder::new()
+pub fn serve(router: Router, page: Option<Page>) -> Router {
+    match page {
+        Some(Page {
+            dir,
+            cross_origin_isolated,
+        }) => {
+            let files = tower::ServiceBuilder::new()
                 .layer(middleware::from_fn(cache_policy))
-                .service(ServeDir::new(dir).precompressed_gzip()),
-        ),
+                .service(ServeDir::new(dir).precompressed_gzip());
+            if cross_origin_isolated {
+                router.fallback_service(
+                    tower::ServiceBuilder::new()
+                        .layer(middleware::from_fn(isolate))
+                        .service(files),
+                )
+            } else {
+                router.fallback_service(files)
+            }
+        }
         None => router.fallback(not_built),
     }
 }
@@ -35,6 +61,22 @@ async fn cache_policy(request: Request, next: Next) -> Response {
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
     }
+    response
+}
+
+/// The headers that make the page cross-origin isolated (see [`Page::cross_origin_isolated`]), on each of its
+/// files: the document's make it isolated, and its workers' scripts carry the same policy.
+async fn isolate(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        HeaderName::from_static("cross-origin-embedder-policy"),
+        HeaderValue::from_static("require-corp"),
+    );
     response
 }
 
@@ -80,6 +122,67 @@ async fn not_built(uri: Uri) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn fetch(page: Page, path: &str) -> Response {
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        serve(Router::new(), Some(page))
+            .oneshot(request)
+            .await
+            .unwrap()
+    }
+
+    fn built_page() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "<!doctype html>").unwrap();
+        std::fs::create_dir(dir.path().join("threads")).unwrap();
+        std::fs::write(dir.path().join("threads/encoder.js"), "start();").unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn the_page_and_its_workers_are_cross_origin_isolated() {
+        let dir = built_page();
+        for path in ["/", "/threads/encoder.js"] {
+            let page = Page {
+                dir: dir.path().into(),
+                cross_origin_isolated: true,
+            };
+            let response = fetch(page, path).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let headers = response.headers();
+            assert_eq!(
+                headers["cross-origin-opener-policy"], "same-origin",
+                "{path}"
+            );
+            assert_eq!(
+                headers["cross-origin-embedder-policy"], "require-corp",
+                "{path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn isolation_can_be_turned_off() {
+        let dir = built_page();
+        let page = Page {
+            dir: dir.path().into(),
+            cross_origin_isolated: false,
+        };
+        let response = fetch(page, "/").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            !response
+                .headers()
+                .contains_key("cross-origin-opener-policy")
+        );
+        assert!(
+            !response
+                .headers()
+                .contains_key("cross-origin-embedder-policy")
+        );
+    }
 
     #[test]
     fn only_trunks_hashed_names_are_kept_forever() {

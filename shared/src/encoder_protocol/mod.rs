@@ -35,9 +35,11 @@ pub enum EncoderEvent {
     /// Bytes of the weights fetched so far; `total` when the server said.
     Progress { loaded: u64, total: Option<u64> },
     /// The encoder is ready on `backend`, after `seconds` (fetching included); `from_cache` when the browser had
-    /// the weights already. `no_webgpu` says why the CPU runs where WebGPU was wanted.
+    /// the weights already. `no_webgpu` says why the CPU runs where WebGPU was wanted; `threads` is how many
+    /// threads the network runs on (more than one only in the build with threads, on the CPU).
     Loaded {
         backend: EncoderBackend,
+        threads: u32,
         seconds: f64,
         from_cache: bool,
         no_webgpu: Option<String>,
@@ -130,6 +132,7 @@ mod tests {
         );
         let event = EncoderEvent::Loaded {
             backend: EncoderBackend::WebGpu,
+            threads: 1,
             seconds: 1.5,
             from_cache: true,
             no_webgpu: None,

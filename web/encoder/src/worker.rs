@@ -109,10 +109,11 @@ async fn load(
     };
     match Encoder::load(&fetched.bytes, !cpu_only).await {
         Ok((encoder, no_webgpu)) => {
-            let backend = encoder.backend();
+            let (backend, threads) = (encoder.backend(), encoder.threads());
             *slot.borrow_mut() = Some(Rc::new(encoder));
             EncoderEvent::Loaded {
                 backend,
+                threads: u32::try_from(threads).unwrap_or(u32::MAX),
                 seconds: (now() - started) / 1000.0,
                 from_cache: fetched.from_cache,
                 no_webgpu,
