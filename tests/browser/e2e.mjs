@@ -219,6 +219,7 @@ async function threadsUnavailable() {
   await page.goto(`${server}/`);
   const encoder = await encoderReady(page);
   check(encoder.backend === "Cpu" && encoder.threads === 1, `the fallback runs on ${encoder.backend}, ${encoder.threads} threads`);
+  check(encoder.text.includes("No WebGPU"), `the fallback does not say why the CPU runs: ${encoder.text}`);
   results.threadsUnavailable = encoder.text;
   await page.close();
 }

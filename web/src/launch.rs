@@ -55,9 +55,10 @@ pub fn plan(cpu_asked: bool, webgpu: bool, isolated: bool) -> Vec<Launch> {
             cpu_only: cpu_asked || gpu_first,
         });
     }
+    // After a crash on WebGPU it stays off the GPU; otherwise it looks for an adapter again, to say why none.
     plan.push(Launch {
         build: WorkerBuild::Single,
-        cpu_only: cpu_asked || gpu_first || isolated,
+        cpu_only: cpu_asked || gpu_first,
     });
     plan
 }
@@ -118,7 +119,7 @@ mod tests {
             plan(false, false, true),
             [
                 launch(WorkerBuild::Threaded, false),
-                launch(WorkerBuild::Single, true),
+                launch(WorkerBuild::Single, false),
             ]
         );
         assert_eq!(

@@ -217,14 +217,85 @@ unsafe fn write_tile(acc: &[f32], (start, end): (usize, usize), epilogue: &Epilo
 /// As [`write_tile`].
 unsafe fn write_tile_with(
     acc: &[f32],
+    range: (usize, usize),
+    epilogue: &Epilogue,
+    out: OutPtr,
+    activation: impl Fn(f32) -> f32 + Copy,
+) {
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match epilogue.residual {
+            Some(Residual {
+                values,
+                upsampled: true,
+            }) => write_rows_upsampled(acc, range, epilogue, values, out, activation),
+            _ => write_planes(acc, range, epilogue, out, activation),
+        }
+    }
+}
+
+/// [`write_tile_with`] where any residual has the output's shape. A tile's positions within one sample are
+/// contiguous in each output channel's plane, so each channel is written in one loop over them, not row by
+/// row: the rows of late layers are a few values long.
+///
+/// # Safety
+/// As [`write_tile`].
+unsafe fn write_planes(
+    acc: &[f32],
     (start, end): (usize, usize),
     epilogue: &Epilogue,
     out: OutPtr,
     activation: impl Fn(f32) -> f32 + Copy,
 ) {
     let width = end - start;
+    let plane = out.size[0] * out.size[1];
+    let mut position = start;
+    while position < end {
+        let (b, within) = (position / plane, position % plane);
+        let len = (plane - within).min(end - position);
+        let offset = position - start;
+        for co in 0..out.channels {
+            let nc = b * out.channels + co;
+            let at = nc * plane + within;
+            let sums = &acc[co * width + offset..][..len];
+            // SAFETY: in bounds of the output (checked), and these positions belong to this tile only.
+            let dst = unsafe { out.row(at, len) };
+            let scale = epilogue.scale.map_or(1.0, |s| s[nc]);
+            let shift = epilogue.shift.map_or(0.0, |s| s[nc]);
+            match epilogue.residual {
+                Some(residual) => {
+                    let r = &residual.values[at..][..len];
+                    for ((d, &v), &r) in dst.iter_mut().zip(sums).zip(r) {
+                        *d = activation(v * scale + shift + r);
+                    }
+                }
+                None => {
+                    for (d, &v) in dst.iter_mut().zip(sums) {
+                        *d = activation(v * scale + shift);
+                    }
+                }
+            }
+        }
+        position += len;
+    }
+}
+
+/// [`write_tile_with`] with a residual of half the output's height and width, repeated 2 x 2.
+///
+/// # Safety
+/// As [`write_tile`].
+unsafe fn write_rows_upsampled(
+    acc: &[f32],
+    (start, end): (usize, usize),
+    epilogue: &Epilogue,
+    residual: &[f32],
+    out: OutPtr,
+    activation: impl Fn(f32) -> f32 + Copy,
+) {
+    let width = end - start;
     let [out_h, out_w] = out.size;
     let plane = out_h * out_w;
+    let half_w = out_w / 2;
     for run in row_runs(start, end, out.size) {
         for co in 0..out.channels {
             let nc = run.b * out.channels + co;
@@ -233,31 +304,9 @@ unsafe fn write_tile_with(
             let dst = unsafe { out.row(nc * plane + run.oy * out_w + run.ox, run.len) };
             let scale = epilogue.scale.map_or(1.0, |s| s[nc]);
             let shift = epilogue.shift.map_or(0.0, |s| s[nc]);
-            match epilogue.residual {
-                None => {
-                    for (d, &v) in dst.iter_mut().zip(sums) {
-                        *d = activation(v * scale + shift);
-                    }
-                }
-                Some(Residual {
-                    values,
-                    upsampled: false,
-                }) => {
-                    let r = &values[nc * plane + run.oy * out_w + run.ox..][..run.len];
-                    for ((d, &v), &r) in dst.iter_mut().zip(sums).zip(r) {
-                        *d = activation(v * scale + shift + r);
-                    }
-                }
-                Some(Residual {
-                    values,
-                    upsampled: true,
-                }) => {
-                    let half_w = out_w / 2;
-                    let row = &values[(nc * (out_h / 2) + run.oy / 2) * half_w..][..half_w];
-                    for (i, (d, &v)) in dst.iter_mut().zip(sums).enumerate() {
-                        *d = activation(v * scale + shift + row[(run.ox + i) / 2]);
-                    }
-                }
+            let row = &residual[(nc * (out_h / 2) + run.oy / 2) * half_w..][..half_w];
+            for (i, (d, &v)) in dst.iter_mut().zip(sums).enumerate() {
+                *d = activation(v * scale + shift + row[(run.ox + i) / 2]);
             }
         }
     }
