@@ -4,5 +4,7 @@
 //! Pure Rust with no tensor library, so that it builds for `wasm32-unknown-unknown` as well as natively.
 
 pub mod audio;
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod encoder_protocol;
 pub mod wire;

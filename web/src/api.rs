@@ -243,16 +243,7 @@ fn failure_of(error: &JsValue, signal: &AbortSignal) -> ApiFailure {
     }
 }
 
-pub fn describe(value: &JsValue) -> String {
-    value
-        .as_string()
-        .or_else(|| {
-            js_sys::Reflect::get(value, &"message".into())
-                .ok()
-                .and_then(|m| m.as_string())
-        })
-        .unwrap_or_else(|| format!("{value:?}"))
-}
+pub use s2v_shared::browser::describe;
 
 #[cfg(test)]
 mod tests {

@@ -82,7 +82,7 @@ impl Engine {
 
     /// Decides how to run the encoder here (see [`launch::plan`]), and starts the first way.
     async fn plan_encoder(self: &Rc<Self>, weights_url: String) {
-        let webgpu = launch::webgpu_adapter().await;
+        let webgpu = s2v_shared::browser::webgpu_adapter().await.is_ok();
         let plan = launch::plan(cpu_asked(), webgpu, launch::cross_origin_isolated());
         *self.fallbacks.borrow_mut() = plan.into();
         self.start_next_encoder(weights_url, None);

@@ -5,8 +5,6 @@
 //! allows only in a cross-origin-isolated page (the server sends the headers that make it one). Where WebGPU
 //! has an adapter it goes first; then the CPU with threads where the page is isolated; then one CPU thread.
 
-use wasm_bindgen::JsCast;
-
 /// A build of the encoder worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerBuild {
@@ -40,27 +38,23 @@ pub struct Launch {
 /// `cpu_asked`: the address asks for the CPU; `webgpu`: the page found an adapter; `isolated`: the page is
 /// cross-origin isolated.
 pub fn plan(cpu_asked: bool, webgpu: bool, isolated: bool) -> Vec<Launch> {
-    let mut plan = Vec::with_capacity(3);
     let gpu_first = webgpu && !cpu_asked;
-    if gpu_first {
-        plan.push(Launch {
-            build: WorkerBuild::Single,
-            cpu_only: false,
-        });
-    }
-    if isolated {
-        // Without an adapter it still asks for WebGPU (unless told not to), so that it says why there is none.
-        plan.push(Launch {
-            build: WorkerBuild::Threaded,
-            cpu_only: cpu_asked || gpu_first,
-        });
-    }
-    // After a crash on WebGPU it stays off the GPU; otherwise it looks for an adapter again, to say why none.
-    plan.push(Launch {
+    // The CPU builds look for an adapter again (to say why there is none) unless the address said not to or
+    // WebGPU went first and crashed.
+    let cpu_only = cpu_asked || gpu_first;
+    let gpu = gpu_first.then_some(Launch {
         build: WorkerBuild::Single,
-        cpu_only: cpu_asked || gpu_first,
+        cpu_only: false,
     });
-    plan
+    let threaded = isolated.then_some(Launch {
+        build: WorkerBuild::Threaded,
+        cpu_only,
+    });
+    let single = Launch {
+        build: WorkerBuild::Single,
+        cpu_only,
+    };
+    gpu.into_iter().chain(threaded).chain([single]).collect()
 }
 
 /// Whether this page may share memory between threads (`crossOriginIsolated`).
@@ -69,33 +63,10 @@ pub fn cross_origin_isolated() -> bool {
         .is_ok_and(|value| value.as_bool() == Some(true))
 }
 
-/// Whether the browser offers this page a WebGPU adapter.
-pub async fn webgpu_adapter() -> bool {
-    let Ok(navigator) = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()) else {
-        return false;
-    };
-    let Ok(gpu) = js_sys::Reflect::get(&navigator, &"gpu".into()) else {
-        return false;
-    };
-    if gpu.is_undefined() || gpu.is_null() {
-        return false;
-    }
-    let request = js_sys::Reflect::get(&gpu, &"requestAdapter".into())
-        .ok()
-        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
-        .and_then(|f| f.call0(&gpu).ok())
-        .and_then(|p| p.dyn_into::<js_sys::Promise>().ok());
-    match request {
-        Some(promise) => wasm_bindgen_futures::JsFuture::from(promise)
-            .await
-            .is_ok_and(|adapter| !adapter.is_null() && !adapter.is_undefined()),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use WorkerBuild::{Single, Threaded};
 
     fn launch(build: WorkerBuild, cpu_only: bool) -> Launch {
         Launch { build, cpu_only }
@@ -103,46 +74,41 @@ mod tests {
 
     #[test]
     fn webgpu_goes_first_then_threads_then_one_thread() {
-        assert_eq!(
-            plan(false, true, true),
-            [
-                launch(WorkerBuild::Single, false),
-                launch(WorkerBuild::Threaded, true),
-                launch(WorkerBuild::Single, true),
-            ]
-        );
-    }
-
-    #[test]
-    fn without_an_adapter_an_isolated_page_runs_threads() {
-        assert_eq!(
-            plan(false, false, true),
-            [
-                launch(WorkerBuild::Threaded, false),
-                launch(WorkerBuild::Single, false),
-            ]
-        );
-        assert_eq!(
-            plan(true, true, true),
-            [
-                launch(WorkerBuild::Threaded, true),
-                launch(WorkerBuild::Single, true),
-            ]
-        );
+        let cases = [
+            // (cpu asked, adapter, isolated) -> the plan
+            (
+                (false, true, true),
+                vec![
+                    launch(Single, false),
+                    launch(Threaded, true),
+                    launch(Single, true),
+                ],
+            ),
+            // Without an adapter (or told to keep off it), an isolated page runs threads.
+            (
+                (false, false, true),
+                vec![launch(Threaded, false), launch(Single, false)],
+            ),
+            (
+                (true, true, true),
+                vec![launch(Threaded, true), launch(Single, true)],
+            ),
+            ((false, false, false), vec![launch(Single, false)]),
+        ];
+        for ((cpu_asked, webgpu, isolated), expected) in cases {
+            assert_eq!(
+                plan(cpu_asked, webgpu, isolated),
+                expected,
+                "cpu asked {cpu_asked}, adapter {webgpu}, isolated {isolated}"
+            );
+        }
     }
 
     #[test]
     fn a_page_that_is_not_isolated_never_runs_threads() {
         for (cpu_asked, webgpu) in [(false, false), (false, true), (true, false), (true, true)] {
             let plan = plan(cpu_asked, webgpu, false);
-            assert!(
-                plan.iter().all(|l| l.build == WorkerBuild::Single),
-                "{plan:?}"
-            );
+            assert!(plan.iter().all(|l| l.build == Single), "{plan:?}");
         }
-        assert_eq!(
-            plan(false, false, false),
-            [launch(WorkerBuild::Single, false)]
-        );
     }
 }

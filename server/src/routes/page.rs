@@ -28,20 +28,12 @@ pub fn serve(router: Router, page: Option<Page>) -> Router {
         Some(Page {
             dir,
             cross_origin_isolated,
-        }) => {
-            let files = tower::ServiceBuilder::new()
+        }) => router.fallback_service(
+            tower::ServiceBuilder::new()
+                .option_layer(cross_origin_isolated.then(|| middleware::from_fn(isolate)))
                 .layer(middleware::from_fn(cache_policy))
-                .service(ServeDir::new(dir).precompressed_gzip());
-            if cross_origin_isolated {
-                router.fallback_service(
-                    tower::ServiceBuilder::new()
-                        .layer(middleware::from_fn(isolate))
-                        .service(files),
-                )
-            } else {
-                router.fallback_service(files)
-            }
-        }
+                .service(ServeDir::new(dir).precompressed_gzip()),
+        ),
         None => router.fallback(not_built),
     }
 }

@@ -11,9 +11,8 @@ use burn::prelude::*;
 use s2v_models::AudioEncoder;
 use s2v_models::checkpoint::load_native;
 use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES, log_spectrogram};
+use s2v_shared::browser::webgpu_adapter;
 use s2v_shared::encoder_protocol::EncoderBackend;
-use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
 
 /// A loaded audio encoder.
 pub enum Encoder {
@@ -114,40 +113,4 @@ async fn forward<B: Backend>(
 pub fn spectrogram(clip: &[f32]) -> Result<Vec<f32>, String> {
     let samples: Vec<f64> = clip.iter().map(|&s| f64::from(s)).collect();
     Ok(log_spectrogram(&samples).map_err(|e| e.to_string())?.data)
-}
-
-/// Whether the browser offers this worker a WebGPU adapter. Asked before burn is: burn cannot report a missing
-/// adapter other than by panicking, which would end the worker.
-async fn webgpu_adapter() -> Result<(), String> {
-    let global = js_sys::global();
-    let navigator = js_sys::Reflect::get(&global, &"navigator".into()).map_err(describe)?;
-    let gpu = js_sys::Reflect::get(&navigator, &"gpu".into()).map_err(describe)?;
-    if gpu.is_undefined() || gpu.is_null() {
-        return Err("this browser has no WebGPU".into());
-    }
-    let request: js_sys::Function = js_sys::Reflect::get(&gpu, &"requestAdapter".into())
-        .map_err(describe)?
-        .dyn_into()
-        .map_err(describe)?;
-    let promise: js_sys::Promise = request
-        .call0(&gpu)
-        .map_err(describe)?
-        .dyn_into()
-        .map_err(describe)?;
-    let adapter = JsFuture::from(promise).await.map_err(describe)?;
-    if adapter.is_null() || adapter.is_undefined() {
-        return Err("WebGPU offers no adapter here".into());
-    }
-    Ok(())
-}
-
-fn describe(value: JsValue) -> String {
-    value
-        .as_string()
-        .or_else(|| {
-            js_sys::JSON::stringify(&value)
-                .ok()
-                .and_then(|s| s.as_string())
-        })
-        .unwrap_or_else(|| format!("{value:?}"))
 }

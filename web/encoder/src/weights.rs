@@ -2,7 +2,8 @@
 //! cache policy, so a second visit reads them from the browser's cache.
 
 use js_sys::Uint8Array;
-use wasm_bindgen::{JsCast, JsValue};
+use s2v_shared::browser::describe;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     ReadableStreamDefaultReader, RequestCache, RequestInit, RequestMode, Response,
@@ -90,15 +91,4 @@ async fn read_body(
         bytes.extend(value.to_vec());
         progress(bytes.len() as u64, total);
     }
-}
-
-pub fn describe(value: &JsValue) -> String {
-    value
-        .as_string()
-        .or_else(|| {
-            js_sys::Reflect::get(value, &"message".into())
-                .ok()
-                .and_then(|m| m.as_string())
-        })
-        .unwrap_or_else(|| format!("{value:?}"))
 }
