@@ -10,6 +10,8 @@ use std::path::Path;
 
 use common::{local_build, package_tree};
 use s2v_train::dataset::build::{BuildOptions, LABEL_COUNTS_CSV, build_default};
+use s2v_train::dataset::licence_policy::WeightsLicence;
+use s2v_train::dataset::notice::data_notice;
 use s2v_train::dataset::{Dataset, Item, Split};
 
 /// A sweeping tone of `seconds` at 16 kHz as WAV bytes.
@@ -250,6 +252,100 @@ fn labelled_sources_become_sounds_and_pictures_of_their_label() {
         )
     );
     assert_eq!(summary.per_label["cow"].0, training_cows);
+}
+
+#[test]
+fn a_build_for_gpl_3_weights_leaves_out_what_the_gpl_cannot_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("unpacked");
+    package_tree(&unpacked);
+    games_tree(&unpacked);
+    // Tux Paint's copyright names GPL-2 over a text that grants any later version, as the package does.
+    write(
+        &unpacked.join("usr/share/doc/tuxpaint-stamps-default/copyright"),
+        b"Files: *\nCopyright: 2002-2022 Bill Kendrick\nLicense: GPL-2\n\nLicense: GPL-2\n \
+          either version 2 of the License, or\n (at your option) any later version.\n",
+    );
+    let everything = dir.path().join("everything");
+    build_default(&labelled_build(&everything, &unpacked)).unwrap();
+    let out = dir.path().join("data");
+    let options = BuildOptions {
+        weights_licence: Some(WeightsLicence::Gpl3OrLater),
+        ..labelled_build(&out, &unpacked)
+    };
+    let summary = build_default(&options).unwrap();
+
+    let all = Dataset::open(&everything).unwrap();
+    let kept = Dataset::open(&out).unwrap();
+    let licences = |d: &Dataset| -> Vec<String> {
+        let items = d.pairs.iter().chain(&d.image_only).chain(&d.audio_only);
+        items.map(|i| i.licence.clone()).collect()
+    };
+    // 0 A.D.'s CC-BY-SA-3.0, Simutrans's Artistic-1.0 and MegaGlest's unknown licence (no copyright file
+    // in the miniature) are left out; Tux Paint's GPL-2+ and OpenSFX's CC0 stay.
+    for licence in licences(&kept) {
+        assert!(
+            licence == "GPL-2+" || licence.contains("Creative Commons Zero"),
+            "{licence}"
+        );
+    }
+    let refused = |d: &Dataset| {
+        licences(d)
+            .iter()
+            .filter(|l| WeightsLicence::Gpl3OrLater.refusal(l).is_some())
+            .count()
+    };
+    assert!(refused(&all) > 0);
+    assert_eq!(
+        summary.left_out.values().sum::<usize>(),
+        refused(&all),
+        "{:?}",
+        summary.left_out
+    );
+    assert_eq!(
+        summary.left_out["CC-BY-SA-3.0 does not allow weights under GPL-3.0-or-later"], 3,
+        "two sounds and the portrait"
+    );
+    assert_eq!(licences(&kept).len() + refused(&all), licences(&all).len());
+    // The left-out items' files are gone; the kept ones' are there.
+    let files = |d: &Path| walk(d).len();
+    assert_eq!(files(&out), licences(&kept).len() + kept.pairs.len());
+    // Weights trained on what is kept can go out under GPL-3.0-or-later.
+    let notice = data_notice(&kept, Some(&unpacked));
+    // (GPL-2+ is the one share-alike licence left, so it is the weights'.)
+    assert!(
+        notice.contains("the weights are distributed under GPL-2+."),
+        "{notice}"
+    );
+    assert!(!notice.contains("must not be distributed"), "{notice}");
+
+    // The project's own licence refuses the GPL'd stamps, so no pair would be left: a clear error.
+    let options = BuildOptions {
+        weights_licence: Some(WeightsLicence::MitOrApache),
+        ..labelled_build(&dir.path().join("permissive"), &unpacked)
+    };
+    let error = build_default(&options).unwrap_err().to_string();
+    assert!(
+        error.contains("no pair of a sound and its picture is under a licence that allows weights under MIT OR Apache-2.0"),
+        "{error}"
+    );
+}
+
+/// The media files under `dir` (pictures and sounds), recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("jpg" | "wav")
+        ) {
+            found.push(path);
+        }
+    }
+    found
 }
 
 #[test]

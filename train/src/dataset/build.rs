@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::clips::clips;
 use super::labels::{LabelTable, Vocabulary};
+use super::licence_policy::WeightsLicence;
 use super::packaged::{LabelledFile, Media, PackageFiles, labelled_files};
 use super::pictures::decode_picture;
 use super::qt_resources::{Resource, read_resources};
@@ -87,6 +88,10 @@ pub struct BuildOptions {
     /// image-only set. Long recordings are cut into clips, repeated files kept once.
     #[arg(long = "with-labelled-sources")]
     pub labelled_sources: bool,
+    /// Leave out, with its files, every item whose licence does not allow weights trained on it to be
+    /// distributed under this licence (before the split, so that the held-out items come from what is kept).
+    #[arg(long, value_enum, value_name = "LICENCE")]
+    pub weights_licence: Option<WeightsLicence>,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +104,8 @@ pub struct BuildSummary {
     /// Per fine label: (sounds, pictures) for training, over every set.
     pub per_label: BTreeMap<String, (usize, usize)>,
     pub skipped: Vec<String>,
+    /// Items left out by `--weights-licence`: how many for each reason.
+    pub left_out: BTreeMap<String, usize>,
 }
 
 pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
@@ -151,6 +158,23 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
     if options.soundfont {
         play_instruments(&root, out, &mut pairs, &mut image_only, &mut summary)?;
     }
+    if let Some(licence) = options.weights_licence {
+        let had_pairs = !pairs.is_empty();
+        for (items, path) in [
+            (&mut pairs, ItemFiles::Pair),
+            (&mut image_only, ItemFiles::ImageOnly),
+            (&mut audio_only, ItemFiles::AudioOnly),
+        ] {
+            leave_out_refused(items, licence, out, path, &mut summary.left_out)?;
+        }
+        if had_pairs && pairs.is_empty() {
+            bail!(
+                "no pair of a sound and its picture is under a licence that allows weights under \
+                 {licence}: {:?}",
+                summary.left_out
+            );
+        }
+    }
     if pairs.is_empty() {
         bail!(
             "no picture with a sound under {}",
@@ -188,6 +212,53 @@ pub fn build_default(options: &BuildOptions) -> Result<BuildSummary> {
     write_items(&out.join(AUDIO_ONLY_DIR).join(PAIRS_CSV), &audio_only)?;
     write_label_counts(&out.join(LABEL_COUNTS_CSV), &summary.per_label, &vocabulary)?;
     Ok(summary)
+}
+
+/// Which files an item has in the data set.
+#[derive(Clone, Copy)]
+enum ItemFiles {
+    Pair,
+    ImageOnly,
+    AudioOnly,
+}
+
+impl ItemFiles {
+    fn paths(self, out: &Path, name: &str) -> Vec<PathBuf> {
+        match self {
+            Self::Pair => vec![pair_image_path(out, name), pair_audio_path(out, name)],
+            Self::ImageOnly => vec![image_only_image_path(out, name)],
+            Self::AudioOnly => vec![audio_only_audio_path(out, name)],
+        }
+    }
+}
+
+/// Drops the items whose licences do not allow weights under `licence`, deleting their files, and counts
+/// them by reason.
+fn leave_out_refused(
+    items: &mut Vec<Item>,
+    licence: WeightsLicence,
+    out: &Path,
+    files: ItemFiles,
+    left_out: &mut BTreeMap<String, usize>,
+) -> Result<()> {
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        let Some(reason) = licence.refusal(&item.licence) else {
+            kept.push(item);
+            continue;
+        };
+        for path in files.paths(out, &item.name) {
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error).with_context(|| format!("removing {}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        *left_out.entry(reason).or_default() += 1;
+    }
+    *items = kept;
+    Ok(())
 }
 
 /// The tree the packages are unpacked in: the one given, or one made by downloading them.
@@ -721,23 +792,25 @@ fn licence_in(copyright: &str) -> Option<String> {
         .lines()
         .find_map(|l| l.strip_prefix("License:").map(str::trim))
         .filter(|l| !l.is_empty());
-    field.map(str::to_string).or_else(|| {
-        let words: Vec<&str> = copyright.split_whitespace().collect();
-        // The first statement in the text is the main files'; later ones are about bundled code.
-        let released = (0..words.len()).find_map(|at| {
-            gnu_gpl_at(&words[at..]).or_else(|| {
-                let w = words.get(at..at + 4)?;
-                (w[0] == "under" && w[1] == "the" && w[3].to_lowercase().starts_with("license"))
-                    .then(|| w[2].to_string())
+    field
+        .map(|name| super::copyright::with_later_versions(name, copyright))
+        .or_else(|| {
+            let words: Vec<&str> = copyright.split_whitespace().collect();
+            // The first statement in the text is the main files'; later ones are about bundled code.
+            let released = (0..words.len()).find_map(|at| {
+                gnu_gpl_at(&words[at..]).or_else(|| {
+                    let w = words.get(at..at + 4)?;
+                    (w[0] == "under" && w[1] == "the" && w[3].to_lowercase().starts_with("license"))
+                        .then(|| w[2].to_string())
+                })
+            });
+            released.or_else(|| {
+                copyright
+                    .to_lowercase()
+                    .contains("public domain dedication")
+                    .then(|| "public domain".to_string())
             })
-        });
-        released.or_else(|| {
-            copyright
-                .to_lowercase()
-                .contains("public domain dedication")
-                .then(|| "public domain".to_string())
         })
-    })
 }
 
 /// `GNU General Public License version 2 or at your option any later version` as `GPL-2+`.

@@ -49,6 +49,7 @@ impl Copyright {
                 let fields = Fields::of(paragraph);
                 let files = fields.get("Files")?;
                 let licence = fields.get("License")?.lines().next()?.trim().to_string();
+                let licence = with_later_versions(&licence, text);
                 let copyright = fields
                     .get("Copyright")
                     .map(|c| {
@@ -111,6 +112,32 @@ impl Fields {
             .iter()
             .find(|(field, _)| field.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.clone())
+    }
+}
+
+/// `GPL-2` as `GPL-2+` where the licence's text in the same `copyright` file grants "any later version".
+/// DEP-5 marks that grant with `+`, but some packages write the grant without the mark (Tux Paint's stamps:
+/// `License: GPL-2` over "either version 2 of the License, or (at your option) any later version"), and
+/// whether the GPL's version 3 may apply decides which licences the data can be combined under.
+pub fn with_later_versions(name: &str, copyright_text: &str) -> String {
+    let lower = name.to_lowercase();
+    let gnu = ["gpl", "lgpl", "agpl"].iter().any(|l| lower.starts_with(l));
+    if !gnu || name.ends_with('+') {
+        return name.to_string();
+    }
+    let granted = copyright_text.split("\n\n").any(|paragraph| {
+        Fields::of(paragraph).get("License").is_some_and(|field| {
+            let mut lines = field.lines();
+            let body = lines.by_ref().skip(1).collect::<Vec<_>>().join(" ");
+            let text = body.split_whitespace().collect::<Vec<_>>().join(" ");
+            field.lines().next().map(str::trim) == Some(name)
+                && text.to_lowercase().contains("any later version")
+        })
+    });
+    if granted {
+        format!("{name}+")
+    } else {
+        name.to_string()
     }
 }
 
@@ -184,6 +211,43 @@ mod tests {
             .licence_of("usr/share/sounds/mono/bell.oga")
             .unwrap();
         assert_eq!(elsewhere.licence, "MIT");
+    }
+
+    #[test]
+    fn a_gnu_licence_whose_text_grants_later_versions_is_marked_so() {
+        let tuxpaint = "Files: *\nCopyright: 2002-2022 Bill Kendrick\nLicense: GPL-2\n\n\
+            License: GPL-2\n This package is free software; you can redistribute it under the terms of the \
+            GNU General Public License as published by the Free Software Foundation; either version 2 of the \
+            License, or\n (at your option) any later version.\n";
+        let copyright = Copyright::parse(tuxpaint).unwrap();
+        assert_eq!(copyright.whole_package().unwrap().licence, "GPL-2+");
+        // Version 2 only: the text points at version 2 and grants nothing later.
+        let only = "Files: *\nCopyright: x\nLicense: GPL-2\n\nLicense: GPL-2\n The complete text of the \
+            GNU General Public License version 2 can be found in /usr/share/common-licenses/GPL-2.\n";
+        assert_eq!(
+            Copyright::parse(only)
+                .unwrap()
+                .whole_package()
+                .unwrap()
+                .licence,
+            "GPL-2"
+        );
+        // Another licence's grant says nothing about this one, and other licences are left as named.
+        let other =
+            "Files: *\nCopyright: x\nLicense: GPL-2\n\nLicense: LGPL-2.1\n or any later version\n";
+        assert_eq!(
+            Copyright::parse(other)
+                .unwrap()
+                .whole_package()
+                .unwrap()
+                .licence,
+            "GPL-2"
+        );
+        assert_eq!(
+            with_later_versions("CC-BY-SA-3.0", tuxpaint),
+            "CC-BY-SA-3.0"
+        );
+        assert_eq!(with_later_versions("GPL-3+", tuxpaint), "GPL-3+");
     }
 
     #[test]

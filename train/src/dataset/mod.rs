@@ -8,6 +8,7 @@ pub mod build;
 pub mod clips;
 pub mod copyright;
 pub mod labels;
+pub mod licence_policy;
 pub mod notice;
 pub mod packaged;
 pub mod pictures;

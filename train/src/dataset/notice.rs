@@ -14,6 +14,7 @@ use std::path::Path;
 
 use super::build::downloaded_deb;
 use super::copyright::{Copyright, copyright_file};
+use super::licence_policy::WeightsLicence;
 use super::{DEBS_DIR, Dataset, Item, Split, UNPACKED_DIR};
 
 /// What a licence asks of a work based on the item.
@@ -40,7 +41,7 @@ pub fn terms_of(licence: &str) -> Terms {
 
 /// The licences in a record: a pair's `sound: X; picture: Y` gives X and Y (a credit may hold `;` too),
 /// anything else is one licence.
-fn record_parts(licence: &str) -> Vec<&str> {
+pub(super) fn record_parts(licence: &str) -> Vec<&str> {
     let trimmed = licence.trim_start();
     let Some(rest) = trimmed
         .strip_prefix("sound:")
@@ -250,10 +251,30 @@ fn verdict(packages: &BTreeMap<&str, Vec<&Item>>) -> String {
                 text,
                 "Items come under more than one share-alike licence ({}). Each asks that a work based on it \
                  be shared under its own terms, so the weights can be distributed only under a licence that \
-                 all of them allow; where two of them are incompatible, no such licence exists, and weights \
-                 trained on this build must not be distributed until the items under one of them are left out.",
+                 all of them allow. ",
                 list(&share_alike)
             );
+            let gpl = WeightsLicence::Gpl3OrLater;
+            let refused = packages
+                .values()
+                .flatten()
+                .filter(|item| gpl.refusal(&item.licence).is_some())
+                .count();
+            if refused == 0 {
+                let _ = write!(
+                    text,
+                    "Every training item's licence allows {gpl}: the weights are distributed under {gpl}."
+                );
+            } else {
+                let _ = write!(
+                    text,
+                    "{refused} training items come under licences that do not allow {gpl}, and where two \
+                     of the licences are incompatible no licence allows them all: weights trained on this \
+                     build must not be distributed until the items under one of them are left out \
+                     (`s2v data build-default --weights-licence` leaves out what a chosen licence does \
+                     not allow)."
+                );
+            }
         }
     }
     if credit || !share_alike.is_empty() {
@@ -393,11 +414,41 @@ mod tests {
             "{notice}"
         );
         assert!(notice.contains("must not be distributed"), "{notice}");
+        assert!(
+            notice.contains(
+                "2 training items come under licences that do not allow GPL-3.0-or-later"
+            ),
+            "{notice}"
+        );
         // The credit a CC licence asks for is there.
         assert!(
             notice.contains("| CC-BY-SA-3.0 (Wildfire Games) | 1 |"),
             "{notice}"
         );
+    }
+
+    #[test]
+    fn share_alike_licences_that_all_allow_gpl_3_give_gpl_3() {
+        let notice = data_notice(
+            &dataset(
+                vec![
+                    item("tuxpaint-stamps-default:cow", "GPL-2+", Split::Train),
+                    item(
+                        "gcompris-qt-data:drum",
+                        "sound: GPLv3; picture: CC0-1.0",
+                        Split::Train,
+                    ),
+                    item("gcompris-qt-data:cat", "CC-BY-SA 4.0", Split::Train),
+                ],
+                Vec::new(),
+            ),
+            None,
+        );
+        assert!(
+            notice.contains("the weights are distributed under GPL-3.0-or-later."),
+            "{notice}"
+        );
+        assert!(!notice.contains("must not be distributed"), "{notice}");
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub fn local_build(out: &Path, unpacked: &Path) -> BuildOptions {
         soundfont: false,
         split_from: None,
         labelled_sources: false,
+        weights_licence: None,
     }
 }
 

@@ -343,6 +343,9 @@ fn build_data(options: &BuildOptions) -> anyhow::Result<()> {
     for skipped in &summary.skipped {
         eprintln!("skipped {skipped}");
     }
+    for (reason, count) in &summary.left_out {
+        eprintln!("left out {count} items: {reason}");
+    }
     eprintln!(
         "wrote {} training pairs, {} held-out pairs, {} image-only pictures, and {} training and {} \
          held-out sounds without a picture to {}",
