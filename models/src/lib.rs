@@ -17,6 +17,7 @@ pub mod layers;
 pub mod network;
 pub mod norm;
 mod resnet;
+pub mod unclip;
 
 #[cfg(feature = "image")]
 pub mod preprocess;
