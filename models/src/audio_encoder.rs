@@ -1,5 +1,7 @@
 //! The audio encoder `f_A` of Sound2Scene: a ResNet-18 over the 1 x 257 x 1004 log-spectrogram, global average
 //! pool, `fc` to the 2048-d visual latent space, then ReLU (as the reference's `AVENet` returns it).
+//! Sound2Vision's diffusion variant adds `fc2` after the ReLU (its `ResNet_`, `fc` 512 -> 1024, ReLU, `fc2`
+//! 1024 -> 1024, no ReLU after): the 1024-d CLIP image-embedding space of Stable unCLIP.
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
@@ -24,6 +26,9 @@ pub struct AudioEncoderConfig {
     pub stage_widths: Vec<usize>,
     pub blocks_per_stage: Vec<usize>,
     pub embedding_dim: usize,
+    /// Sound2Vision's second projection after the ReLU (configurations written before it have none).
+    #[serde(default)]
+    pub fc2: bool,
 }
 
 impl AudioEncoderConfig {
@@ -35,6 +40,17 @@ impl AudioEncoderConfig {
             stage_widths: vec![64, 128, 256, 512],
             blocks_per_stage: vec![2, 2, 2, 2],
             embedding_dim: 2048,
+            fc2: false,
+        }
+    }
+
+    /// The published Sound2Vision encoder (`sound2vision_env.pth`): the same ResNet-18, `fc` 512 -> 1024, ReLU,
+    /// `fc2` 1024 -> 1024.
+    pub fn sound2vision() -> Self {
+        Self {
+            embedding_dim: 1024,
+            fc2: true,
+            ..Self::published()
         }
     }
 
@@ -65,10 +81,12 @@ pub struct AudioEncoder<B: Backend> {
     pub stem: Stem<B>,
     pub stages: Vec<Vec<BasicBlock<B>>>,
     pub fc: Linear<B>,
+    pub fc2: Option<Linear<B>>,
 }
 
 impl<B: Backend> AudioEncoder<B> {
-    /// Spectrograms `[N, 1, 257, 1004]` to embeddings `[N, 2048]` (after the final ReLU, not normalised).
+    /// Spectrograms `[N, 1, 257, 1004]` to embeddings `[N, 2048]` (after the final ReLU, not normalised), or
+    /// with `fc2`, `[N, 1024]` after it.
     pub fn forward(&self, spectrograms: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = self.stem.forward(spectrograms);
         for block in self.stages.iter().flatten() {
@@ -76,7 +94,11 @@ impl<B: Backend> AudioEncoder<B> {
         }
         let [n, c, _, _] = x.dims();
         let pooled = adaptive_avg_pool2d(x, [1, 1]).reshape([n, c]);
-        relu(self.fc.forward(pooled))
+        let embedding = relu(self.fc.forward(pooled));
+        match &self.fc2 {
+            Some(fc2) => fc2.forward(embedding),
+            None => embedding,
+        }
     }
 }
 
@@ -96,6 +118,7 @@ impl<B: Backend> NetworkModule<B> for AudioEncoder<B> {
                 .collect(),
             blocks_per_stage: self.stages.iter().map(Vec::len).collect(),
             embedding_dim: self.fc.weight.dims()[1],
+            fc2: self.fc2.is_some(),
         }
     }
 
@@ -123,6 +146,9 @@ impl<B: Backend> NetworkModule<B> for AudioEncoder<B> {
                 config.embedding_dim,
             )
             .init(device),
+            fc2: config.fc2.then(|| {
+                LinearConfig::new(config.embedding_dim, config.embedding_dim).init(device)
+            }),
         })
     }
 }
@@ -151,6 +177,7 @@ impl<B: Backend> FromTorch<B> for AudioEncoder<B> {
             stage_widths,
             blocks_per_stage,
             embedding_dim,
+            fc2: sd.contains("fc2.weight"),
         };
         config.validate()?;
 
@@ -164,7 +191,16 @@ impl<B: Backend> FromTorch<B> for AudioEncoder<B> {
         }
         let c_in = *config.stage_widths.last().expect("validated non-empty");
         let fc = read_linear(&mut sd, "fc", [embedding_dim, c_in], true, device)?;
+        let fc2 = config
+            .fc2
+            .then(|| read_linear(&mut sd, "fc2", [embedding_dim, embedding_dim], true, device))
+            .transpose()?;
         sd.finish(crate::checkpoint::is_batch_counter)?;
-        Ok(Self { stem, stages, fc })
+        Ok(Self {
+            stem,
+            stages,
+            fc,
+            fc2,
+        })
     }
 }

@@ -11,6 +11,8 @@ pub enum CheckpointError {
     UnknownFormat,
     #[error("cannot parse PyTorch checkpoint {path}: {message}")]
     Torch { path: String, message: String },
+    #[error("cannot parse safetensors file {path}: {message}")]
+    Safetensors { path: String, message: String },
     #[error("cannot parse sound2vision checkpoint: {0}")]
     Native(String),
     #[error("checkpoint has no tensor `{tensor}`: is it a checkpoint of the {network}?")]

@@ -1,4 +1,13 @@
 //! Stable unCLIP 2.1, the paper's diffusion variant: the parts that turn a 1024-d embedding into a picture.
-//! So far the schedulers that step its latents.
+//! So far: the audio encoder with `fc2`, the schedulers that step the latents and the VAE decoder that turns
+//! them into pixels.
 
+#[cfg(feature = "torch")]
+pub mod audio;
+#[cfg(feature = "torch")]
+mod blocks;
 pub mod schedulers;
+#[cfg(feature = "torch")]
+pub mod vae_decoder;
+#[cfg(feature = "torch")]
+pub mod weights;

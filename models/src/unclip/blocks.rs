@@ -1,0 +1,242 @@
+//! The building blocks diffusers' VAE and UNet share, read from diffusers' tensor names: group norm,
+//! `ResnetBlock2D`, the spatial self-attention of `Attention` and `Upsample2D`.
+
+use burn::module::Param;
+use burn::nn::GroupNorm;
+use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+use crate::checkpoint::torch_layers::{read_conv2d, read_linear};
+use crate::checkpoint::{CheckpointError, TorchStateDict};
+
+/// `nn.GroupNorm` (affine) from `{prefix}.weight` and `{prefix}.bias`.
+pub fn read_group_norm<B: Backend>(
+    sd: &mut TorchStateDict,
+    prefix: &str,
+    groups: usize,
+    channels: usize,
+    epsilon: f64,
+    device: &B::Device,
+) -> Result<GroupNorm<B>, CheckpointError> {
+    if groups == 0 || !channels.is_multiple_of(groups) {
+        return Err(CheckpointError::InvalidConfig {
+            network: sd.network(),
+            message: format!("{channels} channels at {prefix} cannot form {groups} groups"),
+        });
+    }
+    Ok(GroupNorm {
+        gamma: Some(Param::from_tensor(sd.take(
+            &format!("{prefix}.weight"),
+            [channels],
+            device,
+        )?)),
+        beta: Some(Param::from_tensor(sd.take(
+            &format!("{prefix}.bias"),
+            [channels],
+            device,
+        )?)),
+        num_groups: groups,
+        num_channels: channels,
+        epsilon,
+        affine: true,
+    })
+}
+
+/// A 3 x 3 convolution with padding 1 and a bias, diffusers' usual.
+pub fn read_conv3x3<B: Backend>(
+    sd: &mut TorchStateDict,
+    prefix: &str,
+    [c_in, c_out]: [usize; 2],
+    device: &B::Device,
+) -> Result<Conv2d<B>, CheckpointError> {
+    read_conv2d(sd, prefix, [c_out, c_in, 3, 3], 1, 1, true, device)
+}
+
+/// `ResnetBlock2D` without a time embedding (the VAE's): two group-norm, SiLU, 3 x 3 convolution layers and a
+/// 1 x 1 shortcut where the width changes.
+#[derive(Module, Debug)]
+pub struct ResnetBlock<B: Backend> {
+    norm1: GroupNorm<B>,
+    conv1: Conv2d<B>,
+    norm2: GroupNorm<B>,
+    conv2: Conv2d<B>,
+    shortcut: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> ResnetBlock<B> {
+    pub fn read(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        [c_in, c_out]: [usize; 2],
+        groups: usize,
+        epsilon: f64,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        Ok(Self {
+            norm1: read_group_norm(
+                sd,
+                &format!("{prefix}.norm1"),
+                groups,
+                c_in,
+                epsilon,
+                device,
+            )?,
+            conv1: read_conv3x3(sd, &format!("{prefix}.conv1"), [c_in, c_out], device)?,
+            norm2: read_group_norm(
+                sd,
+                &format!("{prefix}.norm2"),
+                groups,
+                c_out,
+                epsilon,
+                device,
+            )?,
+            conv2: read_conv3x3(sd, &format!("{prefix}.conv2"), [c_out, c_out], device)?,
+            shortcut: (c_in != c_out)
+                .then(|| {
+                    let name = format!("{prefix}.conv_shortcut");
+                    read_conv2d(sd, &name, [c_out, c_in, 1, 1], 1, 0, true, device)
+                })
+                .transpose()?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let skip = match &self.shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        skip + h
+    }
+}
+
+/// `Attention` over the positions of a feature map, as the VAE's middle block has it: group norm, one
+/// projection each for queries, keys and values, softmax attention per head, an output projection, and the
+/// input added back.
+#[derive(Module, Debug)]
+pub struct SpatialAttention<B: Backend> {
+    norm: GroupNorm<B>,
+    to_q: Linear<B>,
+    to_k: Linear<B>,
+    to_v: Linear<B>,
+    to_out: Linear<B>,
+    heads: usize,
+}
+
+impl<B: Backend> SpatialAttention<B> {
+    /// Reads diffusers' names (`to_q`, `to_k`, `to_v`, `to_out.0`), or the names of checkpoints written before
+    /// diffusers 0.14 (`query`, `key`, `value`, `proj_attn`).
+    pub fn read(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        channels: usize,
+        heads: usize,
+        groups: usize,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        let legacy = !sd.contains(&format!("{prefix}.to_q.weight"))
+            && sd.contains(&format!("{prefix}.query.weight"));
+        let [q, k, v, out, norm] = if legacy {
+            ["query", "key", "value", "proj_attn", "group_norm"]
+        } else {
+            ["to_q", "to_k", "to_v", "to_out.0", "group_norm"]
+        };
+        let mut linear = |name: &str| {
+            read_linear(
+                sd,
+                &format!("{prefix}.{name}"),
+                [channels, channels],
+                true,
+                device,
+            )
+        };
+        let (to_q, to_k, to_v, to_out) = (linear(q)?, linear(k)?, linear(v)?, linear(out)?);
+        if heads == 0 || !channels.is_multiple_of(heads) {
+            return Err(CheckpointError::InvalidConfig {
+                network: sd.network(),
+                message: format!("{channels} channels at {prefix} cannot form {heads} heads"),
+            });
+        }
+        Ok(Self {
+            norm: read_group_norm(
+                sd,
+                &format!("{prefix}.{norm}"),
+                groups,
+                channels,
+                1e-6,
+                device,
+            )?,
+            to_q,
+            to_k,
+            to_v,
+            to_out,
+            heads,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, channels, height, width] = x.dims();
+        let positions = height * width;
+        // [batch, positions, channels]
+        let tokens = self
+            .norm
+            .forward(x.clone())
+            .reshape([batch, channels, positions])
+            .swap_dims(1, 2);
+        let head_dim = channels / self.heads;
+        let split = |t: Tensor<B, 3>| {
+            t.reshape([batch, positions, self.heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = split(self.to_q.forward(tokens.clone()));
+        let k = split(self.to_k.forward(tokens.clone()));
+        let v = split(self.to_v.forward(tokens));
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((head_dim as f64).sqrt());
+        let attended = softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, positions, channels]);
+        let out = self
+            .to_out
+            .forward(attended)
+            .swap_dims(1, 2)
+            .reshape([batch, channels, height, width]);
+        out + x
+    }
+}
+
+/// `Upsample2D`: nearest-neighbour doubling, then a 3 x 3 convolution.
+#[derive(Module, Debug)]
+pub struct Upsample<B: Backend> {
+    conv: Conv2d<B>,
+}
+
+impl<B: Backend> Upsample<B> {
+    pub fn read(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        channels: usize,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        Ok(Self {
+            conv: read_conv3x3(sd, &format!("{prefix}.conv"), [channels, channels], device)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, height, width] = x.dims();
+        let doubled = interpolate(
+            x,
+            [height * 2, width * 2],
+            InterpolateOptions::new(InterpolateMode::Nearest),
+        );
+        self.conv.forward(doubled)
+    }
+}
