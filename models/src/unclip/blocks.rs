@@ -56,26 +56,41 @@ pub fn read_conv3x3<B: Backend>(
     read_conv2d(sd, prefix, [c_out, c_in, 3, 3], 1, 1, true, device)
 }
 
-/// `ResnetBlock2D` without a time embedding (the VAE's): two group-norm, SiLU, 3 x 3 convolution layers and a
-/// 1 x 1 shortcut where the width changes.
+/// `ResnetBlock2D`: two group-norm, SiLU, 3 x 3 convolution layers, the time embedding projected and added
+/// between them (the UNet's; the VAE's blocks have none), and a 1 x 1 shortcut where the width changes.
 #[derive(Module, Debug)]
 pub struct ResnetBlock<B: Backend> {
     norm1: GroupNorm<B>,
     conv1: Conv2d<B>,
+    time_emb_proj: Option<Linear<B>>,
     norm2: GroupNorm<B>,
     conv2: Conv2d<B>,
     shortcut: Option<Conv2d<B>>,
+}
+
+/// How a [`ResnetBlock`] is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetShape {
+    pub channels: [usize; 2],
+    pub groups: usize,
+    pub epsilon: f64,
+    /// The width of the time embedding it adds, if any.
+    pub time_embedding: Option<usize>,
 }
 
 impl<B: Backend> ResnetBlock<B> {
     pub fn read(
         sd: &mut TorchStateDict,
         prefix: &str,
-        [c_in, c_out]: [usize; 2],
-        groups: usize,
-        epsilon: f64,
+        shape: ResnetShape,
         device: &B::Device,
     ) -> Result<Self, CheckpointError> {
+        let ResnetShape {
+            channels: [c_in, c_out],
+            groups,
+            epsilon,
+            time_embedding,
+        } = shape;
         Ok(Self {
             norm1: read_group_norm(
                 sd,
@@ -86,6 +101,12 @@ impl<B: Backend> ResnetBlock<B> {
                 device,
             )?,
             conv1: read_conv3x3(sd, &format!("{prefix}.conv1"), [c_in, c_out], device)?,
+            time_emb_proj: time_embedding
+                .map(|width| {
+                    let name = format!("{prefix}.time_emb_proj");
+                    read_linear(sd, &name, [c_out, width], true, device)
+                })
+                .transpose()?,
             norm2: read_group_norm(
                 sd,
                 &format!("{prefix}.norm2"),
@@ -104,8 +125,14 @@ impl<B: Backend> ResnetBlock<B> {
         })
     }
 
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+    /// `time`: the UNet's time embedding `[batch, width]`, for a block that has its projection.
+    pub fn forward(&self, x: Tensor<B, 4>, time: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        if let (Some(projection), Some(time)) = (&self.time_emb_proj, time) {
+            let added = projection.forward(silu(time.clone()));
+            let [batch, channels] = added.dims();
+            h = h + added.reshape([batch, channels, 1, 1]);
+        }
         let h = self.conv2.forward(silu(self.norm2.forward(h)));
         let skip = match &self.shortcut {
             Some(conv) => conv.forward(x),
@@ -238,5 +265,29 @@ impl<B: Backend> Upsample<B> {
             InterpolateOptions::new(InterpolateMode::Nearest),
         );
         self.conv.forward(doubled)
+    }
+}
+
+/// `Downsample2D` with its convolution: 3 x 3, stride 2, padding 1.
+#[derive(Module, Debug)]
+pub struct Downsample<B: Backend> {
+    conv: Conv2d<B>,
+}
+
+impl<B: Backend> Downsample<B> {
+    pub fn read(
+        sd: &mut TorchStateDict,
+        prefix: &str,
+        channels: usize,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
+        let name = format!("{prefix}.conv");
+        Ok(Self {
+            conv: read_conv2d(sd, &name, [channels, channels, 3, 3], 2, 1, true, device)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.conv.forward(x)
     }
 }

@@ -6,7 +6,13 @@
 pub mod audio;
 #[cfg(feature = "torch")]
 mod blocks;
+#[cfg(feature = "torch")]
+pub mod pipeline;
 pub mod schedulers;
+#[cfg(feature = "torch")]
+mod transformer;
+#[cfg(feature = "torch")]
+pub mod unet;
 #[cfg(feature = "torch")]
 pub mod vae_decoder;
 #[cfg(feature = "torch")]

@@ -9,7 +9,9 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 use serde::Deserialize;
 
-use super::blocks::{ResnetBlock, SpatialAttention, Upsample, read_conv3x3, read_group_norm};
+use super::blocks::{
+    ResnetBlock, ResnetShape, SpatialAttention, Upsample, read_conv3x3, read_group_norm,
+};
 use super::weights::read_safetensors;
 use crate::checkpoint::torch_layers::read_conv2d;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
@@ -79,6 +81,16 @@ impl VaeConfig {
             )));
         }
         Ok(config)
+    }
+}
+
+/// The decoder's resnets: no time embedding, diffusers' epsilon for the VAE.
+fn resnet_shape(channels: [usize; 2], groups: usize) -> ResnetShape {
+    ResnetShape {
+        channels,
+        groups,
+        epsilon: EPSILON,
+        time_embedding: None,
     }
 }
 
@@ -165,7 +177,7 @@ impl<B: Backend> VaeDecoder<B> {
         let mid_resnets = (0..2)
             .map(|i| {
                 let prefix = format!("decoder.mid_block.resnets.{i}");
-                ResnetBlock::read(sd, &prefix, [top, top], groups, EPSILON, device)
+                ResnetBlock::read(sd, &prefix, resnet_shape([top, top], groups), device)
             })
             .collect::<Result<_, _>>()?;
         let mid_attention = config
@@ -182,7 +194,7 @@ impl<B: Backend> VaeDecoder<B> {
                 .map(|j| {
                     let from = if j == 0 { c_in } else { c_out };
                     let name = format!("{prefix}.resnets.{j}");
-                    ResnetBlock::read(sd, &name, [from, c_out], groups, EPSILON, device)
+                    ResnetBlock::read(sd, &name, resnet_shape([from, c_out], groups), device)
                 })
                 .collect::<Result<_, _>>()?;
             let last = i + 1 == widths.len();
@@ -223,14 +235,14 @@ impl<B: Backend> VaeDecoder<B> {
             None => latents,
         };
         x = self.conv_in.forward(x);
-        x = self.mid_resnets[0].forward(x);
+        x = self.mid_resnets[0].forward(x, None);
         if let Some(attention) = &self.mid_attention {
             x = attention.forward(x);
         }
-        x = self.mid_resnets[1].forward(x);
+        x = self.mid_resnets[1].forward(x, None);
         for block in &self.up_blocks {
             for resnet in &block.resnets {
-                x = resnet.forward(x);
+                x = resnet.forward(x, None);
             }
             if let Some(upsample) = &block.upsample {
                 x = upsample.forward(x);
