@@ -5,3 +5,4 @@
 pub mod arrays;
 pub mod bench;
 pub mod commands;
+pub mod unclip;

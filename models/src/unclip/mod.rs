@@ -7,8 +7,12 @@ pub mod audio;
 #[cfg(feature = "torch")]
 mod blocks;
 #[cfg(feature = "torch")]
+pub mod convert;
+#[cfg(feature = "torch")]
 pub mod pipeline;
 pub mod schedulers;
+#[cfg(feature = "torch")]
+pub mod text_encoder;
 #[cfg(feature = "torch")]
 mod transformer;
 #[cfg(feature = "torch")]

@@ -132,6 +132,21 @@ impl<B: Backend> UnclipPipeline<B> {
         })
     }
 
+    /// Seconds one UNet call takes on `side` x `side` latents (batch 1), for estimating a run's cost.
+    pub fn time_unet_call(&self, channels: usize, side: usize, device: &B::Device) -> f64 {
+        let [_, tokens, width] = self.text_states.dims();
+        let latents = Tensor::zeros([1, channels, side, side], device);
+        let condition = Tensor::zeros([1, 2 * self.embedding_width()], device);
+        let states = self.text_states.clone().expand([1, tokens, width]);
+        let started = std::time::Instant::now();
+        let output = self
+            .unet
+            .forward(latents, &[999.0], states, Some(condition));
+        // Reading the output waits for the backend to finish.
+        let _ = output.sum().into_scalar();
+        started.elapsed().as_secs_f64()
+    }
+
     /// The embedding width the pipeline takes.
     pub fn embedding_width(&self) -> usize {
         self.normalizer.mean.dims()[1]

@@ -14,7 +14,7 @@ use super::blocks::{
     Downsample, ResnetBlock, ResnetShape, Upsample, read_conv3x3, read_group_norm,
 };
 use super::transformer::{Transformer2d, TransformerShape};
-use super::weights::read_safetensors;
+use super::weights::{read_safetensors, weights_file};
 use crate::checkpoint::torch_layers::read_linear;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 
@@ -42,6 +42,7 @@ impl PerBlock {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct UnetConfig {
+    pub sample_size: usize,
     pub in_channels: usize,
     pub out_channels: usize,
     pub down_block_types: Vec<String>,
@@ -75,6 +76,7 @@ pub struct UnetConfig {
 impl Default for UnetConfig {
     fn default() -> Self {
         Self {
+            sample_size: 64,
             in_channels: 4,
             out_channels: 4,
             down_block_types: [
@@ -395,10 +397,8 @@ impl<B: Backend> Unet<B> {
             message: e.to_string(),
         })?;
         let config = UnetConfig::from_json(&json)?;
-        let variant = if fp16 { ".fp16" } else { "" };
-        let sd =
-            read_safetensors(&dir.join(format!("diffusion_pytorch_model{variant}.safetensors")))?
-                .for_network(NETWORK, "");
+        let sd = read_safetensors(&weights_file(dir, "diffusion_pytorch_model", fp16))?
+            .for_network(NETWORK, "");
         Ok((Self::read(sd, &config, device)?, config))
     }
 

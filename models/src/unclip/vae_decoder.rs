@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::blocks::{
     ResnetBlock, ResnetShape, SpatialAttention, Upsample, read_conv3x3, read_group_norm,
 };
-use super::weights::read_safetensors;
+use super::weights::{read_safetensors, weights_file};
 use crate::checkpoint::torch_layers::read_conv2d;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 
@@ -132,9 +132,8 @@ impl<B: Backend> VaeDecoder<B> {
             message: e.to_string(),
         })?;
         let config = VaeConfig::from_json(&json)?;
-        let variant = if fp16 { ".fp16" } else { "" };
-        let weights = dir.join(format!("diffusion_pytorch_model{variant}.safetensors"));
-        let sd = read_safetensors(&weights)?.for_network(NETWORK, "");
+        let sd = read_safetensors(&weights_file(dir, "diffusion_pytorch_model", fp16))?
+            .for_network(NETWORK, "");
         Ok((Self::read(sd, &config, device)?, config))
     }
 

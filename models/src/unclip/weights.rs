@@ -40,3 +40,73 @@ pub fn safetensors_from_bytes(bytes: &[u8]) -> Result<TorchStateDict, String> {
     }
     Ok(TorchStateDict::from_tensors(tensors))
 }
+
+/// Rewrites the tensors of `source` that `keep` names as f16 in `target` (atomically: a `.partial` file
+/// renamed when complete), refusing a value that f16 cannot hold. Returns how many tensors were written.
+pub fn write_f16_safetensors(
+    source: &Path,
+    keep: impl Fn(&str) -> bool,
+    target: &Path,
+) -> Result<usize, CheckpointError> {
+    let io = |path: &Path, e: &dyn std::fmt::Display| CheckpointError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let bytes = std::fs::read(source).map_err(|e| io(source, &e))?;
+    let parse = |message: String| CheckpointError::Safetensors {
+        path: source.display().to_string(),
+        message,
+    };
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| parse(e.to_string()))?;
+    let mut converted: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in file.tensors() {
+        if !keep(&name) {
+            continue;
+        }
+        let dtype = match view.dtype() {
+            Dtype::F32 => burn::tensor::DType::F32,
+            Dtype::F16 => burn::tensor::DType::F16,
+            Dtype::BF16 => burn::tensor::DType::BF16,
+            other => return Err(parse(format!("{name}: unsupported dtype {other:?}"))),
+        };
+        let data = TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
+        let half = data.convert::<burn::tensor::f16>();
+        let overflow = half
+            .as_slice::<burn::tensor::f16>()
+            .map_err(|e| parse(format!("{name}: {e:?}")))?
+            .iter()
+            .any(|v| !v.is_finite());
+        if overflow {
+            return Err(CheckpointError::BadData {
+                tensor: name,
+                message: "a value is beyond f16's range (or not finite)".into(),
+            });
+        }
+        converted.push((name, view.shape().to_vec(), half.into_bytes().to_vec()));
+    }
+    let views = converted
+        .iter()
+        .map(|(name, shape, data)| {
+            safetensors::tensor::TensorView::new(Dtype::F16, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| parse(format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let partial = target.with_extension("partial");
+    safetensors::serialize_to_file(views, None, &partial).map_err(|e| io(&partial, &e))?;
+    std::fs::rename(&partial, target).map_err(|e| io(target, &e))?;
+    Ok(converted.len())
+}
+
+/// The weight file of a diffusers component folder: `{stem}.fp16.safetensors` when `fp16` is asked for,
+/// else `{stem}.safetensors`, or the fp16 variant where that is the only one (repositories published for
+/// half precision ship only it).
+pub fn weights_file(dir: &Path, stem: &str, fp16: bool) -> std::path::PathBuf {
+    let full = dir.join(format!("{stem}.safetensors"));
+    let half = dir.join(format!("{stem}.fp16.safetensors"));
+    if fp16 || (!full.exists() && half.exists()) {
+        half
+    } else {
+        full
+    }
+}

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use s2v_models::NetworkKind;
+use s2v_models::unclip::pipeline::Sampling;
+use s2v_models::unclip::schedulers::SchedulerKind;
 use s2v_serving::broker::{WorkerOptions, serve_jobs};
 use s2v_serving::device::{DeviceKind, dispatch};
 use s2v_serving::networks::generator_model_info;
@@ -21,6 +23,7 @@ use s2v_worker::bench::{Bench, BenchTarget};
 use s2v_worker::commands::{
     self, Convert, DEFAULT_BATCH, EncodeAudio, EncodeImage, Generate, ImageInput, NoiseSource,
 };
+use s2v_worker::unclip::{ConvertUnclip, EmbeddingSource, Unclip, write_pictures};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +66,74 @@ enum Command {
     Convert(ConvertArgs),
     /// Times one network at the published size with random weights; prints one JSON line.
     Bench(BenchArgs),
+    /// Pictures from sounds with the diffusion variant (Stable unCLIP 2.1), from a folder that
+    /// `convert-unclip` wrote: OUT.npy gets N x 3 x H x W in [0, 1], a folder gets PNG files.
+    Unclip(UnclipArgs),
+    /// Converts a diffusers Stable unCLIP folder and Sound2Vision's audio encoder (`sound2vision_env.pth`)
+    /// into the folder `unclip` reads: f16 weights, the empty prompt's text states, no text encoder.
+    ConvertUnclip(ConvertUnclipArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["audio", "embedding"])))]
+struct UnclipArgs {
+    /// A folder `s2v convert-unclip` wrote.
+    #[arg(long)]
+    model: PathBuf,
+    /// Sounds, encoded by the model's audio encoder.
+    #[arg(long, num_args = 1..)]
+    audio: Vec<PathBuf>,
+    /// N x width embeddings instead of sounds.
+    #[arg(long)]
+    embedding: Option<PathBuf>,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    steps: u16,
+    /// Classifier-free guidance (1 turns it off).
+    #[arg(long, default_value_t = 10.0)]
+    guidance: f64,
+    #[arg(long, value_enum, default_value = "pndm")]
+    scheduler: SchedulerArg,
+    /// The image-noising timestep applied to the embedding (the paper's is 0).
+    #[arg(long, default_value_t = 0)]
+    noise_level: usize,
+    /// Side of the pictures in pixels (the model's own when left out: 768 for Stable unCLIP 2.1).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Seeds the starting latents and the embedding's noise (one stream, latents first).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Starting latents N x 4 x h x w instead of seeded ones.
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// The embedding's noise, N x width, instead of seeded.
+    #[arg(long)]
+    image_noise: Option<PathBuf>,
+    /// Run a full-size model on the CPU even though it takes very long.
+    #[arg(long)]
+    force: bool,
+    /// OUT.npy, or a folder for PNG files.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `--scheduler`'s values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SchedulerArg {
+    Pndm,
+    Ddim,
+    Dpm,
+}
+
+#[derive(Args)]
+struct ConvertUnclipArgs {
+    /// The diffusers folder of Stable unCLIP 2.1 (`stabilityai/stable-diffusion-2-1-unclip`).
+    #[arg(long)]
+    diffusers: PathBuf,
+    /// Sound2Vision's audio encoder (`sound2vision_env.pth`, or a converted file).
+    #[arg(long)]
+    audio_encoder: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -231,7 +302,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => serve_as_worker(device, args),
         Command::Convert(args) => convert(device, args),
         Command::Bench(args) => bench(device, args),
+        Command::Unclip(args) => unclip(device, args),
+        Command::ConvertUnclip(args) => {
+            let job = ConvertUnclip {
+                diffusers: args.diffusers,
+                audio_encoder: args.audio_encoder,
+                out: args.out.clone(),
+            };
+            let manifest = dispatch(device, job)?;
+            eprintln!(
+                "wrote {} ({} M UNet parameters, {}-d embeddings)",
+                args.out.display(),
+                manifest.unet_parameters / 1_000_000,
+                manifest.embedding_width
+            );
+            Ok(())
+        }
     }
+}
+
+fn unclip(device: DeviceKind, args: UnclipArgs) -> anyhow::Result<()> {
+    let source = match args.embedding {
+        Some(path) => EmbeddingSource::File(path),
+        None => EmbeddingSource::Audio(args.audio),
+    };
+    let scheduler = match args.scheduler {
+        SchedulerArg::Pndm => SchedulerKind::Pndm,
+        SchedulerArg::Ddim => SchedulerKind::Ddim,
+        SchedulerArg::Dpm => SchedulerKind::DpmSolver,
+    };
+    let job = Unclip {
+        model: args.model,
+        source,
+        sampling: Sampling {
+            steps: args.steps.into(),
+            guidance: args.guidance,
+            scheduler,
+            noise_level: args.noise_level,
+        },
+        size: args.size,
+        seed: args.seed,
+        latents: args.latents,
+        image_noise: args.image_noise,
+        on_cpu: device.resolve() == DeviceKind::Flex,
+        force: args.force,
+    };
+    write_pictures(&dispatch(device, job)?, &args.out)
 }
 
 fn bench(device: DeviceKind, args: BenchArgs) -> anyhow::Result<()> {

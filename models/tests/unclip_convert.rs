@@ -1,0 +1,198 @@
+//! `convert_unclip` on a tiny diffusers Stable unCLIP folder assembled from the fixtures: what it keeps, the
+//! empty prompt's states it computes, the pipeline it loads back (f16 weights against the f32 originals), and
+//! the folders and encoders it refuses, each by name.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use s2v_models::checkpoint::save_native;
+use s2v_models::unclip::convert::{convert_unclip, read_manifest};
+use s2v_models::unclip::pipeline::{PipelineDirs, Sampling, UnclipPipeline};
+use s2v_models::unclip::schedulers::SchedulerKind;
+use s2v_models::{AudioEncoder, AudioEncoderConfig, CheckpointError, NetworkModule};
+use s2v_tests::{checkout, read_values};
+
+fn data(part: &str) -> PathBuf {
+    checkout().join("tests/data/unclip").join(part)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// A diffusers model folder of the tiny networks, as `from_pretrained` would find it.
+fn diffusers_folder(root: &Path) -> PathBuf {
+    let dir = root.join("stable-unclip");
+    for (component, from) in [
+        ("unet", "unet"),
+        ("vae", "vae"),
+        ("text_encoder", "text_encoder"),
+        ("tokenizer", "tokenizer"),
+        ("scheduler", "pipeline/scheduler"),
+        ("image_normalizer", "pipeline/image_normalizer"),
+        (
+            "image_noising_scheduler",
+            "pipeline/image_noising_scheduler",
+        ),
+    ] {
+        copy_dir(&data(from), &dir.join(component));
+    }
+    dir
+}
+
+/// A Sound2Vision-shaped audio encoder (with `fc2`) whose embedding is `width` wide.
+fn audio_encoder(root: &Path, width: usize, fc2: bool) -> PathBuf {
+    let config = AudioEncoderConfig {
+        in_channels: 1,
+        stem_width: 4,
+        stage_widths: vec![4, 4, 4, 4],
+        blocks_per_stage: vec![1, 1, 1, 1],
+        embedding_dim: width,
+        fc2,
+    };
+    let encoder = AudioEncoder::<Flex>::init(&config, &Default::default()).unwrap();
+    let path = root.join(format!("encoder-{width}-{fc2}.safetensors"));
+    save_native(&encoder, &path, false).unwrap();
+    path
+}
+
+fn input<const D: usize>(name: &str, shape: [usize; D]) -> Tensor<Flex, D> {
+    let values = read_values(&data("pipeline").join(format!("{name}.npy")));
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+}
+
+fn generate(pipeline: &UnclipPipeline<Flex>) -> Vec<f32> {
+    let sampling = Sampling {
+        steps: 3,
+        guidance: 10.0,
+        scheduler: SchedulerKind::Pndm,
+        noise_level: 0,
+    };
+    pipeline
+        .generate(
+            input("embedding", [1, 6]),
+            input("latents", [1, 4, 8, 8]),
+            input("image_noise", [1, 6]),
+            &sampling,
+            |_| {},
+        )
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap()
+}
+
+#[test]
+fn a_converted_model_keeps_what_serving_needs_and_draws_as_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let diffusers = diffusers_folder(dir.path());
+    let out = dir.path().join("converted");
+    let manifest = convert_unclip::<Flex>(
+        &diffusers,
+        &audio_encoder(dir.path(), 6, true),
+        &out,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(read_manifest(&out).unwrap(), manifest);
+    assert_eq!(
+        (
+            manifest.embedding_width,
+            manifest.latent_channels,
+            manifest.sample_size,
+            manifest.vae_scale
+        ),
+        (6, 4, 8, 2)
+    );
+    // No tokenizer, no text encoder, no VAE encoder; weights in f16.
+    assert!(!out.join("tokenizer").exists() && !out.join("text_encoder").exists());
+    let vae = std::fs::read(out.join("vae/diffusion_pytorch_model.safetensors")).unwrap();
+    let vae = safetensors::SafeTensors::deserialize(&vae).unwrap();
+    assert!(
+        vae.names()
+            .iter()
+            .all(|n| n.starts_with("decoder.") || n.starts_with("post_quant_conv."))
+    );
+    assert!(
+        vae.tensors()
+            .iter()
+            .all(|(_, view)| view.dtype() == safetensors::Dtype::F16)
+    );
+
+    // The empty prompt's states are transformers' own.
+    let states = std::fs::read(out.join("text_states.safetensors")).unwrap();
+    let states = safetensors::SafeTensors::deserialize(&states).unwrap();
+    let view = states.tensor("text_states").unwrap();
+    assert_eq!(view.shape(), [1, 8, 6]);
+    let values: Vec<f32> = view
+        .data()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let expected = read_values(&data("text_encoder/empty_prompt_states.npy"));
+    let diff = values
+        .iter()
+        .zip(&expected)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+    assert!(diff < 1e-5, "{diff}");
+
+    // Loaded back, it draws what the f32 original draws with the same states, up to f16's rounding.
+    let converted = UnclipPipeline::<Flex>::load_converted(&out, &Default::default()).unwrap();
+    let (unet, vae, scheduler, normalizer, noising) = (
+        diffusers.join("unet"),
+        diffusers.join("vae"),
+        diffusers.join("scheduler"),
+        diffusers.join("image_normalizer"),
+        diffusers.join("image_noising_scheduler"),
+    );
+    let dirs = PipelineDirs {
+        unet: &unet,
+        vae: &vae,
+        scheduler: &scheduler,
+        image_normalizer: &normalizer,
+        image_noising_scheduler: &noising,
+        fp16: false,
+    };
+    let states = Tensor::from_data(TensorData::new(expected, [1, 8, 6]), &Default::default());
+    let original = UnclipPipeline::<Flex>::load(&dirs, states, &Default::default()).unwrap();
+    let (a, b) = (generate(&converted), generate(&original));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff < 0.02, "pixels differ by {diff}");
+}
+
+#[test]
+fn what_cannot_be_converted_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let diffusers = diffusers_folder(dir.path());
+    let convert = |encoder: &Path, out: &str| {
+        convert_unclip::<Flex>(
+            &diffusers,
+            encoder,
+            &dir.path().join(out),
+            &Default::default(),
+        )
+    };
+    // A Sound2Scene encoder (no fc2).
+    let error = convert(&audio_encoder(dir.path(), 6, false), "a").unwrap_err();
+    assert!(
+        matches!(&error, CheckpointError::MissingTensor { tensor, .. } if tensor == "audnet.fc2.weight"),
+        "{error}"
+    );
+    // An embedding the UNet cannot take.
+    let error = convert(&audio_encoder(dir.path(), 5, true), "b").unwrap_err();
+    assert!(error.to_string().contains("5-d embedding"), "{error}");
+    // A folder without a text encoder.
+    std::fs::remove_dir_all(diffusers.join("text_encoder")).unwrap();
+    let error = convert(&audio_encoder(dir.path(), 6, true), "c").unwrap_err();
+    assert!(error.to_string().contains("text_encoder"), "{error}");
+}
