@@ -11,8 +11,11 @@ use std::time::Instant;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use s2v_models::checkpoint::{SyntheticFill, TorchStateDict};
 use s2v_models::checkpoint::{load_native, to_native_bytes};
 use s2v_models::loss::info_nce_l2;
+use s2v_models::unclip::unet::{Unet, UnetConfig};
+use s2v_models::unclip::vae_decoder::{VaeConfig, VaeDecoder};
 use s2v_models::{
     AudioEncoder, AudioEncoderConfig, Generator, GeneratorConfig, ImageEncoder, ImageEncoderConfig,
     NetworkModule,
@@ -42,6 +45,11 @@ pub enum BenchTarget {
     TrainImageEncoder,
     /// One training step of the default model's generator.
     TrainGenerator,
+    /// One guided call of Stable unCLIP 2.1's UNet (870 M parameters) on 96 x 96 latents, as a 768 x 768
+    /// picture takes at each step: twice the batch, for classifier-free guidance.
+    UnclipUnet,
+    /// Stable unCLIP 2.1's VAE decoder, 96 x 96 latents to 768 x 768 pixels.
+    UnclipVae,
 }
 
 /// One timing run.
@@ -156,8 +164,48 @@ impl Bench {
             BenchTarget::TrainAudioEncoder => train_audio_encoder::<B>(n, device)?,
             BenchTarget::TrainImageEncoder => train_image_encoder::<B>(n, device)?,
             BenchTarget::TrainGenerator => train_generator::<B>(n, device)?,
+            BenchTarget::UnclipUnet => unclip_unet::<B>(n, device)?,
+            BenchTarget::UnclipVae => {
+                let weights = TorchStateDict::synthetic("VAE decoder", synthetic_weights());
+                let decoder =
+                    VaeDecoder::<B>::read(weights, &VaeConfig::stable_diffusion(), device)?;
+                let latents = seeded_input::<B, 4>([n, 4, 96, 96], normal(), device);
+                Box::new(move || Ok(Some(read(decoder.forward(latents.clone()))?)))
+            }
         })
     }
+}
+
+/// Weights for the unCLIP networks, made up from [`SEED`] where the layers ask for them (the published files
+/// are gigabytes, and the arithmetic is the same).
+fn synthetic_weights() -> SyntheticFill {
+    SyntheticFill::Random {
+        std: 0.02,
+        seed: SEED,
+    }
+}
+
+fn unclip_unet<B: Backend>(n: usize, device: &B::Device) -> anyhow::Result<Step<'_>> {
+    let config = UnetConfig::stable_unclip_2_1();
+    let unet = Unet::<B>::read(
+        TorchStateDict::synthetic("UNet", synthetic_weights()),
+        &config,
+        device,
+    )?;
+    let batch = 2 * n;
+    let latents = seeded_input::<B, 4>([batch, 4, 96, 96], normal(), device);
+    let states = seeded_input::<B, 3>([batch, 77, config.cross_attention_dim], normal(), device);
+    let class = seeded_input::<B, 2>([batch, 2048], normal(), device);
+    let timesteps = vec![500.0; batch];
+    Ok(Box::new(move || {
+        let output = unet.forward(
+            latents.clone(),
+            &timesteps,
+            states.clone(),
+            Some(class.clone()),
+        );
+        Ok(Some(read(output)?))
+    }))
 }
 
 fn train_audio_encoder<B: Backend>(n: usize, device: &B::Device) -> anyhow::Result<Step<'_>> {

@@ -16,9 +16,9 @@ use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
 use crate::arrays::Array;
 use crate::commands::spectrogram_of_file;
 
-/// UNets larger than this are refused on the CPU unless forced: Stable unCLIP's 866 M parameters take
+/// UNets larger than this are refused on the CPU unless forced: Stable unCLIP's 870 M parameters take
 /// minutes a step there.
-const CPU_PARAMETER_LIMIT: usize = 100_000_000;
+pub const CPU_PARAMETER_LIMIT: usize = 100_000_000;
 
 /// `s2v convert-unclip`.
 pub struct ConvertUnclip {
@@ -54,8 +54,10 @@ pub struct Unclip {
     pub seed: u64,
     pub latents: Option<PathBuf>,
     pub image_noise: Option<PathBuf>,
-    /// The backend computes on the CPU, where a full-size UNet is refused unless `force`.
+    /// The backend computes on the CPU, where a UNet of more than `cpu_parameter_limit` parameters is
+    /// refused unless `force`.
     pub on_cpu: bool,
+    pub cpu_parameter_limit: usize,
     pub force: bool,
 }
 
@@ -76,7 +78,7 @@ impl OnBackend for Unclip {
         };
         let latents =
             Tensor::<B, 4>::from_data(TensorData::new(latents.data, latent_shape), &device);
-        if self.on_cpu && manifest.unet_parameters > CPU_PARAMETER_LIMIT && !self.force {
+        if self.on_cpu && manifest.unet_parameters > self.cpu_parameter_limit && !self.force {
             bail!(self.cpu_estimate(&pipeline, &manifest, latent_shape, &device)?);
         }
         let started = Instant::now();

@@ -224,6 +224,21 @@ fn inputs_that_do_not_fit_are_refused_with_a_reason() {
         &["--embedding", s(&embedding), "--noise-level", "1000"],
         "noise level 1000",
     );
+    // A UNet over the CPU limit is refused with a measured estimate, unless forced.
+    let limit = [
+        "--embedding",
+        s(&embedding),
+        "--cpu-parameter-limit",
+        "1000",
+    ];
+    fails_with(&base, &limit, "pass --force to run it here anyway");
+    let forced: Vec<&str> = base
+        .iter()
+        .chain(&limit)
+        .chain(&["--force"])
+        .copied()
+        .collect();
+    ok(&forced);
     let corrupt = dir.path().join("corrupt.wav");
     std::fs::write(&corrupt, b"RIFF nonsense").unwrap();
     fails_with(&base, &["--audio", s(&corrupt)], "corrupt.wav");

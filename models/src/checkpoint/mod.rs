@@ -16,7 +16,9 @@ pub use error::CheckpointError;
 pub use native::save_native;
 pub use native::{NativeHeader, load_native, read_native_header, to_native_bytes};
 #[cfg(feature = "torch")]
-pub use torch::{FromTorch, TorchStateDict, is_batch_counter, load_checkpoint, read_torch_tensors};
+pub use torch::{
+    FromTorch, SyntheticFill, TorchStateDict, is_batch_counter, load_checkpoint, read_torch_tensors,
+};
 #[cfg(feature = "train")]
 pub use torch_names::{TorchNamed, TorchNames};
 

@@ -68,6 +68,19 @@ pub struct TorchStateDict {
     network: &'static str,
     tensors: HashMap<String, TensorSnapshot>,
     taken: BTreeSet<String>,
+    /// Make up every tensor a layer asks for instead of reading it (see [`TorchStateDict::synthetic`]).
+    synthetic: Option<SyntheticFill>,
+}
+
+/// What a synthetic state dict fills its tensors with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SyntheticFill {
+    Zeros,
+    /// Normal values of this standard deviation, seeded by the tensor's name.
+    Random {
+        std: f32,
+        seed: u64,
+    },
 }
 
 impl TorchStateDict {
@@ -96,6 +109,19 @@ impl TorchStateDict {
             network: "network",
             tensors,
             taken: BTreeSet::new(),
+            synthetic: None,
+        }
+    }
+
+    /// A state dict that makes up each tensor a layer takes, with the shape the layer asks for: a network of
+    /// any configuration, such as the published sizes, without its weights (for shapes, parameter counts
+    /// and benchmarks). Every name is present; [`TorchStateDict::finish`] finds nothing left over.
+    pub fn synthetic(network: &'static str, fill: SyntheticFill) -> Self {
+        Self {
+            network,
+            tensors: HashMap::new(),
+            taken: BTreeSet::new(),
+            synthetic: Some(fill),
         }
     }
 
@@ -141,6 +167,10 @@ impl TorchStateDict {
         name: &str,
         expected: &[usize],
     ) -> Result<Vec<f32>, CheckpointError> {
+        if let Some(fill) = self.synthetic {
+            self.taken.insert(name.to_string());
+            return Ok(synthetic_values(fill, name, expected.iter().product()));
+        }
         let found = self.shape(name)?;
         // PyTorch stores 0-d tensors (the attention gain) with shape []; accept [1] for them and vice versa.
         let numel = |s: &[usize]| s.iter().product::<usize>();
@@ -205,6 +235,26 @@ impl TorchStateDict {
             network: self.network,
             tensors: unused,
         })
+    }
+}
+
+fn synthetic_values(fill: SyntheticFill, name: &str, count: usize) -> Vec<f32> {
+    match fill {
+        SyntheticFill::Zeros => vec![0.0; count],
+        SyntheticFill::Random { std, seed } => {
+            use rand::SeedableRng;
+            use rand_distr::{Distribution, StandardNormal};
+            // FNV-1a: a hash that stays the same across Rust releases, so seeded weights do too.
+            let name_hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ name_hash);
+            (0..count)
+                .map(|_| {
+                    std * <StandardNormal as Distribution<f32>>::sample(&StandardNormal, &mut rng)
+                })
+                .collect()
+        }
     }
 }
 

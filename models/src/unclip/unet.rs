@@ -124,6 +124,20 @@ impl Default for UnetConfig {
 }
 
 impl UnetConfig {
+    /// Stable unCLIP 2.1's UNet (`stabilityai/stable-diffusion-2-1-unclip`): Stable Diffusion 2.1's with the
+    /// projection class embedding for the 1024-d image embedding and its noise level.
+    pub fn stable_unclip_2_1() -> Self {
+        Self {
+            sample_size: 96,
+            attention_head_dim: PerBlock::Each(vec![5, 10, 20, 20]),
+            cross_attention_dim: 1024,
+            use_linear_projection: true,
+            class_embed_type: Some("projection".into()),
+            projection_class_embeddings_input_dim: Some(2048),
+            ..Self::default()
+        }
+    }
+
     pub fn from_json(json: &str) -> Result<Self, CheckpointError> {
         let config: Self = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
         config.check()?;

@@ -54,6 +54,16 @@ impl Default for VaeConfig {
 }
 
 impl VaeConfig {
+    /// Stable Diffusion's VAE (2.1's and Stable unCLIP 2.1's): four blocks of 128 to 512 channels, eightfold.
+    pub fn stable_diffusion() -> Self {
+        Self {
+            up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+            ..Self::default()
+        }
+    }
+
     pub fn from_json(json: &str) -> Result<Self, CheckpointError> {
         let config: Self = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
         if config.act_fn != "silu" {

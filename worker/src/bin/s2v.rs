@@ -23,7 +23,9 @@ use s2v_worker::bench::{Bench, BenchTarget};
 use s2v_worker::commands::{
     self, Convert, DEFAULT_BATCH, EncodeAudio, EncodeImage, Generate, ImageInput, NoiseSource,
 };
-use s2v_worker::unclip::{ConvertUnclip, EmbeddingSource, Unclip, write_pictures};
+use s2v_worker::unclip::{
+    CPU_PARAMETER_LIMIT, ConvertUnclip, EmbeddingSource, Unclip, write_pictures,
+};
 
 #[derive(Parser)]
 #[command(
@@ -111,6 +113,9 @@ struct UnclipArgs {
     /// Run a full-size model on the CPU even though it takes very long.
     #[arg(long)]
     force: bool,
+    /// UNets above this many parameters are refused on the CPU without --force (tests lower it).
+    #[arg(long, hide = true, default_value_t = CPU_PARAMETER_LIMIT)]
+    cpu_parameter_limit: usize,
     /// OUT.npy, or a folder for PNG files.
     #[arg(long)]
     out: PathBuf,
@@ -345,6 +350,7 @@ fn unclip(device: DeviceKind, args: UnclipArgs) -> anyhow::Result<()> {
         latents: args.latents,
         image_noise: args.image_noise,
         on_cpu: device.resolve() == DeviceKind::Flex,
+        cpu_parameter_limit: args.cpu_parameter_limit,
         force: args.force,
     };
     write_pictures(&dispatch(device, job)?, &args.out)
