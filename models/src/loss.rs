@@ -8,11 +8,15 @@ use burn::tensor::activation::log_softmax;
 use crate::layers::l2_normalise;
 
 /// Symmetric InfoNCE whose logits are minus the Euclidean distances between L2-normalised features
-/// (temperature 1): `(CE(-D, I) + CE(-D^T, I)) / 2` with `D[i, j] = ||v_i - a_j||`.
+/// (temperature 1): `(CE(-D, I) + CE(-D^T, I)) / 2` with `D[i, j] = ||v_i - a_j||`. Sound2Scene's loss.
 pub fn info_nce_l2<B: Backend>(audio: Tensor<B, 2>, visual: Tensor<B, 2>) -> Tensor<B, 1> {
+    info_nce_euclidean(l2_normalise(audio), l2_normalise(visual))
+}
+
+/// The same over the features as they are, unnormalised: Sound2Vision's loss, whose audio embeddings must
+/// land on CLIP's image embeddings themselves (the diffusion model reads their length too).
+pub fn info_nce_euclidean<B: Backend>(audio: Tensor<B, 2>, visual: Tensor<B, 2>) -> Tensor<B, 1> {
     let [n, d] = audio.dims();
-    let audio = l2_normalise(audio);
-    let visual = l2_normalise(visual);
     // Pairwise differences rather than the |a|^2 + |b|^2 - 2ab expansion: exact near zero distance. The tiny
     // offset keeps the square root differentiable when a pair coincides.
     let diff = visual.reshape([n, 1, d]) - audio.reshape([1, n, d]);

@@ -1,6 +1,7 @@
 //! Sound2Vision's audio encoder (`fc` 512 -> 1024, ReLU, `fc2`): parity with the authors' `ResNet_` at narrow
 //! widths (`tests/data/sound2vision`, written by `make_fixture.py` there from their module) on the reference
-//! fixtures' spectrogram, its native round trip, and the refusal of an encoder without `fc2`.
+//! fixtures' spectrogram, its native round trip, the refusal of an encoder without `fc2`, and its loss
+//! against the authors' `InfoNCE_with_L2_sound2vision`.
 
 use burn::backend::Flex;
 use burn::prelude::*;
@@ -66,5 +67,29 @@ fn a_sound2scene_encoder_is_refused_where_sound2vision_is_needed() {
     assert!(
         matches!(&error, CheckpointError::MissingTensor { tensor, .. } if tensor == "audnet.fc2.weight"),
         "{error}"
+    );
+}
+
+#[test]
+fn the_loss_matches_the_authors_sound2vision_loss() {
+    let read = |name: &str, shape: [usize; 2]| -> Tensor<Flex, 2> {
+        let values = read_values(&checkout().join("tests/data/sound2vision").join(name));
+        Tensor::from_data(TensorData::new(values, shape), &Default::default())
+    };
+    let (audio, image) = (
+        read("loss_audio.npy", [6, 1024]),
+        read("loss_image.npy", [6, 1024]),
+    );
+    let loss = s2v_models::loss::info_nce_euclidean(audio.clone(), image.clone()).into_scalar();
+    let reference = read_values(&checkout().join("tests/data/sound2vision/loss_value.npy"))[0];
+    assert!(
+        (loss - reference).abs() < 1e-4,
+        "loss {loss} vs reference {reference}"
+    );
+    // Not Sound2Scene's: normalising first gives another value.
+    let normalised = s2v_models::loss::info_nce_l2(audio, image).into_scalar();
+    assert!(
+        (normalised - reference).abs() > 1e-2,
+        "{normalised} vs {reference}"
     );
 }
