@@ -408,6 +408,7 @@ fn training_pairs_sounds_without_a_picture_with_pictures_of_their_label() {
         only: Some(Stage::AudioEncoder),
         image_encoder: None,
         fresh_discriminator: false,
+        target_embeddings: None,
     };
     assert!(train::<Autodiff<Flex>>(&options, &Default::default()).unwrap());
     assert!(out.join(AUDIO_ENCODER_FILE).exists());

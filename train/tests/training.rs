@@ -101,6 +101,7 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
         only: None,
         image_encoder: None,
         fresh_discriminator: false,
+        target_embeddings: None,
     };
 
     // Interrupted after 5 steps, then every 15, in the middle of every stage and off its checkpoint interval.
@@ -333,6 +334,7 @@ fn a_frozen_pretrained_encoder_sets_the_conditioning_width() {
         only: None,
         image_encoder: Some(fixture),
         fresh_discriminator: false,
+        target_embeddings: None,
     };
     assert!(train::<B>(&options, &device).unwrap());
     let g: Generator<Flex> = load_checkpoint(&out.join(GENERATOR_FILE), &device).unwrap();
@@ -343,4 +345,62 @@ fn a_frozen_pretrained_encoder_sets_the_conditioning_width() {
     let written: Recipe =
         serde_json::from_str(&std::fs::read_to_string(out.join("recipe.json")).unwrap()).unwrap();
     assert_eq!(written.discriminator.feature_dim, width);
+}
+
+#[test]
+fn sound2visions_encoder_trains_against_given_embeddings_of_the_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = built_package_tree(dir.path());
+    let listed = s2v_train::dataset::Dataset::open(&data)
+        .unwrap()
+        .listed_pictures()
+        .len();
+    let write = |name: &str, rows: usize| {
+        let path = dir.path().join(name);
+        let values: Vec<f32> = (0..rows * 8)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
+            .collect();
+        let array = ndarray::Array2::from_shape_vec((rows, 8), values).unwrap();
+        ndarray_npy::write_npy(&path, &array).unwrap();
+        path
+    };
+    let mut recipe = Recipe::preset(Preset::Tiny);
+    recipe.audio_steps = 3;
+    let options = |embeddings: std::path::PathBuf, out: &str| TrainOptions {
+        data: data.clone(),
+        out: dir.path().join(out),
+        recipe: recipe.clone(),
+        seed: 1,
+        max_steps_per_call: None,
+        deadline: None,
+        stage_seconds: None,
+        only: None,
+        image_encoder: None,
+        fresh_discriminator: false,
+        target_embeddings: Some(embeddings),
+    };
+    let device = Default::default();
+    assert!(train::<B>(&options(write("e.npy", listed), "run"), &device).unwrap());
+    let encoder: AudioEncoder<Flex> = load_checkpoint(
+        &dir.path().join("run").join(AUDIO_ENCODER_FILE),
+        &Default::default(),
+    )
+    .unwrap();
+    let config = encoder.config();
+    assert!(config.fc2);
+    assert_eq!(config.embedding_dim, 8);
+    // Only the audio encoder trains: no image encoder, no generator.
+    assert!(!dir.path().join("run").join(IMAGE_ENCODER_FILE).exists());
+    assert_eq!(
+        progress(&dir.path().join("run"), Stage::AudioEncoder).step,
+        3
+    );
+    // A table that does not have a row per listed picture is refused, with both counts.
+    let error = train::<B>(&options(write("short.npy", listed - 1), "short"), &device).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&format!("{} rows", listed - 1))
+            && message.contains(&format!("lists {listed} pictures")),
+        "{message}"
+    );
 }

@@ -134,6 +134,21 @@ impl Dataset {
             .collect()
     }
 
+    /// Every picture the data set lists, of both splits: the pairs' in `items.csv` order, then the image-only
+    /// set's in `image_only/items.csv` order. Embeddings given for training (`--target-embeddings`) have a
+    /// row per picture in this order.
+    pub fn listed_pictures(&self) -> Vec<(PathBuf, &Item)> {
+        self.pairs
+            .iter()
+            .map(|i| (self.pair_image(i), i))
+            .chain(
+                self.image_only
+                    .iter()
+                    .map(|i| (self.image_only_image(i), i)),
+            )
+            .collect()
+    }
+
     /// Every held-out picture: the held-out pairs' pictures and the held-out image-only set.
     pub fn held_out_images(&self) -> Vec<(PathBuf, &Item)> {
         self.image_only

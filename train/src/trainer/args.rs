@@ -73,6 +73,11 @@ pub struct TrainArgs {
     /// pictures at its own input size, and the other networks take its feature width.
     #[arg(long, value_name = "FILE")]
     pub image_encoder: Option<PathBuf>,
+    /// Train Sound2Vision's audio encoder (with `fc2`, the paper's loss on unnormalised features) against
+    /// these embeddings of the data set's pictures instead of the three stages: an N x D `.npy`, one row per
+    /// picture in the order `s2v data pictures` lists them (a CLIP image encoder's, say).
+    #[arg(long, value_name = "E.npy", conflicts_with_all = ["image_encoder", "only"])]
+    pub target_embeddings: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -96,6 +101,7 @@ impl TrainArgs {
             only: self.only,
             image_encoder: self.image_encoder,
             fresh_discriminator: self.fresh_discriminator,
+            target_embeddings: self.target_embeddings,
         })
     }
 

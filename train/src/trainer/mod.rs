@@ -42,6 +42,7 @@ use crate::dataset::{Dataset, Item, Split};
 use crate::eval::image_encoder::image_encoder_neighbours;
 use crate::eval::labelling::Labelling;
 use crate::image_features::{CACHE_DIR, FrozenFeatures};
+use audio_stage::{AudioLoss, AudioTargets};
 
 /// File names of the exported networks (the project's safetensors format).
 pub const IMAGE_ENCODER_FILE: &str = "image_encoder.safetensors";
@@ -285,6 +286,10 @@ pub struct TrainOptions {
     /// When the generator stage resumes, start its discriminator (and that optimiser) anew instead of loading
     /// them: to change the discriminator's width during a run, or to replace one that stopped teaching.
     pub fresh_discriminator: bool,
+    /// Train Sound2Vision's audio encoder (with `fc2`) against these embeddings of the data set's pictures
+    /// (an `N x D` `.npy`, one row per picture in [`Dataset::listed_pictures`]'s order, such as a CLIP image
+    /// encoder's), with the paper's loss on the unnormalised features, instead of the three stages.
+    pub target_embeddings: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -357,6 +362,9 @@ fn seed_stage<B: Backend>(device: &B::Device, seed: u64, stage: Stage) {
 /// Runs the stages that have not finished. Returns whether all the chosen ones have.
 pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> Result<bool> {
     let dataset = Dataset::open(&options.data)?;
+    if let Some(path) = &options.target_embeddings {
+        return audio_stage::train_to_embeddings::<B>(options, &dataset, path, device);
+    }
     // A given encoder is read before thousands of pictures are.
     let frozen: Option<ImageEncoder<B::InnerBackend>> = options
         .image_encoder
@@ -417,8 +425,14 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> 
         save_native(&generator, &options.out.join(GENERATOR_FILE), false)?;
     }
     if wanted(Stage::AudioEncoder) {
-        let Some(audio_encoder) =
-            audio_stage::run::<B>(options, &dataset, &training_pictures, &mut features, device)?
+        let files: Vec<PathBuf> = training_pictures.iter().map(|(p, _)| p.clone()).collect();
+        let targets = AudioTargets {
+            pictures: &training_pictures,
+            rows: features.of(&files, false)?,
+            encoder: options.recipe.audio_encoder.clone(),
+            loss: AudioLoss::Sound2Scene,
+        };
+        let Some(audio_encoder) = audio_stage::run::<B>(options, &dataset, &targets, device)?
         else {
             return Ok(false);
         };

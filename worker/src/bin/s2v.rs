@@ -163,6 +163,12 @@ enum DataCommand {
     /// Writes the notice that goes beside weights trained on a data set: its packages, their licences and
     /// credits, and the licence that follows for the weights.
     Notice(NoticeArgs),
+    /// Prints the path of every picture the data set lists, one a line, in the order `s2v train
+    /// --target-embeddings` reads its rows.
+    Pictures {
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -304,6 +310,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(options) => evaluate(device, options),
         Command::Data(DataCommand::BuildDefault(options)) => build_data(&options),
         Command::Data(DataCommand::Notice(args)) => write_data_notice(&args),
+        Command::Data(DataCommand::Pictures { data }) => {
+            for (path, _) in Dataset::open(&data)?.listed_pictures() {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Command::Worker(args) => serve_as_worker(device, args),
         Command::Convert(args) => convert(device, args),
         Command::Bench(args) => bench(device, args),
