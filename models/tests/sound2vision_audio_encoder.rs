@@ -8,7 +8,7 @@ use burn::prelude::*;
 use s2v_models::checkpoint::{load_native, to_native_bytes};
 use s2v_models::unclip::audio::load_sound2vision_encoder;
 use s2v_models::{AudioEncoder, CheckpointError, NetworkModule};
-use s2v_tests::{checkout, fixture, read_values};
+use s2v_tests::{checkout, fixture, max_relative_error, read_values};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -26,16 +26,6 @@ fn embed(encoder: &AudioEncoder<Flex>) -> Vec<f32> {
     encoder.forward(input).into_data().to_vec().unwrap()
 }
 
-fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
-    assert_eq!(actual.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    diff / scale
-}
-
 #[test]
 fn the_fc2_encoder_matches_the_authors_module() {
     let encoder = encoder();
@@ -46,7 +36,7 @@ fn the_fc2_encoder_matches_the_authors_module() {
     let embedding = embed(&encoder);
     // fc2 has no ReLU after it: the reference's output has negative values, and so must this one.
     assert!(embedding.iter().any(|v| *v < 0.0));
-    let error = relative_error(&embedding, &expected);
+    let error = max_relative_error(&embedding, &expected);
     assert!(error < TOLERANCE, "relative error {error}");
 }
 

@@ -11,40 +11,10 @@ use s2v_models::unclip::convert::{convert_unclip, read_manifest};
 use s2v_models::unclip::pipeline::{PipelineDirs, Sampling, UnclipPipeline};
 use s2v_models::unclip::schedulers::SchedulerKind;
 use s2v_models::{AudioEncoder, AudioEncoderConfig, CheckpointError, NetworkModule};
-use s2v_tests::{checkout, read_values};
+use s2v_tests::{checkout, read_values, tiny_unclip_folder};
 
 fn data(part: &str) -> PathBuf {
     checkout().join("tests/data/unclip").join(part)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
-/// A diffusers model folder of the tiny networks, as `from_pretrained` would find it.
-fn diffusers_folder(root: &Path) -> PathBuf {
-    let dir = root.join("stable-unclip");
-    for (component, from) in [
-        ("unet", "unet"),
-        ("vae", "vae"),
-        ("text_encoder", "text_encoder"),
-        ("tokenizer", "tokenizer"),
-        ("scheduler", "pipeline/scheduler"),
-        ("image_normalizer", "pipeline/image_normalizer"),
-        (
-            "image_noising_scheduler",
-            "pipeline/image_noising_scheduler",
-        ),
-    ] {
-        copy_dir(&data(from), &dir.join(component));
-    }
-    dir
 }
 
 /// A Sound2Vision-shaped audio encoder (with `fc2`) whose embedding is `width` wide.
@@ -92,7 +62,7 @@ fn generate(pipeline: &UnclipPipeline<Flex>) -> Vec<f32> {
 #[test]
 fn a_converted_model_keeps_what_serving_needs_and_draws_as_the_original() {
     let dir = tempfile::tempdir().unwrap();
-    let diffusers = diffusers_folder(dir.path());
+    let diffusers = tiny_unclip_folder(dir.path());
     let out = dir.path().join("converted");
     let manifest = convert_unclip::<Flex>(
         &diffusers,
@@ -173,7 +143,7 @@ fn a_converted_model_keeps_what_serving_needs_and_draws_as_the_original() {
 #[test]
 fn what_cannot_be_converted_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let diffusers = diffusers_folder(dir.path());
+    let diffusers = tiny_unclip_folder(dir.path());
     let convert = |encoder: &Path, out: &str| {
         convert_unclip::<Flex>(
             &diffusers,

@@ -6,7 +6,7 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use s2v_models::unclip::pipeline::{PipelineDirs, PipelineError, Sampling, UnclipPipeline};
 use s2v_models::unclip::schedulers::SchedulerKind;
-use s2v_tests::{checkout, read_values};
+use s2v_tests::{checkout, max_relative_error, read_values};
 
 const RELATIVE_TOLERANCE: f32 = 1e-4;
 
@@ -46,16 +46,6 @@ fn sampling() -> Sampling {
     }
 }
 
-fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
-    assert_eq!(actual.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    diff / scale
-}
-
 #[test]
 fn three_pndm_steps_to_pixels_match_diffusers() {
     let pipeline = pipeline();
@@ -77,7 +67,7 @@ fn three_pndm_steps_to_pixels_match_diffusers() {
     assert_eq!(calls, [(0, 4), (1, 4), (2, 4), (3, 4)]);
     let latents: Vec<f32> = last_latents.unwrap().into_data().to_vec().unwrap();
     let expected = read_values(&data("pipeline/final_latents.npy"));
-    let error = relative_error(&latents, &expected);
+    let error = max_relative_error(&latents, &expected);
     assert!(
         error < RELATIVE_TOLERANCE,
         "latents: relative error {error}"
@@ -85,7 +75,7 @@ fn three_pndm_steps_to_pixels_match_diffusers() {
     // diffusers returns pixels as [n, h, w, 3].
     let pixels: Vec<f32> = pixels.permute([0, 2, 3, 1]).into_data().to_vec().unwrap();
     let expected = read_values(&data("pipeline/pixels.npy"));
-    let error = relative_error(&pixels, &expected);
+    let error = max_relative_error(&pixels, &expected);
     assert!(error < RELATIVE_TOLERANCE, "pixels: relative error {error}");
 }
 

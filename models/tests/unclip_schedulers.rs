@@ -6,7 +6,7 @@
 use burn::backend::Flex;
 use burn::prelude::*;
 use s2v_models::unclip::schedulers::{Ddim, Scheduler, SchedulerError, SchedulerKind};
-use s2v_tests::{checkout, read_values};
+use s2v_tests::{checkout, max_relative_error, read_values};
 
 const SHAPE: [usize; 4] = [1, 4, 4, 4];
 const RELATIVE_TOLERANCE: f32 = 1e-4;
@@ -46,16 +46,6 @@ fn values(tensor: &Tensor<Flex, 4>) -> Vec<f32> {
     tensor.clone().into_data().to_vec().unwrap()
 }
 
-/// The largest difference relative to the largest magnitude of the expected values.
-fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let diff = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    diff / scale
-}
-
 /// Steps `kind` through the case as diffusers did and compares every sample.
 fn check(kind: SchedulerKind, name: &str) {
     let case = case(name);
@@ -65,7 +55,7 @@ fn check(kind: SchedulerKind, name: &str) {
     let mut sample = tensor(case.samples[0].clone());
     for (call, output) in case.outputs.iter().enumerate() {
         sample = scheduler.step(output.clone(), sample).unwrap();
-        let error = relative_error(&values(&sample), &case.samples[call + 1]);
+        let error = max_relative_error(&values(&sample), &case.samples[call + 1]);
         assert!(
             error < RELATIVE_TOLERANCE,
             "{name}: call {call} (timestep {}) is off by {error} relative",
@@ -127,7 +117,7 @@ fn ddims_clean_estimate_matches_diffusers() {
     let mut sample = tensor(case.samples[0].clone());
     for (call, (output, expected)) in case.outputs.iter().zip(originals.chunks(64)).enumerate() {
         let step = ddim.step(output.clone(), sample).unwrap();
-        let error = relative_error(&values(&step.pred_original_sample), expected);
+        let error = max_relative_error(&values(&step.pred_original_sample), expected);
         assert!(error < RELATIVE_TOLERANCE, "call {call}: {error}");
         sample = step.prev_sample;
     }

@@ -6,7 +6,7 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use s2v_models::CheckpointError;
 use s2v_models::unclip::vae_decoder::{VaeConfig, VaeDecoder};
-use s2v_tests::{checkout, read_values};
+use s2v_tests::{checkout, max_relative_error, read_values};
 
 const RELATIVE_TOLERANCE: f32 = 1e-4;
 
@@ -27,27 +27,17 @@ fn decode(fp16: bool) -> Vec<f32> {
     pixels.into_data().to_vec().unwrap()
 }
 
-fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
-    assert_eq!(actual.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    diff / scale
-}
-
 #[test]
 fn the_decoder_matches_diffusers() {
     let expected = read_values(&fixture().join("decoded.npy"));
-    let error = relative_error(&decode(false), &expected);
+    let error = max_relative_error(&decode(false), &expected);
     assert!(error < RELATIVE_TOLERANCE, "relative error {error}");
 }
 
 #[test]
 fn the_fp16_weights_decode_as_diffusers_decodes_with_them() {
     let expected = read_values(&fixture().join("decoded_fp16_weights.npy"));
-    let error = relative_error(&decode(true), &expected);
+    let error = max_relative_error(&decode(true), &expected);
     assert!(error < RELATIVE_TOLERANCE, "relative error {error}");
 }
 

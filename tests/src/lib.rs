@@ -80,3 +80,42 @@ pub fn relative_error(a: &[f32], b: &[f32]) -> f32 {
 }
 
 pub const WAVES: [&str; 3] = ["tone_chirp_10s", "harmonic_3p7s", "clicks_160125"];
+
+/// The largest difference between `actual` and `expected`, relative to the largest magnitude in `expected`.
+pub fn max_relative_error(actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len(), "length mismatch");
+    let scale = expected
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    max_abs_diff(actual, expected) / scale
+}
+
+/// The tiny Stable unCLIP networks of `tests/data/unclip` laid out in `root` as a diffusers model folder
+/// (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, the schedulers and the image normaliser); its path.
+pub fn tiny_unclip_folder(root: &Path) -> PathBuf {
+    let data = checkout().join("tests/data/unclip");
+    let dir = root.join("stable-unclip");
+    for (component, from) in [
+        ("unet", "unet"),
+        ("vae", "vae"),
+        ("text_encoder", "text_encoder"),
+        ("tokenizer", "tokenizer"),
+        ("scheduler", "pipeline/scheduler"),
+        ("image_normalizer", "pipeline/image_normalizer"),
+        (
+            "image_noising_scheduler",
+            "pipeline/image_noising_scheduler",
+        ),
+    ] {
+        let target = dir.join(component);
+        std::fs::create_dir_all(&target).unwrap();
+        for entry in std::fs::read_dir(data.join(from)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, target.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    dir
+}

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use burn::backend::Flex;
 use s2v_models::checkpoint::save_native;
 use s2v_models::{AudioEncoder, AudioEncoderConfig, NetworkModule};
-use s2v_tests::{checkout, fixture, read_values};
+use s2v_tests::{checkout, fixture, read_values, tiny_unclip_folder};
 
 fn s2v(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_s2v"))
@@ -55,31 +55,7 @@ fn data(part: &str) -> PathBuf {
 /// The tiny networks laid out as a diffusers Stable unCLIP folder, and a Sound2Vision-shaped audio encoder
 /// with the tiny model's 6-d embedding.
 fn tiny_model(root: &Path) -> (PathBuf, PathBuf) {
-    let diffusers = root.join("stable-unclip");
-    for (component, from) in [
-        ("unet", "unet"),
-        ("vae", "vae"),
-        ("text_encoder", "text_encoder"),
-        ("tokenizer", "tokenizer"),
-        ("scheduler", "pipeline/scheduler"),
-        ("image_normalizer", "pipeline/image_normalizer"),
-        (
-            "image_noising_scheduler",
-            "pipeline/image_noising_scheduler",
-        ),
-    ] {
-        std::fs::create_dir_all(diffusers.join(component)).unwrap();
-        for entry in std::fs::read_dir(data(from)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::copy(
-                    &path,
-                    diffusers.join(component).join(path.file_name().unwrap()),
-                )
-                .unwrap();
-            }
-        }
-    }
+    let diffusers = tiny_unclip_folder(root);
     let config = AudioEncoderConfig {
         in_channels: 1,
         stem_width: 4,

@@ -2,9 +2,9 @@
 //! `ResnetBlock2D`, the spatial self-attention of `Attention` and `Upsample2D`.
 
 use burn::module::Param;
-use burn::nn::GroupNorm;
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::interpolate;
@@ -44,6 +44,26 @@ pub fn read_group_norm<B: Backend>(
         epsilon,
         affine: true,
     })
+}
+
+/// `nn.LayerNorm` from `{prefix}.weight` and `{prefix}.bias`.
+pub fn read_layer_norm<B: Backend>(
+    sd: &mut TorchStateDict,
+    prefix: &str,
+    width: usize,
+    epsilon: f64,
+    device: &B::Device,
+) -> Result<LayerNorm<B>, CheckpointError> {
+    let mut norm = LayerNormConfig::new(width)
+        .with_epsilon(epsilon)
+        .init(device);
+    norm.gamma = Param::from_tensor(sd.take(&format!("{prefix}.weight"), [width], device)?);
+    norm.beta = Some(Param::from_tensor(sd.take(
+        &format!("{prefix}.bias"),
+        [width],
+        device,
+    )?));
+    Ok(norm)
 }
 
 /// A 3 x 3 convolution with padding 1 and a bias, diffusers' usual.

@@ -16,7 +16,7 @@ use super::pipeline::{PipelineDirs, PipelineError, UnclipPipeline};
 use super::text_encoder::{TextEncoder, empty_prompt_ids};
 use super::unet::Unet;
 use super::vae_decoder::VaeDecoder;
-use super::weights::{read_safetensors, weights_file, write_f16_safetensors};
+use super::weights::{read_safetensors, read_text, weights_file, write_f16_safetensors};
 use crate::checkpoint::{CheckpointError, save_native};
 use crate::{AudioEncoder, NetworkModule};
 
@@ -167,7 +167,7 @@ fn save_text_states<B: Backend>(states: Tensor<B, 3>, path: &Path) -> Result<(),
 /// Reads a converted folder's manifest.
 pub fn read_manifest(dir: &Path) -> Result<UnclipManifest, CheckpointError> {
     let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, &e))?;
+    let text = read_text(&path)?;
     serde_json::from_str(&text).map_err(|e| CheckpointError::InvalidConfig {
         network: "converted unCLIP model",
         message: format!("{}: {e}", path.display()),

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use super::schedulers::{NoiseConfig, Scheduler, SchedulerError, SchedulerKind, read_config};
 use super::unet::{Unet, timestep_embedding};
 use super::vae_decoder::VaeDecoder;
-use super::weights::read_safetensors;
+use super::weights::{read_safetensors, read_text};
 use crate::checkpoint::CheckpointError;
 
 /// Why a picture could not be made.
@@ -73,13 +73,6 @@ pub struct Progress<'a, B: Backend> {
     pub call: usize,
     pub calls: usize,
     pub latents: &'a Tensor<B, 4>,
-}
-
-fn read_text(path: &Path) -> Result<String, CheckpointError> {
-    std::fs::read_to_string(path).map_err(|e| CheckpointError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
 }
 
 impl<B: Backend> UnclipPipeline<B> {

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid, softmax};
 use serde::Deserialize;
 
-use super::weights::{read_safetensors, weights_file};
+use super::blocks::read_layer_norm;
+use super::weights::{read_safetensors, read_text, weights_file};
 use crate::checkpoint::torch_layers::read_linear;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 
@@ -67,34 +68,11 @@ pub struct TextEncoder<B: Backend> {
     quick_gelu: bool,
 }
 
-fn read_layer_norm<B: Backend>(
-    sd: &mut TorchStateDict,
-    prefix: &str,
-    width: usize,
-    epsilon: f64,
-    device: &B::Device,
-) -> Result<LayerNorm<B>, CheckpointError> {
-    let mut norm = LayerNormConfig::new(width)
-        .with_epsilon(epsilon)
-        .init(device);
-    norm.gamma = Param::from_tensor(sd.take(&format!("{prefix}.weight"), [width], device)?);
-    norm.beta = Some(Param::from_tensor(sd.take(
-        &format!("{prefix}.bias"),
-        [width],
-        device,
-    )?));
-    Ok(norm)
-}
-
 impl<B: Backend> TextEncoder<B> {
     /// From a diffusers `text_encoder/` folder: `config.json` and `model.safetensors` (or, with `fp16`,
     /// `model.fp16.safetensors`).
     pub fn from_dir(dir: &Path, fp16: bool, device: &B::Device) -> Result<Self, CheckpointError> {
-        let config_path = dir.join("config.json");
-        let json = std::fs::read_to_string(&config_path).map_err(|e| CheckpointError::Io {
-            path: config_path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let json = read_text(&dir.join("config.json"))?;
         let config: TextEncoderConfig =
             serde_json::from_str(&json).map_err(|e| invalid(e.to_string()))?;
         let sd = read_safetensors(&weights_file(dir, "model", fp16))?
@@ -264,10 +242,7 @@ impl<B: Backend> TextEncoder<B> {
 pub fn empty_prompt_ids(tokenizer: &Path) -> Result<Vec<usize>, CheckpointError> {
     let read = |name: &str| -> Result<serde_json::Value, CheckpointError> {
         let path = tokenizer.join(name);
-        let text = std::fs::read_to_string(&path).map_err(|e| CheckpointError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let text = read_text(&path)?;
         serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
     };
     let vocab: HashMap<String, usize> = serde_json::from_value(read("vocab.json")?)

@@ -2,13 +2,12 @@
 //! (self-attention, cross-attention to the text states, a GEGLU feed-forward, each after a layer norm and
 //! added back), between projections in and out and around a group norm.
 
-use burn::module::Param;
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{GroupNorm, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
 
-use super::blocks::read_group_norm;
+use super::blocks::{read_group_norm, read_layer_norm};
 use crate::checkpoint::torch_layers::{read_conv2d, read_linear};
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 
@@ -26,24 +25,6 @@ pub struct TransformerShape {
     pub context_width: usize,
     /// Linear projections in and out (Stable Diffusion 2's), else 1 x 1 convolutions.
     pub linear_projection: bool,
-}
-
-fn read_layer_norm<B: Backend>(
-    sd: &mut TorchStateDict,
-    prefix: &str,
-    width: usize,
-    device: &B::Device,
-) -> Result<LayerNorm<B>, CheckpointError> {
-    let mut norm = LayerNormConfig::new(width)
-        .with_epsilon(LAYER_NORM_EPSILON)
-        .init(device);
-    norm.gamma = Param::from_tensor(sd.take(&format!("{prefix}.weight"), [width], device)?);
-    norm.beta = Some(Param::from_tensor(sd.take(
-        &format!("{prefix}.bias"),
-        [width],
-        device,
-    )?));
-    Ok(norm)
 }
 
 /// diffusers' `Attention` between tokens: queries from `x`, keys and values from `context` (or `x`), heads of
@@ -160,7 +141,13 @@ impl<B: Backend> TransformerBlock<B> {
     ) -> Result<Self, CheckpointError> {
         let width = shape.channels;
         Ok(Self {
-            norm1: read_layer_norm(sd, &format!("{prefix}.norm1"), width, device)?,
+            norm1: read_layer_norm(
+                sd,
+                &format!("{prefix}.norm1"),
+                width,
+                LAYER_NORM_EPSILON,
+                device,
+            )?,
             self_attention: Attention::read(
                 sd,
                 &format!("{prefix}.attn1"),
@@ -168,7 +155,13 @@ impl<B: Backend> TransformerBlock<B> {
                 shape.heads,
                 device,
             )?,
-            norm2: read_layer_norm(sd, &format!("{prefix}.norm2"), width, device)?,
+            norm2: read_layer_norm(
+                sd,
+                &format!("{prefix}.norm2"),
+                width,
+                LAYER_NORM_EPSILON,
+                device,
+            )?,
             cross_attention: Attention::read(
                 sd,
                 &format!("{prefix}.attn2"),
@@ -176,7 +169,13 @@ impl<B: Backend> TransformerBlock<B> {
                 shape.heads,
                 device,
             )?,
-            norm3: read_layer_norm(sd, &format!("{prefix}.norm3"), width, device)?,
+            norm3: read_layer_norm(
+                sd,
+                &format!("{prefix}.norm3"),
+                width,
+                LAYER_NORM_EPSILON,
+                device,
+            )?,
             feed_forward: FeedForward::read(sd, &format!("{prefix}.ff"), width, device)?,
         })
     }

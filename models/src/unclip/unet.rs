@@ -14,7 +14,7 @@ use super::blocks::{
     Downsample, ResnetBlock, ResnetShape, Upsample, read_conv3x3, read_group_norm,
 };
 use super::transformer::{Transformer2d, TransformerShape};
-use super::weights::{read_safetensors, weights_file};
+use super::weights::{read_safetensors, read_text, weights_file};
 use crate::checkpoint::torch_layers::read_linear;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 
@@ -405,11 +405,7 @@ impl<B: Backend> Unet<B> {
         fp16: bool,
         device: &B::Device,
     ) -> Result<(Self, UnetConfig), CheckpointError> {
-        let config_path = dir.join("config.json");
-        let json = std::fs::read_to_string(&config_path).map_err(|e| CheckpointError::Io {
-            path: config_path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let json = read_text(&dir.join("config.json"))?;
         let config = UnetConfig::from_json(&json)?;
         let sd = read_safetensors(&weights_file(dir, "diffusion_pytorch_model", fp16))?
             .for_network(NETWORK, "");

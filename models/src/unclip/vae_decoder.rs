@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::blocks::{
     ResnetBlock, ResnetShape, SpatialAttention, Upsample, read_conv3x3, read_group_norm,
 };
-use super::weights::{read_safetensors, weights_file};
+use super::weights::{read_safetensors, read_text, weights_file};
 use crate::checkpoint::torch_layers::read_conv2d;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 
@@ -136,11 +136,7 @@ impl<B: Backend> VaeDecoder<B> {
         fp16: bool,
         device: &B::Device,
     ) -> Result<(Self, VaeConfig), CheckpointError> {
-        let config_path = dir.join("config.json");
-        let json = std::fs::read_to_string(&config_path).map_err(|e| CheckpointError::Io {
-            path: config_path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let json = read_text(&dir.join("config.json"))?;
         let config = VaeConfig::from_json(&json)?;
         let sd = read_safetensors(&weights_file(dir, "diffusion_pytorch_model", fp16))?
             .for_network(NETWORK, "");

@@ -10,6 +10,14 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 
+/// A text file (a component's `config.json`), with its path in the error.
+pub fn read_text(path: &Path) -> Result<String, CheckpointError> {
+    std::fs::read_to_string(path).map_err(|e| CheckpointError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
 /// The tensors of a safetensors file, f32, f16 or bf16.
 pub fn read_safetensors(path: &Path) -> Result<TorchStateDict, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io {

@@ -5,8 +5,8 @@
 use burn::prelude::*;
 use serde::Deserialize;
 
-use super::SchedulerError;
 use super::noise::{NoiseConfig, Prediction, TimestepSpacing, alpha_at, spaced_timesteps};
+use super::{SchedulerError, timestep_at};
 
 /// `DDIMScheduler`'s fields of `scheduler_config.json`, with its defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,12 +101,7 @@ impl Ddim {
         model_output: Tensor<B, 4>,
         sample: Tensor<B, 4>,
     ) -> Result<DdimStep<B>, SchedulerError> {
-        let Some(&timestep) = self.timesteps.get(self.calls) else {
-            return Err(SchedulerError::PastTheEnd {
-                calls: self.calls + 1,
-                steps: self.timesteps.len(),
-            });
-        };
+        let timestep = timestep_at(&self.timesteps, self.calls)?;
         self.calls += 1;
         let alpha = alpha_at(&self.alphas_cumprod, timestep, self.final_alpha);
         let alpha_prev = alpha_at(

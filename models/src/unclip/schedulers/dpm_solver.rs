@@ -5,8 +5,8 @@
 use burn::prelude::*;
 use serde::Deserialize;
 
-use super::SchedulerError;
 use super::noise::{NoiseConfig, Prediction, TimestepSpacing, round_half_even};
+use super::{SchedulerError, timestep_at};
 
 /// `DPMSolverMultistepScheduler`'s fields of `scheduler_config.json` that this port reads, with its
 /// defaults; the variants it does not implement are refused by name.
@@ -177,12 +177,7 @@ impl<B: Backend> DpmSolver<B> {
     ) -> Result<Tensor<B, 4>, SchedulerError> {
         let steps = self.timesteps.len();
         let i = self.index;
-        if i >= steps {
-            return Err(SchedulerError::PastTheEnd {
-                calls: i + 1,
-                steps,
-            });
-        }
+        timestep_at(&self.timesteps, i)?;
         let short = self.lower_order_final && steps < 15;
         let first_order_final =
             i == steps - 1 && (self.euler_at_final || short || self.final_sigma_zero);

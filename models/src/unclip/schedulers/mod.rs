@@ -35,6 +35,17 @@ pub enum SchedulerError {
     PastTheEnd { calls: usize, steps: usize },
 }
 
+/// The timestep of model call `call`, or the error of one call too many.
+fn timestep_at(timesteps: &[i64], call: usize) -> Result<i64, SchedulerError> {
+    timesteps
+        .get(call)
+        .copied()
+        .ok_or(SchedulerError::PastTheEnd {
+            calls: call + 1,
+            steps: timesteps.len(),
+        })
+}
+
 /// Which scheduler steps the latents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedulerKind {

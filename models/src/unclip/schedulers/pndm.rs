@@ -5,8 +5,8 @@
 use burn::prelude::*;
 use serde::Deserialize;
 
-use super::SchedulerError;
 use super::noise::{NoiseConfig, Prediction, TimestepSpacing, alpha_at, spaced_timesteps};
+use super::{SchedulerError, timestep_at};
 
 /// `PNDMScheduler`'s fields of `scheduler_config.json`, with its defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -106,12 +106,7 @@ impl<B: Backend> Pndm<B> {
         model_output: Tensor<B, 4>,
         sample: Tensor<B, 4>,
     ) -> Result<Tensor<B, 4>, SchedulerError> {
-        let Some(&timestep) = self.timesteps.get(self.counter) else {
-            return Err(SchedulerError::PastTheEnd {
-                calls: self.counter + 1,
-                steps: self.timesteps.len(),
-            });
-        };
+        let timestep = timestep_at(&self.timesteps, self.counter)?;
         let next = if self.counter < self.prk_calls {
             self.step_prk(model_output, timestep, sample)
         } else {
