@@ -165,6 +165,14 @@ fn evaluation_judges_every_held_out_sound() {
         .count() as u32;
     let grid = image::open(out.join("grid.png")).unwrap();
     assert_eq!(grid.height(), 4 + rows * (128 + 4));
+    // Beside it, each row's class, in the order of the report's classes.
+    let row_classes = std::fs::read_to_string(out.join("grid.txt")).unwrap();
+    let expected: Vec<&str> = classes
+        .iter()
+        .filter(|c| held_out.iter().any(|i| &i.label == *c))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(row_classes.lines().collect::<Vec<_>>(), expected);
     for figure in ["volume.png", "mixing.png", "features.png"] {
         image::open(out.join(figure)).unwrap_or_else(|e| panic!("{figure}: {e}"));
     }

@@ -451,8 +451,10 @@ pub fn evaluate<B: AutodiffBackend>(options: &EvalOptions, device: &B::Device) -
     let real_recall = judging.recall(&real, &held_out.picture_classes, 1)?;
 
     let geometry = pair_geometry(&held_out, &features, &options.out)?;
-    draw_grid(&classes, &held_out, &generated, judging.samples(), size)
-        .save(options.out.join("grid.png"))?;
+    let (grid, row_classes) = draw_grid(&classes, &held_out, &generated, judging.samples(), size);
+    grid.save(options.out.join("grid.png"))?;
+    // The figure carries no text: the rows' classes, top to bottom, sit beside it.
+    std::fs::write(options.out.join("grid.txt"), row_classes.join("\n") + "\n")?;
     let volume = volume(&judging, &held_out, &generated)?;
     let mixing = mixing(&judging, &held_out)?;
 
@@ -550,9 +552,10 @@ fn draw_grid(
     generated: &[Vec<f32>],
     samples: usize,
     size: usize,
-) -> image::RgbImage {
+) -> (image::RgbImage, Vec<String>) {
     let mut rows: Vec<Vec<Cell>> = Vec::new();
-    for class in 0..classes.len() {
+    let mut row_classes = Vec::new();
+    for (class, name) in classes.iter().enumerate() {
         let members: Vec<usize> = (0..held_out.sounds.len())
             .filter(|&i| held_out.sound_classes[i] == class)
             .collect();
@@ -567,8 +570,9 @@ fn draw_grid(
             }
         }
         rows.push(row);
+        row_classes.push(name.clone());
     }
-    plots::grid(&rows, size, 2)
+    (plots::grid(&rows, size, 2), row_classes)
 }
 
 /// The volume control: each held-out sound at four gains with the same noise. Per gain, the judge's mean
