@@ -5,16 +5,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
-use s2v_models::AudioEncoder;
-use s2v_models::checkpoint::load_checkpoint;
 use s2v_models::generator::sample_noise;
 use s2v_models::unclip::convert::{AUDIO_ENCODER, UnclipManifest, convert_unclip, read_manifest};
 use s2v_models::unclip::pipeline::{Sampling, UnclipPipeline};
 use s2v_serving::device::OnBackend;
-use s2v_shared::audio::{FREQ_BINS, TIME_FRAMES};
 
 use crate::arrays::Array;
-use crate::commands::spectrogram_of_file;
+use crate::commands::{DEFAULT_BATCH, EncodeAudio};
 
 /// UNets larger than this are refused on the CPU unless forced: Stable unCLIP's 870 M parameters take
 /// minutes a step there.
@@ -128,32 +125,13 @@ impl Unclip {
         let width = manifest.embedding_width;
         match &self.source {
             EmbeddingSource::File(path) => Array::read_rows(path, width, "the embeddings"),
-            EmbeddingSource::Audio(files) => {
-                let spectrograms = files
-                    .iter()
-                    .map(|p| spectrogram_of_file(p))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let encoder: AudioEncoder<B> =
-                    load_checkpoint(&self.model.join(AUDIO_ENCODER), device)?;
-                let values: Vec<f32> = spectrograms
-                    .iter()
-                    .flat_map(|s| s.data.iter().copied())
-                    .collect();
-                let n = spectrograms.len();
-                let input = Tensor::from_data(
-                    TensorData::new(values, [n, 1, FREQ_BINS, TIME_FRAMES]),
-                    device,
-                );
-                let data = encoder
-                    .forward(input)
-                    .into_data()
-                    .to_vec()
-                    .map_err(|e| anyhow::anyhow!("reading the embeddings: {e:?}"))?;
-                Ok(Array {
-                    shape: vec![n, width],
-                    data,
-                })
+            // `s2v encode-audio`'s job, with the model's own encoder.
+            EmbeddingSource::Audio(files) => EncodeAudio {
+                checkpoint: Some(self.model.join(AUDIO_ENCODER)),
+                audio: files.clone(),
+                batch_size: DEFAULT_BATCH,
             }
+            .run::<B>(device.clone()),
         }
     }
 

@@ -6,9 +6,9 @@ use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softmax};
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::activation::silu;
+use burn::tensor::module::{attention, interpolate};
+use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 
 use crate::checkpoint::torch_layers::{read_conv2d, read_linear};
 use crate::checkpoint::{CheckpointError, TorchStateDict};
@@ -64,6 +64,39 @@ pub fn read_layer_norm<B: Backend>(
         device,
     )?));
     Ok(norm)
+}
+
+/// Softmax attention of `queries` `[batch, tokens, width]` over `keys` and `values` `[batch, other, width]`,
+/// split into `heads` heads of `width / heads`, scaled by `1 / sqrt(head width)`, each query attending to
+/// itself and the keys before it where `causal`: burn's attention operation, which a backend may fuse.
+pub fn multi_head_attention<B: Backend>(
+    queries: Tensor<B, 3>,
+    keys: Tensor<B, 3>,
+    values: Tensor<B, 3>,
+    heads: usize,
+    causal: bool,
+) -> Tensor<B, 3> {
+    let [batch, tokens, width] = queries.dims();
+    let split = |t: Tensor<B, 3>| {
+        let length = t.dims()[1];
+        t.reshape([batch, length, heads, width / heads])
+            .swap_dims(1, 2)
+    };
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: causal,
+    };
+    attention(
+        split(queries),
+        split(keys),
+        split(values),
+        None,
+        None,
+        options,
+    )
+    .swap_dims(1, 2)
+    .reshape([batch, tokens, width])
 }
 
 /// A 3 x 3 convolution with padding 1 and a bias, diffusers' usual.
@@ -235,21 +268,13 @@ impl<B: Backend> SpatialAttention<B> {
             .forward(x.clone())
             .reshape([batch, channels, positions])
             .swap_dims(1, 2);
-        let head_dim = channels / self.heads;
-        let split = |t: Tensor<B, 3>| {
-            t.reshape([batch, positions, self.heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let q = split(self.to_q.forward(tokens.clone()));
-        let k = split(self.to_k.forward(tokens.clone()));
-        let v = split(self.to_v.forward(tokens));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt());
-        let attended = softmax(scores, 3)
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, positions, channels]);
+        let attended = multi_head_attention(
+            self.to_q.forward(tokens.clone()),
+            self.to_k.forward(tokens.clone()),
+            self.to_v.forward(tokens),
+            self.heads,
+            false,
+        );
         let out = self
             .to_out
             .forward(attended)

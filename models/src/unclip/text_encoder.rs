@@ -8,10 +8,10 @@ use std::path::Path;
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::activation::{gelu, sigmoid};
 use serde::Deserialize;
 
-use super::blocks::read_layer_norm;
+use super::blocks::{multi_head_attention, read_layer_norm};
 use super::weights::{read_safetensors, read_text, weights_file};
 use crate::checkpoint::torch_layers::read_linear;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
@@ -184,20 +184,8 @@ impl<B: Backend> TextEncoder<B> {
                 .clone()
                 .narrow(0, 0, length)
                 .reshape([1, length, width]);
-        // Each token attends to itself and the tokens before it.
-        let mask: Vec<f32> = (0..length * length)
-            .map(|i| {
-                if i % length > i / length {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let causal =
-            Tensor::<B, 4>::from_data(TensorData::new(mask, [1, 1, length, length]), &device);
         for layer in &self.layers {
-            x = x.clone() + self.attention(layer, layer.layer_norm1.forward(x), causal.clone());
+            x = x.clone() + self.attention(layer, layer.layer_norm1.forward(x));
             let hidden = layer.fc1.forward(layer.layer_norm2.forward(x.clone()));
             let hidden = if self.quick_gelu {
                 hidden.clone() * sigmoid(hidden.mul_scalar(1.702))
@@ -209,29 +197,15 @@ impl<B: Backend> TextEncoder<B> {
         Ok(self.final_layer_norm.forward(x))
     }
 
-    fn attention(
-        &self,
-        layer: &EncoderLayer<B>,
-        x: Tensor<B, 3>,
-        causal: Tensor<B, 4>,
-    ) -> Tensor<B, 3> {
-        let [batch, length, width] = x.dims();
-        let head_dim = width / self.heads;
-        let split = |t: Tensor<B, 3>| {
-            t.reshape([batch, length, self.heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let q = split(layer.q_proj.forward(x.clone()));
-        let k = split(layer.k_proj.forward(x.clone()));
-        let v = split(layer.v_proj.forward(x));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (head_dim as f64).sqrt())
-            + causal;
-        let attended = softmax(scores, 3)
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, length, width]);
+    /// Causal self-attention: each token attends to itself and the tokens before it.
+    fn attention(&self, layer: &EncoderLayer<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let attended = multi_head_attention(
+            layer.q_proj.forward(x.clone()),
+            layer.k_proj.forward(x.clone()),
+            layer.v_proj.forward(x),
+            self.heads,
+            true,
+        );
         layer.out_proj.forward(attended)
     }
 }

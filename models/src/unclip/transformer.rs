@@ -5,9 +5,9 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 
-use super::blocks::{read_group_norm, read_layer_norm};
+use super::blocks::{multi_head_attention, read_group_norm, read_layer_norm};
 use crate::checkpoint::torch_layers::{read_conv2d, read_linear};
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 
@@ -65,22 +65,14 @@ impl<B: Backend> Attention<B> {
     }
 
     fn forward(&self, x: Tensor<B, 3>, context: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
-        let [batch, tokens, width] = x.dims();
         let context = context.unwrap_or_else(|| x.clone());
-        let context_tokens = context.dims()[1];
-        let head_dim = width / self.heads;
-        let split =
-            |t: Tensor<B, 3>, n: usize| t.reshape([batch, n, self.heads, head_dim]).swap_dims(1, 2);
-        let q = split(self.to_q.forward(x), tokens);
-        let k = split(self.to_k.forward(context.clone()), context_tokens);
-        let v = split(self.to_v.forward(context), context_tokens);
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (head_dim as f64).sqrt());
-        let attended = softmax(scores, 3)
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, tokens, width]);
+        let attended = multi_head_attention(
+            self.to_q.forward(x),
+            self.to_k.forward(context.clone()),
+            self.to_v.forward(context),
+            self.heads,
+            false,
+        );
         self.to_out.forward(attended)
     }
 }

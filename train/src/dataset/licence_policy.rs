@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use super::notice::Terms;
+
 /// The licence that weights trained on a build are to be distributed under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WeightsLicence {
@@ -89,6 +91,22 @@ impl WeightsLicence {
     }
 }
 
+/// What one part of a record asks of a work based on the item (the notice's classification): of
+/// alternatives (`or`) the least, of a conjunction (`and`) the most.
+pub fn terms_of_part(part: &str) -> Terms {
+    split_words(licence_text(part), " or ")
+        .into_iter()
+        .map(|alternative| {
+            split_words(alternative, " and ")
+                .into_iter()
+                .map(|term| Licence::identify(term).terms())
+                .max()
+                .unwrap_or(Terms::Unknown)
+        })
+        .min()
+        .unwrap_or(Terms::Unknown)
+}
+
 /// The licence named in one part of a record, without its credit: `CC-BY-SA-3.0 (2010 Wildfire Games)`
 /// gives `CC-BY-SA-3.0`; OpenSFX's `Original "x.wav" by "y". License: Creative Commons Attribution 3.0
 /// Unported.` gives what follows `License:`.
@@ -149,6 +167,17 @@ enum Licence {
 }
 
 impl Licence {
+    fn terms(&self) -> Terms {
+        match self {
+            Self::PublicDomain => Terms::Nothing,
+            Self::Permissive(_) | Self::CcBy(_) | Self::Artistic1 | Self::Artistic2 => {
+                Terms::Credit
+            }
+            Self::CcBySa(_) | Self::Gnu { .. } | Self::FreeArt | Self::Gfdl => Terms::ShareAlike,
+            Self::Other(_) => Terms::Unknown,
+        }
+    }
+
     fn identify(term: &str) -> Self {
         // An exception only adds permissions to the licence it names.
         let lower = term.to_lowercase();

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use super::build::downloaded_deb;
 use super::copyright::{Copyright, copyright_file};
-use super::licence_policy::WeightsLicence;
+use super::licence_policy::{WeightsLicence, terms_of_part};
 use super::{DEBS_DIR, Dataset, Item, Split, UNPACKED_DIR};
 
 /// What a licence asks of a work based on the item.
@@ -34,7 +34,7 @@ pub enum Terms {
 pub fn terms_of(licence: &str) -> Terms {
     record_parts(licence)
         .into_iter()
-        .map(terms_of_one)
+        .map(terms_of_part)
         .max()
         .unwrap_or(Terms::Unknown)
 }
@@ -55,56 +55,12 @@ pub(super) fn record_parts(licence: &str) -> Vec<&str> {
         .collect()
 }
 
-fn terms_of_one(licence: &str) -> Terms {
-    let lower = licence.to_lowercase();
-    // Whole words, so that a credit such as "Ann Smith" is not read as MIT.
-    let words: Vec<&str> = lower
-        .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '.' || c == '+'))
-        .filter(|w| !w.is_empty())
-        .collect();
-    // A licence's name, alone or with its version: `gpl`, `gpl-2+`, `gplv3`, `cc-by-3.0`.
-    let word = |name: &str| {
-        words.iter().any(|w| {
-            w.strip_prefix(name).is_some_and(|rest| {
-                rest.chars()
-                    .next()
-                    .is_none_or(|c| matches!(c, '-' | '+' | '.' | 'v') || c.is_ascii_digit())
-            })
-        })
-    };
-    let phrase = |needle: &str| lower.contains(needle);
-    // Terms that forbid uses (no commercial use, no derivatives) are for a person to weigh.
-    if phrase("-nc") || phrase("noncommercial") || phrase("non-commercial") || phrase("-nd") {
-        Terms::Unknown
-    } else if word("gpl")
-        || word("lgpl")
-        || word("agpl")
-        || word("cc-by-sa")
-        || word("free-art")
-        || phrase("sharealike")
-        || phrase("share-alike")
-        || phrase("share alike")
-    {
-        Terms::ShareAlike
-    } else if phrase("public domain")
-        || word("public-domain")
-        || word("cc0")
-        || phrase("creative commons zero")
-    {
-        Terms::Nothing
-    } else if word("mit") || word("artistic") || word("cc-by") || phrase("commons attribution") {
-        Terms::Credit
-    } else {
-        Terms::Unknown
-    }
-}
-
 /// The share-alike licence of a record's part, named as the record names it without the credit: `GPL-2+`,
 /// `CC-BY-SA-3.0`.
 fn share_alike_licences(licence: &str) -> Vec<String> {
     record_parts(licence)
         .into_iter()
-        .filter(|part| terms_of_one(part) == Terms::ShareAlike)
+        .filter(|part| terms_of_part(part) == Terms::ShareAlike)
         .map(|part| {
             part.split_once(" (")
                 .map_or(part, |(name, _)| name)
