@@ -3,7 +3,7 @@
 
 use s2v_serving::broker::BrokerClient;
 use s2v_serving::{GeneratorRuntime, ImageResult, SubmitError};
-use s2v_shared::wire::{GenerationRequest, ModelInfo};
+use s2v_shared::wire::{GenerationRequest, ModelInfo, ModelKind};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 pub enum Generators {
@@ -21,6 +21,7 @@ pub struct Serving {
     pub feature_dim: usize,
     /// Side of the square pictures.
     pub resolution: usize,
+    pub kind: ModelKind,
 }
 
 impl Generators {
@@ -31,11 +32,13 @@ impl Generators {
                 model: model.clone(),
                 feature_dim: runtime.feature_dim(),
                 resolution: runtime.resolution(),
+                kind: runtime.kind(),
             }),
             Generators::Broker(broker) => broker.live_worker().map(|w| Serving {
                 model: w.model,
                 feature_dim: w.feature_dim,
                 resolution: w.resolution,
+                kind: w.kind,
             }),
         }
     }

@@ -216,6 +216,8 @@ mod tests {
             seed: 3,
             count: 1,
             truncation: None,
+            steps: Some(20),
+            guidance: Some(10.0),
             images: vec![image],
         }
     }

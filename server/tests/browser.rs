@@ -13,6 +13,8 @@ use std::process::Command;
 
 use s2v_tests::service::{Process, start_server};
 
+mod support;
+
 fn serve(data: &Path, page: &Path, extra: &[&str]) -> (Process, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_s2v-server"));
     command
@@ -81,4 +83,43 @@ fn the_page_works_on_webgpu_and_on_the_cpu() {
         );
     }
     eprintln!("screenshots in {}", shots.display());
+}
+
+#[test]
+fn the_page_offers_a_diffusion_models_controls_and_shows_its_previews() {
+    let checkout = s2v_tests::checkout();
+    let page = checkout.join("dist");
+    assert!(
+        page.join("index.html").is_file(),
+        "the page is not built: run tests/setup"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let model = support::tiny_converted(dir.path());
+    let (_server, base) = serve(
+        &dir.path().join("data"),
+        &page,
+        &[
+            "--unclip",
+            model.to_str().unwrap(),
+            "--device",
+            "flex",
+            "--steps",
+            "3",
+            "--preview-every",
+            "1",
+        ],
+    );
+    let shots = screenshots();
+    let status = Command::new("node")
+        .arg(checkout.join("tests/browser/diffusion.mjs"))
+        .arg(&base)
+        .arg(s2v_tests::fixture("tone_chirp_10s.wav"))
+        .arg(&shots)
+        .status()
+        .expect("node runs (tests/setup installs Node's packages)");
+    assert!(
+        status.success(),
+        "the diffusion page failed in the browser (its log is above; screenshots in {})",
+        shots.display()
+    );
 }

@@ -13,6 +13,13 @@ pub enum InvalidRequest {
     NoImages,
     #[error(transparent)]
     Truncation(#[from] InvalidTruncation),
+    /// A control the served model does not have (a GAN's steps, a diffusion model's truncation).
+    #[error("this model does not take {0}")]
+    NotOffered(&'static str),
+    #[error("{0}")]
+    Steps(String),
+    #[error("guidance must be a number between 0 and {0}")]
+    Guidance(f32),
 }
 
 /// Why a request was not queued.

@@ -1,4 +1,4 @@
-//! The generator's output as pictures: `[-1, 1]` channel-major floats to RGB bytes and PNG files. One place,
+//! The generator's output as pictures: `[-1, 1]` channel-major floats to RGB bytes, PNG files and JPEG previews. One place,
 //! so the command-line tool and the service make the same bytes from the same output.
 
 /// `3 x H x W` in [-1, 1] to interleaved RGB bytes, as `(x + 1) / 2` clamped and rounded.
@@ -23,6 +23,17 @@ pub fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>, St
     Ok(png)
 }
 
+/// JPEG bytes of an interleaved RGB image: previews, where size matters more than fidelity.
+pub fn encode_jpeg(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>, String> {
+    let buffer = image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec())
+        .ok_or_else(|| format!("{} bytes are not a {width} x {height} RGB image", rgb.len()))?;
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+        .encode_image(&buffer)
+        .map_err(|e| format!("encoding JPEG: {e}"))?;
+    Ok(jpeg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +46,8 @@ mod tests {
         let png = encode_png(&to_rgb8(&chw, 1, 2), 2, 1).unwrap();
         assert_eq!(&png[1..4], b"PNG");
         assert!(encode_png(&[0; 5], 2, 1).is_err());
+        let jpeg = encode_jpeg(&to_rgb8(&chw, 1, 2), 2, 1).unwrap();
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "a JPEG starts with SOI");
+        assert!(encode_jpeg(&[0; 5], 2, 1).is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! The generator runtime: one thread owns the generator on its device and serves a bounded queue of requests,
 //! batching the images of whatever requests are waiting (collected for a few milliseconds, up to a batch
 //! limit). Each image goes back to its request as soon as its batch is done; a request whose receiver is gone
-//! (the client left) is dropped from later batches.
+//! (the client left) is dropped from later batches. A GAN's thread is here; a diffusion model's, which
+//! batches UNet calls rather than whole pictures, is in [`crate::diffusion`]. The handle, the queue and the
+//! checks are the same for both.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use burn::prelude::*;
 use s2v_models::generator::sample_noise;
+use s2v_models::unclip::pipeline::seeded_noise;
 use s2v_models::{Generator, NetworkModule};
-use s2v_shared::wire::GenerationRequest;
+use s2v_shared::wire::{GenerationRequest, ModelKind};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{GenerationError, InvalidRequest, SubmitError};
@@ -38,13 +41,23 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// One finished image: `rgb` is `height x width x 3`, row-major, mapped from [-1, 1].
+/// One finished image, or a preview of one: `rgb` is `height x width x 3`, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratedImage {
     pub index: usize,
     pub width: usize,
     pub height: usize,
     pub rgb: Vec<u8>,
+    /// `Some` for a diffusion model's preview (a small picture of what it predicts so far), `None` for the
+    /// finished image.
+    pub preview: Option<PreviewStep>,
+}
+
+/// Where a preview was taken: after `step` of `steps` denoising steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviewStep {
+    pub step: usize,
+    pub steps: usize,
 }
 
 /// What a request's receiver gets: each image as it is made, or the error that ended the request.
@@ -62,6 +75,20 @@ pub struct RuntimeStats {
 }
 
 impl RuntimeStats {
+    pub(crate) fn new(max_batch: usize) -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            dropped_images: AtomicU64::new(0),
+            batch_sizes: (0..max_batch.max(1)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Counts one forward pass of `images` images (the last counter takes any larger pass).
+    pub(crate) fn count_batch(&self, images: usize) {
+        let slot = images.clamp(1, self.batch_sizes.len()) - 1;
+        self.batch_sizes[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Forward passes and the images they made, over all batch sizes.
     pub fn batch_totals(&self) -> (u64, u64) {
         self.batch_sizes
@@ -74,12 +101,23 @@ impl RuntimeStats {
     }
 }
 
-struct Job {
-    request: GenerationRequest,
-    /// `count x dim_z` values, drawn when the request is submitted (off the generator thread).
-    noise: Vec<f32>,
-    reply: UnboundedSender<ImageResult>,
+pub(crate) struct Job {
+    pub(crate) request: GenerationRequest,
+    /// Drawn from the seed when the request is submitted (off the generator thread): `count x dim_z` values
+    /// for a GAN; for a diffusion model every image's starting latents, then every image's embedding noise.
+    pub(crate) noise: Vec<f32>,
+    pub(crate) reply: UnboundedSender<ImageResult>,
 }
+
+/// What the noise of a request is drawn for.
+#[derive(Debug, Clone, Copy)]
+enum NoiseShape {
+    Gan { dim_z: usize },
+    Diffusion { latent_shape: [usize; 3] },
+}
+
+/// Whether a diffusion model's scheduler can take a number of steps.
+pub(crate) type StepsCheck = Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync>;
 
 /// A handle to the runtime thread; cheap to clone.
 #[derive(Clone)]
@@ -87,8 +125,10 @@ pub struct GeneratorRuntime {
     sender: SyncSender<Job>,
     stats: Arc<RuntimeStats>,
     feature_dim: usize,
-    dim_z: usize,
     resolution: usize,
+    kind: ModelKind,
+    noise: NoiseShape,
+    steps_check: Option<StepsCheck>,
 }
 
 impl GeneratorRuntime {
@@ -99,26 +139,51 @@ impl GeneratorRuntime {
         config: RuntimeConfig,
     ) -> Self {
         let (sender, receiver) = sync_channel(config.queue_capacity.max(1));
-        let stats = Arc::new(RuntimeStats {
-            queued: AtomicUsize::new(0),
-            dropped_images: AtomicU64::new(0),
-            batch_sizes: (0..config.max_batch.max(1))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-        });
+        let stats = Arc::new(RuntimeStats::new(config.max_batch));
         let model_config = generator.config();
         let runtime = Self {
             sender,
             stats: stats.clone(),
             feature_dim: model_config.feature_dim,
-            dim_z: model_config.dim_z(),
             resolution: model_config.resolution(),
+            kind: ModelKind::Gan,
+            noise: NoiseShape::Gan {
+                dim_z: model_config.dim_z(),
+            },
+            steps_check: None,
         };
         std::thread::Builder::new()
             .name("s2v-generator".into())
             .spawn(move || serve(generator, device, receiver, config, stats))
             .expect("the OS can start a thread");
         runtime
+    }
+
+    /// A handle for a diffusion model's thread (started by [`crate::diffusion`]).
+    pub(crate) fn for_diffusion(
+        config: &RuntimeConfig,
+        shape: crate::diffusion::DiffusionShape,
+        steps_check: StepsCheck,
+    ) -> (Self, Receiver<Job>, Arc<RuntimeStats>) {
+        let (sender, receiver) = sync_channel(config.queue_capacity.max(1));
+        let stats = Arc::new(RuntimeStats::new(config.max_batch));
+        let runtime = Self {
+            sender,
+            stats: stats.clone(),
+            feature_dim: shape.embedding_width,
+            resolution: shape.resolution,
+            kind: ModelKind::Diffusion(shape.controls),
+            noise: NoiseShape::Diffusion {
+                latent_shape: shape.latent_shape,
+            },
+            steps_check: Some(steps_check),
+        };
+        (runtime, receiver, stats)
+    }
+
+    /// The network's kind and the controls a request may set.
+    pub fn kind(&self) -> ModelKind {
+        self.kind
     }
 
     pub fn stats(&self) -> &RuntimeStats {
@@ -140,9 +205,22 @@ impl GeneratorRuntime {
         request: GenerationRequest,
         reply: UnboundedSender<ImageResult>,
     ) -> Result<(), SubmitError> {
-        check_request(&request, self.feature_dim)?;
-        let noise = sample_noise(request.seed, request.count, self.dim_z, request.truncation)
-            .map_err(InvalidRequest::from)?;
+        check_request(&request, self.feature_dim, &self.kind)?;
+        if let (Some(check), Some(steps)) = (&self.steps_check, request.steps) {
+            check(steps).map_err(InvalidRequest::Steps)?;
+        }
+        let noise = match self.noise {
+            NoiseShape::Gan { dim_z } => {
+                sample_noise(request.seed, request.count, dim_z, request.truncation)
+                    .map_err(InvalidRequest::from)?
+            }
+            NoiseShape::Diffusion { latent_shape } => {
+                let (mut latents, image_noise) =
+                    seeded_noise(request.seed, request.count, latent_shape, self.feature_dim);
+                latents.extend(image_noise);
+                latents
+            }
+        };
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.sender.try_send(Job {
             request,
@@ -161,11 +239,13 @@ impl GeneratorRuntime {
     }
 }
 
-/// Whether a generator conditioned on `feature_dim`-long latents can serve `request`: the checks every
-/// front end makes before queueing, locally or through the broker.
+/// Whether a generator of `kind` conditioned on `feature_dim`-long latents can serve `request`: the checks
+/// every front end makes before queueing, locally or through the broker. (Whether the scheduler takes the
+/// number of steps is checked where the model is.)
 pub fn check_request(
     request: &GenerationRequest,
     feature_dim: usize,
+    kind: &ModelKind,
 ) -> Result<(), InvalidRequest> {
     if request.latent.len() != feature_dim {
         return Err(InvalidRequest::LatentLength {
@@ -179,7 +259,33 @@ pub fn check_request(
     if request.count == 0 {
         return Err(InvalidRequest::NoImages);
     }
-    Ok(s2v_models::generator::check_truncation(request.truncation)?)
+    match kind {
+        ModelKind::Gan => {
+            if request.steps.is_some() || request.guidance.is_some() {
+                return Err(InvalidRequest::NotOffered("steps and guidance"));
+            }
+            Ok(s2v_models::generator::check_truncation(request.truncation)?)
+        }
+        ModelKind::Diffusion(controls) => {
+            if request.truncation.is_some() {
+                return Err(InvalidRequest::NotOffered("truncation"));
+            }
+            if let Some(steps) = request.steps
+                && !(1..=controls.max_steps).contains(&steps)
+            {
+                return Err(InvalidRequest::Steps(format!(
+                    "steps must be between 1 and {}",
+                    controls.max_steps
+                )));
+            }
+            match request.guidance {
+                Some(g) if !(g.is_finite() && (0.0..=controls.max_guidance).contains(&g)) => {
+                    Err(InvalidRequest::Guidance(controls.max_guidance))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
 }
 
 /// Loads a generator (a checkpoint, or the embedded default model's when `None`) on the chosen device and
@@ -254,7 +360,7 @@ fn serve<B: Backend>(
             continue;
         }
         let images = run_batch(&generator, &device, &batch, dim_z);
-        stats.batch_sizes[batch.len() - 1].fetch_add(1, Ordering::Relaxed);
+        stats.count_batch(batch.len());
         match images {
             Ok(images) => {
                 for (item, image) in batch.iter().zip(images) {
@@ -310,6 +416,7 @@ fn run_batch<B: Backend>(
             width: w,
             height: h,
             rgb: crate::pictures::to_rgb8(chw, h, w),
+            preview: None,
         })
         .collect())
 }
@@ -356,6 +463,8 @@ mod tests {
             seed: 42,
             count: 4,
             truncation: None,
+            steps: None,
+            guidance: None,
         };
         let (tx, rx) = unbounded_channel();
         runtime.submit(request.clone(), tx).unwrap();
@@ -385,6 +494,8 @@ mod tests {
                     seed: 7,
                     count: 2,
                     truncation: Some(0.5),
+                    steps: None,
+                    guidance: None,
                 },
                 tx_other,
             )
@@ -425,6 +536,8 @@ mod tests {
                     seed,
                     count: 3,
                     truncation: None,
+                    steps: None,
+                    guidance: None,
                 },
                 tx,
             ) {
@@ -447,6 +560,8 @@ mod tests {
                     seed: 1,
                     count: 1,
                     truncation: None,
+                    steps: None,
+                    guidance: None,
                 },
                 tx.clone(),
             )
@@ -467,6 +582,8 @@ mod tests {
             seed: 0,
             count,
             truncation: None,
+            steps: None,
+            guidance: None,
         };
         let refused = |request| match runtime.submit(request, tx.clone()) {
             Err(SubmitError::Invalid(why)) => why,
@@ -495,5 +612,12 @@ mod tests {
             }),
             InvalidRequest::Truncation(_)
         ));
+        assert_eq!(
+            refused(GenerationRequest {
+                steps: Some(20),
+                ..bad(latent(1), 1)
+            }),
+            InvalidRequest::NotOffered("steps and guidance")
+        );
     }
 }

@@ -32,6 +32,12 @@ pub struct GenerateRequest {
     /// The model id the client expects; refused when the server serves another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// A diffusion model's denoising steps; its default when left out. Refused by a GAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// A diffusion model's classifier-free guidance scale; its default when left out. Refused by a GAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f32>,
 }
 
 /// One generation as the generator runtime and the broker's workers take it: the request with its seed drawn.
@@ -41,16 +47,45 @@ pub struct GenerationRequest {
     pub seed: u64,
     pub count: usize,
     pub truncation: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f32>,
+}
+
+/// What kind of network a model draws with, and the controls a request may set for it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelKind {
+    /// One forward pass per picture (the paper's IC-GAN variant); a request may set the truncation.
+    #[default]
+    Gan,
+    /// Denoised over several steps (the paper's Stable unCLIP variant), with previews on the way.
+    Diffusion(DiffusionControls),
+}
+
+/// A diffusion model's controls: the defaults a request gets and the largest values it may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DiffusionControls {
+    pub steps: usize,
+    pub max_steps: usize,
+    pub guidance: f32,
+    pub max_guidance: f32,
+    /// A preview of the predicted clean picture is sent after every this many steps (0: none).
+    pub preview_every: usize,
 }
 
 /// The model a server serves (`GET /api/model`): what a client needs to make latents for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServedModel {
     pub model: ModelInfo,
     /// Values in a latent.
     pub latent_length: usize,
     /// Side of the square pictures, in pixels.
     pub resolution: usize,
+    /// The network's kind and the controls a request may set.
+    #[serde(default)]
+    pub kind: ModelKind,
     /// Where the audio encoder's weights can be fetched (the project's f16 safetensors format), when this
     /// server has the encoder for this model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +98,8 @@ pub struct ServedModel {
 
 /// The name of the server-sent event that carries an [`ImageEvent`].
 pub const IMAGE_EVENT: &str = "image";
+/// The name of the server-sent event that carries a [`PreviewEvent`].
+pub const PREVIEW_EVENT: &str = "preview";
 /// The name of the server-sent event that carries a [`DoneEvent`].
 pub const DONE_EVENT: &str = "done";
 /// The name of the server-sent event that carries an [`ErrorBody`] and ends the stream.
@@ -73,6 +110,16 @@ pub const ERROR_EVENT: &str = "error";
 pub struct ImageEvent {
     pub index: usize,
     pub url: String,
+}
+
+/// A diffusion model's picture while it denoises: the clean picture it predicts after `step` of `steps`, as a
+/// small JPEG in a `data:` URL (never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewEvent {
+    pub index: usize,
+    pub step: usize,
+    pub steps: usize,
+    pub jpeg: String,
 }
 
 /// The end of a generation: its record's id and its share link.
@@ -106,6 +153,11 @@ pub struct GenerationRecord {
     pub seed: u64,
     pub count: usize,
     pub truncation: Option<f32>,
+    /// A diffusion model's steps and guidance, as used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f32>,
     /// The SHA-256 of each image's PNG, in order.
     pub images: Vec<String>,
 }
@@ -126,6 +178,8 @@ pub struct Announcement {
     pub model: ModelInfo,
     pub feature_dim: usize,
     pub resolution: usize,
+    #[serde(default)]
+    pub kind: ModelKind,
     /// `batch_sizes[n - 1]`: forward passes of `n` images since the worker started.
     pub batch_sizes: Vec<u64>,
 }
@@ -143,6 +197,7 @@ mod tests {
             (minimal.seed, minimal.truncation, minimal.model),
             (None, None, None)
         );
+        assert_eq!((minimal.steps, minimal.guidance), (None, None));
         assert!(
             serde_json::from_str::<GenerateRequest>(r#"{"latent": [1], "count": 1, "colour": 3}"#)
                 .is_err()
@@ -152,6 +207,8 @@ mod tests {
             seed: Some(7),
             truncation: Some(0.5),
             model: Some("s2v-default".into()),
+            steps: Some(25),
+            guidance: Some(7.5),
             ..minimal
         };
         let text = serde_json::to_string(&full).unwrap();
@@ -174,9 +231,33 @@ mod tests {
                 seed: 9,
                 count: 2,
                 truncation: Some(0.5),
+                steps: Some(20),
+                guidance: None,
             },
         };
         let back: Job = serde_json::from_slice(&serde_json::to_vec(&job).unwrap()).unwrap();
         assert_eq!(back, job);
+    }
+
+    #[test]
+    fn a_model_kind_reads_as_a_tagged_object_and_defaults_to_the_gan() {
+        let served: ServedModel = serde_json::from_str(
+            r#"{"model": {"id": "m", "version": "v"}, "latent_length": 512, "resolution": 64}"#,
+        )
+        .unwrap();
+        assert_eq!(served.kind, ModelKind::Gan);
+        let diffusion = ModelKind::Diffusion(DiffusionControls {
+            steps: 20,
+            max_steps: 100,
+            guidance: 10.0,
+            max_guidance: 30.0,
+            preview_every: 5,
+        });
+        let text = serde_json::to_string(&diffusion).unwrap();
+        assert!(
+            text.starts_with(r#"{"kind":"diffusion","steps":20"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<ModelKind>(&text).unwrap(), diffusion);
     }
 }

@@ -3,7 +3,7 @@
 
 use s2v_shared::wire::{
     DONE_EVENT, DoneEvent, ERROR_EVENT, ErrorBody, GenerateRequest, IMAGE_EVENT, ImageEvent,
-    LatentBody, ServedModel,
+    LatentBody, PREVIEW_EVENT, PreviewEvent, ServedModel,
 };
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -37,6 +37,8 @@ impl std::fmt::Display for ApiFailure {
 
 /// What a generation streams back.
 pub enum Streamed {
+    /// A diffusion model's picture as it takes shape.
+    Preview(PreviewEvent),
     Image(ImageEvent),
     Done(DoneEvent),
 }
@@ -112,6 +114,7 @@ pub async fn generate(
         .to_vec();
         for event in parser.push(&decoder.push(&bytes)) {
             match event.name.as_str() {
+                PREVIEW_EVENT => on_event(Streamed::Preview(parse(&event.data)?)),
                 IMAGE_EVENT => on_event(Streamed::Image(parse(&event.data)?)),
                 DONE_EVENT => {
                     on_event(Streamed::Done(parse(&event.data)?));

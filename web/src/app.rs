@@ -37,6 +37,8 @@ pub fn App() -> impl IntoView {
         studio.count.track();
         studio.truncate.track();
         studio.truncation.track();
+        studio.steps.track();
+        studio.guidance.track();
         studio.seed.track();
         engine.with_value(|engine| engine.generate());
     });

@@ -10,7 +10,7 @@ use leptos::task::spawn_local;
 use s2v_shared::audio::{check_audible, to_mono_16k};
 use s2v_shared::encoder_protocol::transport::{bytes_array, float_array, floats};
 use s2v_shared::encoder_protocol::{EncoderCommand, EncoderEvent, EncoderFailure};
-use s2v_shared::wire::GenerateRequest;
+use s2v_shared::wire::{GenerateRequest, ModelKind};
 use web_sys::AbortController;
 
 use crate::api::{self, ApiFailure, Streamed};
@@ -67,6 +67,10 @@ impl Engine {
             match api::served_model().await {
                 Ok(served) => {
                     let weights = served.audio_encoder.clone();
+                    if let ModelKind::Diffusion(controls) = served.kind {
+                        engine.studio.steps.set(controls.steps as f64);
+                        engine.studio.guidance.set(f64::from(controls.guidance));
+                    }
                     engine.studio.served.set(Some(served));
                     match weights {
                         Some(url) => engine.plan_encoder(url).await,
@@ -482,11 +486,8 @@ impl Engine {
             ),
             count: studio.count.get_untracked(),
             seed: Some(studio.seed.get_untracked()),
-            truncation: studio
-                .truncate
-                .get_untracked()
-                .then(|| studio.truncation.get_untracked() as f32),
             model: studio.served.get_untracked().map(|s| s.model.id),
+            ..controls_of(studio)
         };
         let previous = self.generation.borrow_mut().take();
         if let Some(previous) = previous {
@@ -509,9 +510,16 @@ impl Engine {
         let studio = self.studio;
         loop {
             studio.images.set(Vec::new());
+            studio.previews.set(Vec::new());
             studio.share.set(None);
             studio.progress.set(Progress::Generating);
             let outcome = api::generate(&request, &signal, |event| match event {
+                Streamed::Preview(preview) => studio.previews.update(|previews| {
+                    if previews.len() <= preview.index {
+                        previews.resize(preview.index + 1, None);
+                    }
+                    previews[preview.index] = Some(preview.jpeg);
+                }),
                 Streamed::Image(image) => studio.images.update(|images| images.push(image.url)),
                 Streamed::Done(done) => {
                     let pictures = studio.images.get_untracked();
@@ -541,6 +549,32 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// The request's model controls: a diffusion model's steps and guidance, or a GAN's truncation.
+fn controls_of(studio: Studio) -> GenerateRequest {
+    let (mut truncation, mut steps, mut guidance) = (None, None, None);
+    match studio.diffusion_controls() {
+        Some(_) => {
+            steps = Some(studio.steps.get_untracked().round() as usize);
+            guidance = Some(studio.guidance.get_untracked() as f32);
+        }
+        None => {
+            truncation = studio
+                .truncate
+                .get_untracked()
+                .then(|| studio.truncation.get_untracked() as f32);
+        }
+    }
+    GenerateRequest {
+        latent: Vec::new(),
+        count: 0,
+        seed: None,
+        truncation,
+        model: None,
+        steps,
+        guidance,
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 use s2v_shared::encoder_protocol::EncoderBackend;
-use s2v_shared::wire::ServedModel;
+use s2v_shared::wire::{DiffusionControls, ModelKind, ServedModel};
 
 use crate::history::Recent;
 
@@ -86,6 +86,9 @@ pub struct Studio {
     pub count: RwSignal<usize>,
     pub truncate: RwSignal<bool>,
     pub truncation: RwSignal<f64>,
+    /// A diffusion model's controls (set to its defaults when the server says which model it serves).
+    pub steps: RwSignal<f64>,
+    pub guidance: RwSignal<f64>,
     pub seed: RwSignal<u64>,
     /// The sound's latent, before a picture is mixed in.
     pub sound_latent: RwSignal<Option<Arc<Vec<f32>>>>,
@@ -93,6 +96,8 @@ pub struct Studio {
     /// How the last latent was made ("on WebGPU in 0.4 s").
     pub encoded_note: RwSignal<Option<String>>,
     pub images: RwSignal<Vec<String>>,
+    /// The latest preview of each picture still denoising (a `data:` URL), by index.
+    pub previews: RwSignal<Vec<Option<String>>>,
     pub share: RwSignal<Option<String>>,
     pub progress: RwSignal<Progress>,
     /// A problem with a sound or a picture the visitor gave.
@@ -102,6 +107,15 @@ pub struct Studio {
 }
 
 impl Studio {
+    /// The served diffusion model's controls; `None` while a GAN serves (or none yet).
+    pub fn diffusion_controls(&self) -> Option<DiffusionControls> {
+        self.served
+            .with(|served| match served.as_ref().map(|s| s.kind) {
+                Some(ModelKind::Diffusion(controls)) => Some(controls),
+                _ => None,
+            })
+    }
+
     pub fn new() -> Self {
         Self {
             served: RwSignal::new(None),
@@ -117,11 +131,14 @@ impl Studio {
             count: RwSignal::new(4),
             truncate: RwSignal::new(false),
             truncation: RwSignal::new(1.0),
+            steps: RwSignal::new(20.0),
+            guidance: RwSignal::new(10.0),
             seed: RwSignal::new(new_seed()),
             sound_latent: RwSignal::new(None),
             spectrogram: RwSignal::new(None),
             encoded_note: RwSignal::new(None),
             images: RwSignal::new(Vec::new()),
+            previews: RwSignal::new(Vec::new()),
             share: RwSignal::new(None),
             progress: RwSignal::new(Progress::Idle),
             input_problem: RwSignal::new(None),

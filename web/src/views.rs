@@ -297,14 +297,22 @@ pub fn Pictures(engine: EngineHandle) -> impl IntoView {
             <h2 id="pictures-heading">"3. Pictures"</h2>
             <div class="controls">
                 <Slider label="How many" id="count" min=1.0 max=16.0 step=1.0 value=count digits=0/>
-                <p>
-                    <input id="truncate" type="checkbox" prop:checked=move || studio.truncate.get()
-                        on:change=move |event| studio.truncate.set(event_target_checked(&event))/>
-                    <label for="truncate">"Truncation (plainer, more typical pictures)"</label>
-                </p>
-                <Show when=move || studio.truncate.get()>
-                    <Slider label="Truncation" id="truncation" min=0.1 max=2.0 step=0.05 value=studio.truncation/>
+                <Show when=move || studio.diffusion_controls().is_none()>
+                    <p>
+                        <input id="truncate" type="checkbox" prop:checked=move || studio.truncate.get()
+                            on:change=move |event| studio.truncate.set(event_target_checked(&event))/>
+                        <label for="truncate">"Truncation (plainer, more typical pictures)"</label>
+                    </p>
+                    <Show when=move || studio.truncate.get()>
+                        <Slider label="Truncation" id="truncation" min=0.1 max=2.0 step=0.05 value=studio.truncation/>
+                    </Show>
                 </Show>
+                {move || studio.diffusion_controls().map(|controls| view! {
+                    <Slider label="Steps" id="steps" min=1.0 max=controls.max_steps as f64 step=1.0
+                        value=studio.steps digits=0/>
+                    <Slider label="Guidance" id="guidance" min=0.0 max=f64::from(controls.max_guidance)
+                        step=0.5 value=studio.guidance/>
+                })}
                 <p>
                     <label for="seed">"Seed "</label>
                     <input id="seed" type="number" min="0" prop:value=move || studio.seed.get().to_string()
@@ -332,6 +340,17 @@ pub fn Pictures(engine: EngineHandle) -> impl IntoView {
                             width="256" height="256"/>
                     </li>
                 </For>
+                {move || {
+                    let finished = studio.images.with(Vec::len);
+                    studio.previews.get().into_iter().enumerate().skip(finished)
+                        .filter_map(|(i, preview)| preview.map(|url| view! {
+                            <li>
+                                <img data-preview src=url alt=format!("picture {} taking shape", i + 1)
+                                    width="256" height="256"/>
+                            </li>
+                        }))
+                        .collect_view()
+                }}
             </ul>
             <ShareLine/>
         </section>

@@ -5,9 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
-use s2v_models::generator::sample_noise;
 use s2v_models::unclip::convert::{AUDIO_ENCODER, UnclipManifest, convert_unclip, read_manifest};
-use s2v_models::unclip::pipeline::{Sampling, UnclipPipeline};
+use s2v_models::unclip::pipeline::{Sampling, UnclipPipeline, seeded_noise};
 use s2v_serving::device::OnBackend;
 
 use crate::arrays::Array;
@@ -137,10 +136,9 @@ impl Unclip {
 
     /// The starting latents and the embedding's noise: from files, or one seeded stream (latents first).
     fn noise(&self, latent_shape: [usize; 4], width: usize) -> anyhow::Result<(Array, Array)> {
-        let n = latent_shape[0];
-        let per_latent: usize = latent_shape[1..].iter().product();
-        let mut drawn = sample_noise(self.seed, 1, n * (per_latent + width), None)?;
-        let image_noise = drawn.split_off(n * per_latent);
+        let [n, channels, height, width_latent] = latent_shape;
+        let (drawn, image_noise) =
+            seeded_noise(self.seed, n, [channels, height, width_latent], width);
         let latents = match &self.latents {
             Some(path) => {
                 let array = Array::read(path)?;

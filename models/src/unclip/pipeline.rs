@@ -7,7 +7,9 @@ use std::path::Path;
 
 use burn::prelude::*;
 
-use super::schedulers::{NoiseConfig, Scheduler, SchedulerError, SchedulerKind, read_config};
+use super::schedulers::{
+    NoiseConfig, Prediction, Scheduler, SchedulerError, SchedulerKind, read_config,
+};
 use super::unet::{Unet, timestep_embedding};
 use super::vae_decoder::VaeDecoder;
 use super::weights::{read_safetensors, read_text};
@@ -64,6 +66,10 @@ pub struct UnclipPipeline<B: Backend> {
     /// alpha_bar of the image-noising scheduler, at each of its timesteps.
     noising_alphas: Vec<f64>,
     scheduler_config: String,
+    /// The UNet's training schedule (alpha_bar at each timestep) and what it predicts: for the clean image a
+    /// preview shows.
+    training_alphas: Vec<f64>,
+    prediction: Prediction,
     /// The text encoder's states for the empty prompt, `[1, tokens, width]`.
     text_states: Tensor<B, 3>,
 }
@@ -73,6 +79,60 @@ pub struct Progress<'a, B: Backend> {
     pub call: usize,
     pub calls: usize,
     pub latents: &'a Tensor<B, 4>,
+}
+
+/// Pictures being denoised together under one sampling: what is kept between UNet calls. Several of them
+/// (at different steps, with different guidance) can share each UNet call ([`UnclipPipeline::step_together`]),
+/// which is how a server batches requests that arrived at different times.
+#[derive(Debug)]
+pub struct Denoising<B: Backend> {
+    scheduler: Scheduler<B>,
+    latents: Tensor<B, 4>,
+    /// The class input of each picture, `[n, 2 x width]`.
+    condition: Tensor<B, 2>,
+    guidance: f64,
+    call: usize,
+    /// The clean latents the last UNet call predicted.
+    predicted_clean: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Denoising<B> {
+    /// Pictures in this run.
+    pub fn len(&self) -> usize {
+        self.latents.dims()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// UNet calls made so far.
+    pub fn calls_done(&self) -> usize {
+        self.call
+    }
+
+    /// UNet calls the scheduler takes in all.
+    pub fn calls(&self) -> usize {
+        self.scheduler.timesteps().len()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.call >= self.calls()
+    }
+
+    /// The latents as they stand.
+    pub fn latents(&self) -> &Tensor<B, 4> {
+        &self.latents
+    }
+
+    /// The clean latents the last UNet call predicted (`None` before the first): what a preview decodes.
+    pub fn predicted_clean(&self) -> Option<&Tensor<B, 4>> {
+        self.predicted_clean.as_ref()
+    }
+
+    fn guided(&self) -> bool {
+        self.guidance > 1.0
+    }
 }
 
 impl<B: Backend> UnclipPipeline<B> {
@@ -87,6 +147,7 @@ impl<B: Backend> UnclipPipeline<B> {
         let (unet, unet_config) = Unet::from_diffusers_dir(dirs.unet, dirs.fp16, device)?;
         let (vae, vae_config) = VaeDecoder::from_diffusers_dir(dirs.vae, dirs.fp16, device)?;
         let scheduler_config = read_text(&dirs.scheduler.join("scheduler_config.json"))?;
+        let training: NoiseConfig = read_config(&scheduler_config)?;
         let noising: NoiseConfig = read_config(&read_text(
             &dirs.image_noising_scheduler.join("scheduler_config.json"),
         )?)?;
@@ -121,6 +182,8 @@ impl<B: Backend> UnclipPipeline<B> {
             normalizer,
             noising_alphas: noising.alphas_cumprod()?,
             scheduler_config,
+            training_alphas: training.alphas_cumprod()?,
+            prediction: training.prediction_type,
             text_states,
         })
     }
@@ -140,6 +203,11 @@ impl<B: Backend> UnclipPipeline<B> {
         started.elapsed().as_secs_f64()
     }
 
+    /// The text of the model's `scheduler_config.json`, which configures every scheduler kind.
+    pub fn scheduler_config(&self) -> &str {
+        &self.scheduler_config
+    }
+
     /// The embedding width the pipeline takes.
     pub fn embedding_width(&self) -> usize {
         self.normalizer.mean.dims()[1]
@@ -156,52 +224,136 @@ impl<B: Backend> UnclipPipeline<B> {
         sampling: &Sampling,
         mut on_step: impl FnMut(Progress<'_, B>),
     ) -> Result<Tensor<B, 4>, PipelineError> {
+        let mut run = self.start(embeddings, latents, image_noise, sampling)?;
+        while !run.is_finished() {
+            self.step_together(&mut [&mut run])?;
+            on_step(Progress {
+                call: run.call - 1,
+                calls: run.calls(),
+                latents: &run.latents,
+            });
+        }
+        Ok(self.decode(run.latents))
+    }
+
+    /// A run of pictures ready for its first UNet call: the arguments are those of [`Self::generate`].
+    pub fn start(
+        &self,
+        embeddings: Tensor<B, 2>,
+        latents: Tensor<B, 4>,
+        image_noise: Tensor<B, 2>,
+        sampling: &Sampling,
+    ) -> Result<Denoising<B>, PipelineError> {
         self.check_inputs(&embeddings, &latents, &image_noise, sampling)?;
-        let n = embeddings.dims()[0];
-        let guided = sampling.guidance > 1.0;
-        let condition = self.condition(embeddings, image_noise, sampling.noise_level);
-        let condition = if guided {
-            Tensor::cat(vec![condition.zeros_like(), condition], 0)
-        } else {
-            condition
-        };
-        let batch = condition.dims()[0];
-        let [_, tokens, width] = self.text_states.dims();
-        let states = self.text_states.clone().expand([batch, tokens, width]);
-        let mut scheduler = Scheduler::from_config_json(
+        let scheduler = self.scheduler(sampling)?;
+        Ok(Denoising {
+            scheduler,
+            latents,
+            condition: self.condition(embeddings, image_noise, sampling.noise_level),
+            guidance: sampling.guidance,
+            call: 0,
+            predicted_clean: None,
+        })
+    }
+
+    /// The scheduler `sampling` asks for, configured from the model's own schedule: an error names what it
+    /// cannot do (too few or too many steps, say) before any work is done.
+    pub fn scheduler(&self, sampling: &Sampling) -> Result<Scheduler<B>, PipelineError> {
+        Ok(Scheduler::from_config_json(
             sampling.scheduler,
             &self.scheduler_config,
             sampling.steps,
-        )?;
-        let timesteps = scheduler.timesteps().to_vec();
-        let mut latents = latents;
-        for (call, &t) in timesteps.iter().enumerate() {
-            let input = if guided {
-                Tensor::cat(vec![latents.clone(), latents.clone()], 0)
-            } else {
-                latents.clone()
-            };
-            let output = self.unet.forward(
-                input,
-                &vec![t as f32; batch],
-                states.clone(),
-                Some(condition.clone()),
-            );
-            let output = if guided {
-                let unconditional = output.clone().narrow(0, 0, n);
-                let conditional = output.narrow(0, n, n);
-                unconditional.clone() + (conditional - unconditional).mul_scalar(sampling.guidance)
-            } else {
-                output
-            };
-            latents = scheduler.step(output, latents)?;
-            on_step(Progress {
-                call,
-                calls: timesteps.len(),
-                latents: &latents,
-            });
+        )?)
+    }
+
+    /// One UNet call for every unfinished run in `runs` together, each at its own timestep and with its own
+    /// guidance, then each run's scheduler step. Classifier-free guidance's unconditional rows (the all-zero
+    /// embedding) ride in the same call.
+    pub fn step_together(&self, runs: &mut [&mut Denoising<B>]) -> Result<(), PipelineError> {
+        let mut active: Vec<&mut Denoising<B>> = runs
+            .iter_mut()
+            .map(|run| &mut **run)
+            .filter(|run| !run.is_finished())
+            .collect();
+        if active.is_empty() {
+            return Ok(());
         }
-        Ok(self.decode(latents))
+        let mut timesteps = Vec::with_capacity(active.len());
+        for run in &active {
+            timesteps.push(run.scheduler.timesteps()[run.call]);
+        }
+        let output = self.unet_call(&active, &timesteps);
+        let mut conditional_row = 0;
+        let mut unconditional_row = active.iter().map(|run| run.len()).sum::<usize>();
+        for (run, &t) in active.iter_mut().zip(&timesteps) {
+            let n = run.len();
+            let conditional = output.clone().narrow(0, conditional_row, n);
+            conditional_row += n;
+            let prediction = if run.guided() {
+                let unconditional = output.clone().narrow(0, unconditional_row, n);
+                unconditional_row += n;
+                unconditional.clone() + (conditional - unconditional).mul_scalar(run.guidance)
+            } else {
+                conditional
+            };
+            run.predicted_clean = Some(self.clean_latents(&prediction, &run.latents, t)?);
+            run.latents = run.scheduler.step(prediction, run.latents.clone())?;
+            run.call += 1;
+        }
+        Ok(())
+    }
+
+    /// The UNet's output for every run's pictures (conditional rows first, in order, then the unconditional
+    /// rows of the guided runs).
+    fn unet_call(&self, runs: &[&mut Denoising<B>], timesteps: &[i64]) -> Tensor<B, 4> {
+        let mut latents = Vec::new();
+        let mut conditions = Vec::new();
+        let mut row_timesteps = Vec::new();
+        for (run, &t) in runs.iter().zip(timesteps) {
+            latents.push(run.latents.clone());
+            conditions.push(run.condition.clone());
+            row_timesteps.extend(std::iter::repeat_n(t as f32, run.len()));
+        }
+        for (run, &t) in runs.iter().zip(timesteps).filter(|(run, _)| run.guided()) {
+            latents.push(run.latents.clone());
+            conditions.push(run.condition.zeros_like());
+            row_timesteps.extend(std::iter::repeat_n(t as f32, run.len()));
+        }
+        let batch = row_timesteps.len();
+        let [_, tokens, width] = self.text_states.dims();
+        let states = self.text_states.clone().expand([batch, tokens, width]);
+        self.unet.forward(
+            Tensor::cat(latents, 0),
+            &row_timesteps,
+            states,
+            Some(Tensor::cat(conditions, 0)),
+        )
+    }
+
+    /// The clean latents implied by the (guided) model output at training timestep `t`.
+    fn clean_latents(
+        &self,
+        output: &Tensor<B, 4>,
+        sample: &Tensor<B, 4>,
+        t: i64,
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        let alpha = usize::try_from(t)
+            .ok()
+            .and_then(|t| self.training_alphas.get(t))
+            .copied()
+            .ok_or_else(|| {
+                PipelineError::Input(format!("timestep {t} is outside the training schedule"))
+            })?;
+        let (signal, noise) = (alpha.sqrt(), (1.0 - alpha).sqrt());
+        Ok(match self.prediction {
+            Prediction::Epsilon => {
+                (sample.clone() - output.clone().mul_scalar(noise)).div_scalar(signal)
+            }
+            Prediction::VPrediction => {
+                sample.clone().mul_scalar(signal) - output.clone().mul_scalar(noise)
+            }
+            Prediction::Sample => output.clone(),
+        })
     }
 
     /// Pixels in [0, 1] from latents on the diffusion's scale.
@@ -281,4 +433,20 @@ pub struct PipelineDirs<'a> {
     pub image_noising_scheduler: &'a Path,
     /// Read the `.fp16.safetensors` weight files.
     pub fp16: bool,
+}
+
+/// The starting noise of `n` pictures from one seed: one standard-normal stream, every picture's latents
+/// (`latent_shape` each) first, then every picture's embedding noise (`width` each). The CLI and the server
+/// draw it alike, so one seed gives one picture wherever it is made.
+pub fn seeded_noise(
+    seed: u64,
+    n: usize,
+    latent_shape: [usize; 3],
+    width: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let per_latent: usize = latent_shape.iter().product();
+    let mut drawn = crate::generator::sample_noise(seed, 1, n * (per_latent + width), None)
+        .expect("untruncated noise is always valid");
+    let image_noise = drawn.split_off(n * per_latent);
+    (drawn, image_noise)
 }

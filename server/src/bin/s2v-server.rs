@@ -9,6 +9,8 @@ use anyhow::Context;
 use burn::prelude::Backend;
 use clap::Parser;
 use s2v_models::checkpoint::to_native_bytes;
+use s2v_models::unclip::convert::AUDIO_ENCODER;
+use s2v_models::unclip::schedulers::SchedulerKind;
 use s2v_models::{AudioEncoder, ImageEncoder, NetworkModule};
 use s2v_server::generators::Generators;
 use s2v_server::routes::Page;
@@ -16,9 +18,11 @@ use s2v_server::store::Store;
 use s2v_server::{AppState, EncoderWeights, Limits, router};
 use s2v_serving::broker::BrokerClient;
 use s2v_serving::device::{DeviceKind, OnBackend, dispatch};
+use s2v_serving::diffusion::{DEFAULT_CONTROLS, StartDiffusionRuntime};
 use s2v_serving::encoders::EncoderService;
-use s2v_serving::networks::{generator_model_info, load_network};
+use s2v_serving::networks::{diffusion_model_info, generator_model_info, load_network};
 use s2v_serving::runtime::{RuntimeConfig, StartRuntime};
+use s2v_shared::wire::DiffusionControls;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +51,19 @@ struct Args {
     /// embedded default model serves, encoders included.
     #[arg(long, conflicts_with = "nats")]
     generator: Option<PathBuf>,
+    /// Serve the diffusion variant instead: a Stable unCLIP folder converted by `s2v convert-unclip`. Its
+    /// audio encoder serves `POST /api/encode-audio` and the page.
+    #[arg(long, conflicts_with_all = ["nats", "generator"])]
+    unclip: Option<PathBuf>,
+    /// The diffusion model's denoising steps when a request sets none.
+    #[arg(long, default_value_t = DEFAULT_CONTROLS.steps, requires = "unclip")]
+    steps: usize,
+    /// The diffusion model's guidance when a request sets none.
+    #[arg(long, default_value_t = DEFAULT_CONTROLS.guidance, requires = "unclip")]
+    guidance: f32,
+    /// A preview of each picture after every this many steps (0: none).
+    #[arg(long, default_value_t = DEFAULT_CONTROLS.preview_every, requires = "unclip")]
+    preview_every: usize,
     /// Audio encoder weights (`sound2scene.pth` or a converted checkpoint) for `POST /api/encode-audio`;
     /// the default model's when neither this nor --generator is given.
     #[arg(long)]
@@ -128,6 +145,38 @@ fn page_weights<B: Backend>(
     Ok(EncoderWeights::new(bytes, encoder.config().embedding_dim))
 }
 
+/// The generator runtime in this process: the diffusion model's when `--unclip` is given, else the GAN's.
+fn local_generators(args: &Args, config: RuntimeConfig) -> anyhow::Result<Generators> {
+    if let Some(dir) = &args.unclip {
+        let model = diffusion_model_info(dir)?;
+        let controls = DiffusionControls {
+            steps: args.steps,
+            guidance: args.guidance,
+            preview_every: args.preview_every,
+            ..DEFAULT_CONTROLS
+        };
+        let runtime = dispatch(
+            args.device,
+            StartDiffusionRuntime {
+                model: dir.clone(),
+                config,
+                controls,
+                scheduler: SchedulerKind::Pndm,
+            },
+        )?;
+        return Ok(Generators::Local { runtime, model });
+    }
+    let model = generator_model_info(args.generator.as_deref())?;
+    let runtime = dispatch(
+        args.device,
+        StartRuntime {
+            checkpoint: args.generator.clone(),
+            config,
+        },
+    )?;
+    Ok(Generators::Local { runtime, model })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -154,27 +203,21 @@ async fn main() -> anyhow::Result<()> {
                 max_batch: args.max_batch,
                 batch_wait: Duration::from_millis(args.batch_wait_ms),
             };
-            let model = generator_model_info(args.generator.as_deref())?;
-            let runtime = dispatch(
-                args.device,
-                StartRuntime {
-                    checkpoint: args.generator.clone(),
-                    config,
-                },
-            )?;
-            Generators::Local { runtime, model }
+            local_generators(&args, config)?
         }
     };
-    // The default model brings its own encoders; other generators take the encoders given with them.
-    let with_default = |given: &Option<PathBuf>| match (given, &args.generator) {
-        (Some(path), _) => Some(Some(path.clone())),
-        (None, None) => Some(None),
-        (None, Some(_)) => None,
+    // The default model brings its own encoders; other generators take the encoders given with them, and a
+    // converted diffusion model its own audio encoder.
+    let embedded = args.generator.is_none() && args.unclip.is_none();
+    let with_default = |given: &Option<PathBuf>| match given {
+        Some(path) => Some(Some(path.clone())),
+        None => embedded.then_some(None),
     };
-    let (audio, image) = (
-        with_default(&args.audio_encoder),
-        with_default(&args.image_encoder),
-    );
+    let audio = match (&args.audio_encoder, &args.unclip) {
+        (None, Some(dir)) => Some(Some(dir.join(AUDIO_ENCODER))),
+        _ => with_default(&args.audio_encoder),
+    };
+    let image = with_default(&args.image_encoder);
     let (encoders, audio_encoder_weights) = if audio.is_some() || image.is_some() {
         let job = StartEncoders {
             audio,

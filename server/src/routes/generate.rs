@@ -1,4 +1,5 @@
-//! `POST /api/generate`: images streamed as server-sent events as soon as each is encoded.
+//! `POST /api/generate`: images streamed as server-sent events as soon as each is encoded; a diffusion
+//! model's previews (small JPEGs of the picture it predicts, every few steps) stream before each image.
 
 use std::convert::Infallible;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,7 +12,7 @@ use futures_util::stream::{self, Stream};
 use s2v_serving::ImageResult;
 use s2v_shared::wire::{
     DONE_EVENT, DoneEvent, ERROR_EVENT, GenerateRequest, GenerationRecord, GenerationRequest,
-    IMAGE_EVENT, ImageEvent, ModelInfo,
+    IMAGE_EVENT, ImageEvent, ModelInfo, ModelKind, PREVIEW_EVENT, PreviewEvent,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -42,24 +43,34 @@ fn validate(state: &SharedState, body: GenerateRequest) -> Result<GenerationRequ
             state.limits.max_count
         )));
     }
-    if let Some(model) = &body.model {
-        let serving = state
-            .generators
-            .as_ref()
-            .and_then(|g| g.serving())
-            .ok_or_else(|| ApiError::unavailable("no generator worker is running"))?;
-        if *model != serving.model.id {
-            return Err(ApiError::bad_request(format!(
-                "unknown model `{model}`; this server serves `{}`",
-                serving.model.id
-            )));
-        }
+    let serving = state
+        .generators
+        .as_ref()
+        .and_then(|g| g.serving())
+        .ok_or_else(|| ApiError::unavailable("no generator worker is running"))?;
+    if let Some(model) = &body.model
+        && *model != serving.model.id
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown model `{model}`; this server serves `{}`",
+            serving.model.id
+        )));
     }
+    // A diffusion model's defaults are written into the request, so that its record says what was used.
+    let (steps, guidance) = match serving.kind {
+        ModelKind::Diffusion(controls) => (
+            Some(body.steps.unwrap_or(controls.steps)),
+            Some(body.guidance.unwrap_or(controls.guidance)),
+        ),
+        ModelKind::Gan => (body.steps, body.guidance),
+    };
     Ok(GenerationRequest {
         latent: body.latent,
         seed: body.seed.unwrap_or_else(rand::random),
         count: body.count,
         truncation: body.truncation,
+        steps,
+        guidance,
     })
 }
 
@@ -127,6 +138,12 @@ async fn next_event(p: &mut Progress) -> Event {
         Some(Err(error)) => return fail(p, error.into()),
         None => return fail(p, s2v_serving::GenerationError::Stopped.into()),
     };
+    if let Some(step) = image.preview {
+        return match preview_event(image, step).await {
+            Ok(event) => event,
+            Err(error) => fail(p, error),
+        };
+    }
     let stored = async {
         let png = tokio::task::spawn_blocking(move || {
             s2v_serving::pictures::encode_png(&image.rgb, image.width, image.height)
@@ -159,6 +176,34 @@ async fn next_event(p: &mut Progress) -> Event {
     }
 }
 
+/// A preview as a `data:` URL: it is seen for a moment, so it is not stored.
+async fn preview_event(
+    image: s2v_serving::GeneratedImage,
+    step: s2v_serving::PreviewStep,
+) -> Result<Event, ApiError> {
+    use base64::Engine;
+    let index = image.index;
+    let jpeg = tokio::task::spawn_blocking(move || {
+        s2v_serving::pictures::encode_jpeg(&image.rgb, image.width, image.height)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("encoding task failed: {e}")))?
+    .map_err(ApiError::internal)?;
+    let jpeg = format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(jpeg)
+    );
+    Ok(json_event(
+        PREVIEW_EVENT,
+        &PreviewEvent {
+            index,
+            step: step.step,
+            steps: step.steps,
+            jpeg,
+        },
+    ))
+}
+
 async fn finish(p: &mut Progress) -> Result<Event, ApiError> {
     let record = GenerationRecord {
         id: new_generation_id(),
@@ -170,6 +215,8 @@ async fn finish(p: &mut Progress) -> Result<Event, ApiError> {
         seed: p.request.seed,
         count: p.request.count,
         truncation: p.request.truncation,
+        steps: p.request.steps,
+        guidance: p.request.guidance,
         images: p.images.clone(),
     };
     p.state

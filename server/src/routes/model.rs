@@ -47,6 +47,7 @@ pub async fn served_model(State(state): State<SharedState>) -> Result<Json<Serve
         model: serving.model,
         latent_length: serving.feature_dim,
         resolution: serving.resolution,
+        kind: serving.kind,
         audio_encoder,
         data_notice,
     }))

@@ -13,10 +13,11 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::{
     ERROR_HEADER, HEARTBEAT_SUBJECT, HEIGHT_HEADER, INDEX_HEADER, JOB_SUBJECT, LIVE_WINDOW,
-    WIDTH_HEADER, cancel_subject, image_subject, job_stream, lock,
+    PREVIEW_STEP_HEADER, STEPS_HEADER, WIDTH_HEADER, cancel_subject, image_subject, job_stream,
+    lock,
 };
 use crate::error::{GenerationError, SubmitError};
-use crate::runtime::{GeneratedImage, ImageResult, check_request};
+use crate::runtime::{GeneratedImage, ImageResult, PreviewStep, check_request};
 
 /// The server's side: publishes jobs and receives their images.
 #[derive(Clone)]
@@ -114,7 +115,7 @@ impl BrokerClient {
         request: GenerationRequest,
     ) -> Result<(ModelInfo, UnboundedReceiver<ImageResult>), SubmitError> {
         let worker = self.live_worker().ok_or(SubmitError::Stopped)?;
-        check_request(&request, worker.feature_dim)?;
+        check_request(&request, worker.feature_dim, &worker.kind)?;
         // Count this job before looking at the limit, so that racing requests cannot both slip in.
         if self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.capacity {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -202,8 +203,17 @@ async fn forward_images(
             }
         };
         match decode_image(&message) {
-            // Images of a redelivered job that we already have, or a worker's duplicate.
+            // Images of a redelivered job that we already have, or a worker's duplicate; previews of them.
             Ok(image) if image.index < next => {}
+            // A preview of an image still to come.
+            Ok(image) if image.preview.is_some() => {
+                if reply.send(Ok(image)).is_err() {
+                    let _ = client
+                        .publish(cancel_subject(&job.id), Vec::new().into())
+                        .await;
+                    return;
+                }
+            }
             Ok(image) if image.index == next => {
                 next += 1;
                 if reply.send(Ok(image)).is_err() {
@@ -253,6 +263,13 @@ fn decode_image(message: &async_nats::Message) -> Result<GeneratedImage, Generat
         number(WIDTH_HEADER)?,
         number(HEIGHT_HEADER)?,
     );
+    let preview = match header(message, PREVIEW_STEP_HEADER) {
+        None => None,
+        Some(_) => Some(PreviewStep {
+            step: number(PREVIEW_STEP_HEADER)?,
+            steps: number(STEPS_HEADER)?,
+        }),
+    };
     if width.checked_mul(height).and_then(|n| n.checked_mul(3)) != Some(message.payload.len()) {
         return Err(GenerationError::Malformed(format!(
             "an image has {} bytes, not {width} x {height} x 3",
@@ -264,6 +281,7 @@ fn decode_image(message: &async_nats::Message) -> Result<GeneratedImage, Generat
         width,
         height,
         rgb: message.payload.to_vec(),
+        preview,
     })
 }
 
@@ -318,5 +336,21 @@ mod tests {
             (HEIGHT_HEADER, "2"),
         ];
         malformed(&huge, vec![]);
+        // A preview says where it was taken, in full.
+        let preview = [
+            sizes[0],
+            sizes[1],
+            sizes[2],
+            (PREVIEW_STEP_HEADER, "5"),
+            (STEPS_HEADER, "20"),
+        ];
+        let image = decode_image(&message(&preview, vec![7; 6])).unwrap();
+        assert_eq!(image.preview, Some(PreviewStep { step: 5, steps: 20 }));
+        assert_eq!(
+            decode_image(&message(&sizes, vec![7; 6])).unwrap().preview,
+            None
+        );
+        let half = malformed(&preview[..4], vec![7; 6]);
+        assert!(half.contains(STEPS_HEADER), "{half}");
     }
 }

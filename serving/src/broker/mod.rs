@@ -8,6 +8,7 @@
 //!   to another worker. Noise comes from the job's seed, so the second worker makes the same images.
 //! - Each image goes back on `s2v.images.<job id>` (plain NATS) as soon as its batch is done; the front end
 //!   subscribed before publishing the job and ignores images it already has (a redelivered job starts over).
+//!   A diffusion model's previews travel the same way, marked with the step they show.
 //! - A front end whose client left publishes `s2v.cancel.<job id>`; the worker drops the rest of the job.
 //! - Every second each worker announces itself, its model and its batch counts on [`HEARTBEAT_SUBJECT`]:
 //!   the front end serves only while a worker is alive and takes the latent length from the announcement.
@@ -47,6 +48,9 @@ pub(crate) const INDEX_HEADER: &str = "S2V-Index";
 pub(crate) const WIDTH_HEADER: &str = "S2V-Width";
 pub(crate) const HEIGHT_HEADER: &str = "S2V-Height";
 pub(crate) const ERROR_HEADER: &str = "S2V-Error";
+/// On a diffusion model's preview: the step it was taken after, of how many.
+pub(crate) const PREVIEW_STEP_HEADER: &str = "S2V-Preview-Step";
+pub(crate) const STEPS_HEADER: &str = "S2V-Steps";
 
 /// How long a server or worker waits for JetStream at start: a NATS server accepts connections before its
 /// JetStream is ready, and the two are often started together.

@@ -13,10 +13,10 @@ use tokio::sync::mpsc::unbounded_channel;
 
 use super::{
     CONSUMER, ERROR_HEADER, HEARTBEAT_EVERY, HEARTBEAT_SUBJECT, HEIGHT_HEADER, INDEX_HEADER,
-    MAX_DELIVER, WIDTH_HEADER, image_subject, job_stream, lock,
+    MAX_DELIVER, PREVIEW_STEP_HEADER, STEPS_HEADER, WIDTH_HEADER, image_subject, job_stream, lock,
 };
 use crate::error::SubmitError;
-use crate::runtime::GeneratorRuntime;
+use crate::runtime::{GeneratedImage, GeneratorRuntime};
 
 /// How a worker process takes jobs.
 #[derive(Debug, Clone)]
@@ -137,6 +137,7 @@ async fn announce(
             model: model.clone(),
             feature_dim: runtime.feature_dim(),
             resolution: runtime.resolution(),
+            kind: runtime.kind(),
             batch_sizes: runtime
                 .stats()
                 .batch_sizes
@@ -205,16 +206,10 @@ impl JobRunner {
             tokio::select! {
                 image = images.recv() => match image {
                     Some(Ok(image)) => {
-                        let mut headers = async_nats::HeaderMap::new();
-                        headers.insert(INDEX_HEADER, image.index.to_string().as_str());
-                        headers.insert(WIDTH_HEADER, image.width.to_string().as_str());
-                        headers.insert(HEIGHT_HEADER, image.height.to_string().as_str());
-                        if let Err(e) = self
-                            .client
-                            .publish_with_headers(subject.clone(), headers, image.rgb.into())
-                            .await
-                        {
-                            tracing::warn!("cannot send an image back: {e}");
+                        let finished = image.preview.is_none();
+                        self.send(&subject, image).await;
+                        if !finished {
+                            continue;
                         }
                         sent += 1;
                         if sent < job.request.count && self.is_cancelled(&job) {
@@ -249,6 +244,24 @@ impl JobRunner {
         match message.ack().await {
             Ok(()) => tracing::info!("finished job {}", job.id),
             Err(e) => tracing::warn!("cannot acknowledge job {}: {e}", job.id),
+        }
+    }
+
+    async fn send(&self, subject: &str, image: GeneratedImage) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(INDEX_HEADER, image.index.to_string().as_str());
+        headers.insert(WIDTH_HEADER, image.width.to_string().as_str());
+        headers.insert(HEIGHT_HEADER, image.height.to_string().as_str());
+        if let Some(preview) = image.preview {
+            headers.insert(PREVIEW_STEP_HEADER, preview.step.to_string().as_str());
+            headers.insert(STEPS_HEADER, preview.steps.to_string().as_str());
+        }
+        if let Err(e) = self
+            .client
+            .publish_with_headers(subject.to_string(), headers, image.rgb.into())
+            .await
+        {
+            tracing::warn!("cannot send an image back: {e}");
         }
     }
 

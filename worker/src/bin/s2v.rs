@@ -11,8 +11,10 @@ use s2v_models::unclip::pipeline::Sampling;
 use s2v_models::unclip::schedulers::SchedulerKind;
 use s2v_serving::broker::{WorkerOptions, serve_jobs};
 use s2v_serving::device::{DeviceKind, dispatch};
-use s2v_serving::networks::generator_model_info;
+use s2v_serving::diffusion::{DEFAULT_CONTROLS, StartDiffusionRuntime};
+use s2v_serving::networks::{diffusion_model_info, generator_model_info};
 use s2v_serving::runtime::{RuntimeConfig, StartRuntime};
+use s2v_shared::wire::DiffusionControls;
 use s2v_train::dataset::Dataset;
 use s2v_train::dataset::build::{BuildOptions, LABEL_COUNTS_CSV, build_default};
 use s2v_train::dataset::notice::data_notice;
@@ -279,6 +281,18 @@ struct WorkerArgs {
     /// Generator weights (PyTorch or s2v format); the embedded default model when left out.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// Serve the diffusion variant instead: a folder made by `s2v convert-unclip`.
+    #[arg(long, conflicts_with = "checkpoint")]
+    unclip: Option<PathBuf>,
+    /// The diffusion model's denoising steps when a request sets none.
+    #[arg(long, default_value_t = DEFAULT_CONTROLS.steps, requires = "unclip")]
+    steps: usize,
+    /// The diffusion model's guidance when a request sets none.
+    #[arg(long, default_value_t = DEFAULT_CONTROLS.guidance, requires = "unclip")]
+    guidance: f32,
+    /// A preview of each picture after every this many steps (0: none).
+    #[arg(long, default_value_t = DEFAULT_CONTROLS.preview_every, requires = "unclip")]
+    preview_every: usize,
     /// Its name in the workers' announcements; the host name and process id when left out.
     #[arg(long)]
     name: Option<String>,
@@ -508,14 +522,31 @@ fn serve_as_worker(device: DeviceKind, args: WorkerArgs) -> anyhow::Result<()> {
         max_batch: args.max_batch as usize,
         batch_wait: Duration::from_millis(args.batch_wait_ms),
     };
-    let model = generator_model_info(args.checkpoint.as_deref())?;
-    let runtime = dispatch(
-        device,
-        StartRuntime {
-            checkpoint: args.checkpoint,
-            config,
-        },
-    )?;
+    let (runtime, model) = match &args.unclip {
+        Some(dir) => {
+            let controls = DiffusionControls {
+                steps: args.steps,
+                guidance: args.guidance,
+                preview_every: args.preview_every,
+                ..DEFAULT_CONTROLS
+            };
+            let job = StartDiffusionRuntime {
+                model: dir.clone(),
+                config,
+                controls,
+                scheduler: SchedulerKind::Pndm,
+            };
+            (dispatch(device, job)?, diffusion_model_info(dir)?)
+        }
+        None => {
+            let job = StartRuntime {
+                checkpoint: args.checkpoint.clone(),
+                config,
+            };
+            let model = generator_model_info(args.checkpoint.as_deref())?;
+            (dispatch(device, job)?, model)
+        }
+    };
     let options = WorkerOptions {
         url: args.nats,
         name: args.name.unwrap_or_else(default_worker_name),
