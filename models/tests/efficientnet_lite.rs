@@ -74,3 +74,62 @@ fn a_missing_block_tensor_is_named() {
     .to_string();
     assert!(error.contains("_blocks.3._bn1.running_var"), "{error}");
 }
+
+#[test]
+fn a_projection_maps_the_features_travels_in_checkpoints_and_splits_off() {
+    use burn::nn::LinearConfig;
+    let device = Default::default();
+    let plain = features(&imported());
+    let projection = LinearConfig::new(40, 3).init::<Flex>(&device);
+    let weight: Vec<f32> = projection.weight.val().into_data().to_vec().unwrap();
+    let bias: Vec<f32> = projection
+        .bias
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let projected = imported().with_projection(projection).unwrap();
+    assert_eq!(projected.feature_dim(), 3);
+
+    // Each row is the plain feature times the weight, plus the bias.
+    let rows = features(&projected);
+    for (row, feature) in rows.chunks(3).zip(plain.chunks(40)) {
+        for (j, value) in row.iter().enumerate() {
+            let expected: f32 = bias[j]
+                + feature
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| f * weight[i * 3 + j])
+                    .sum::<f32>();
+            assert!(
+                (value - expected).abs() < 1e-4,
+                "{value} against {expected}"
+            );
+        }
+    }
+
+    let bytes = to_native_bytes(&projected, false).unwrap();
+    let loaded: ImageEncoder<Flex> = load_native(&bytes, &device).unwrap();
+    assert_eq!(loaded.config(), projected.config());
+    assert_eq!(features(&loaded), rows);
+
+    let (backbone, split) = loaded.split_projection();
+    assert!(split.is_some());
+    assert_eq!(backbone.feature_dim(), 40);
+    assert_eq!(features(&backbone), plain);
+    // A configuration written before projections existed reads as one without.
+    let ImageEncoderConfig::EfficientNetLite(config) = backbone.config() else {
+        panic!("not an EfficientNet-Lite");
+    };
+    let mut json = serde_json::to_value(&config).unwrap();
+    assert!(json.get("projection").is_none());
+    json.as_object_mut()
+        .unwrap()
+        .insert("projection".into(), serde_json::json!(0));
+    let zero: s2v_models::EfficientNetLiteConfig = serde_json::from_value(json).unwrap();
+    assert!(
+        ImageEncoder::<Flex>::init(&ImageEncoderConfig::EfficientNetLite(zero), &device).is_err()
+    );
+}

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::Linear;
 use burn::prelude::*;
 use s2v_models::ImageEncoder;
 use s2v_models::preprocess::{normalise_unit_pixels, unit_pixels};
@@ -34,9 +35,12 @@ pub const CACHE_DIR: &str = "image-features";
 const FEATURES_TENSOR: &str = "features";
 const KEYS_METADATA: &str = "keys";
 
-/// An image encoder with the features it has already given, by picture.
+/// An image encoder with the features it has already given, by picture. The cache holds the encoder's features
+/// before any trained projection ([`ImageEncoder::split_projection`]), which is applied as they are read: a
+/// retrained projection encodes no picture again.
 pub struct FrozenFeatures<'a, B: Backend> {
-    encoder: &'a ImageEncoder<B>,
+    encoder: ImageEncoder<B>,
+    projection: Option<Linear<B>>,
     device: &'a B::Device,
     file: PathBuf,
     rows: HashMap<String, Vec<f32>>,
@@ -47,8 +51,9 @@ pub struct FrozenFeatures<'a, B: Backend> {
 impl<'a, B: Backend> FrozenFeatures<'a, B> {
     /// Features of `encoder`, kept in `cache_dir` (read now where it already holds some). A cache file that
     /// cannot be read is said and replaced: it holds nothing that cannot be computed again.
-    pub fn cached(encoder: &'a ImageEncoder<B>, cache_dir: &Path, device: &'a B::Device) -> Self {
-        let file = cache_dir.join(format!("{}.safetensors", weights_digest(encoder)));
+    pub fn cached(encoder: &ImageEncoder<B>, cache_dir: &Path, device: &'a B::Device) -> Self {
+        let (encoder, projection) = encoder.clone().split_projection();
+        let file = cache_dir.join(format!("{}.safetensors", weights_digest(&encoder)));
         let rows = match std::fs::read(&file) {
             Ok(bytes) => read_rows(&bytes, encoder.feature_dim()).unwrap_or_else(|e| {
                 eprintln!(
@@ -61,6 +66,7 @@ impl<'a, B: Backend> FrozenFeatures<'a, B> {
         };
         Self {
             encoder,
+            projection,
             device,
             file,
             rows,
@@ -100,7 +106,29 @@ impl<'a, B: Backend> FrozenFeatures<'a, B> {
             }
             self.save();
         }
-        Ok(keys.iter().map(|key| self.rows[key].clone()).collect())
+        let rows: Vec<Vec<f32>> = keys.iter().map(|key| self.rows[key].clone()).collect();
+        match &self.projection {
+            Some(projection) => self.project(projection, rows),
+            None => Ok(rows),
+        }
+    }
+
+    fn project(&self, projection: &Linear<B>, rows: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+        let (count, width) = (rows.len(), self.encoder.feature_dim());
+        if count == 0 {
+            return Ok(rows);
+        }
+        let features =
+            Tensor::<B, 2>::from_data(TensorData::new(rows.concat(), [count, width]), self.device);
+        let projected = projection
+            .forward(features)
+            .into_data()
+            .into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading the projected features: {e:?}"))?;
+        Ok(projected
+            .chunks(projected.len() / count)
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     fn encode(&self, pictures: &[&Path], mirrored: bool) -> Result<Vec<Vec<f32>>> {

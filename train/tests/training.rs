@@ -347,6 +347,65 @@ fn a_frozen_pretrained_encoder_sets_the_conditioning_width() {
     assert_eq!(written.discriminator.feature_dim, width);
 }
 
+/// With `image_projection`, a linear map of the frozen encoder's features is trained on the labelled training
+/// pictures and conditions everything; the cache keeps the encoder's own features. A build without labels
+/// cannot train one, and says so.
+#[test]
+fn a_projection_of_a_frozen_encoder_is_trained_on_the_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("unpacked");
+    common::package_tree(&unpacked);
+    let data = dir.path().join("data");
+    s2v_train::dataset::build::build_default(&s2v_train::dataset::build::BuildOptions {
+        labelled_sources: true,
+        ..common::local_build(&data, &unpacked)
+    })
+    .unwrap();
+    let device = Default::default();
+    let fixture = s2v_tests::checkout().join("tests/data/efficientnet_lite/efficientnet_lite.pth");
+    let mut recipe = Recipe::preset(Preset::Tiny);
+    [recipe.gan_steps, recipe.audio_steps] = [1, 1];
+    recipe.image_projection = Some(4);
+    let out = dir.path().join("projected");
+    let options = TrainOptions {
+        data: data.clone(),
+        out: out.clone(),
+        recipe,
+        seed: 7,
+        max_steps_per_call: None,
+        deadline: None,
+        stage_seconds: None,
+        only: None,
+        image_encoder: Some(fixture.clone()),
+        fresh_discriminator: false,
+        target_embeddings: None,
+    };
+    assert!(train::<B>(&options, &device).unwrap());
+    let encoder: ImageEncoder<Flex> =
+        load_checkpoint(&out.join(IMAGE_ENCODER_FILE), &device).unwrap();
+    assert_eq!(encoder.feature_dim(), 4);
+    let g: Generator<Flex> = load_checkpoint(&out.join(GENERATOR_FILE), &device).unwrap();
+    assert_eq!(g.config().feature_dim, 4);
+    let cached: Vec<_> = std::fs::read_dir(data.join("image-features"))
+        .unwrap()
+        .collect();
+    assert_eq!(cached.len(), 1, "one cache, of the encoder's own features");
+    assert!(out.join("image_encoder_neighbours.json").is_file());
+
+    let plain = common::built_package_tree(&dir.path().join("plain"));
+    let error = train::<B>(
+        &TrainOptions {
+            data: plain,
+            out: dir.path().join("refused"),
+            ..options
+        },
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("labelled training pictures"), "{error}");
+}
+
 #[test]
 fn sound2visions_encoder_trains_against_given_embeddings_of_the_pictures() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@
 //! into what the TPU repository trained on, `(v - 127) / 128` for 8-bit values, itself.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::module::adaptive_avg_pool2d;
 use serde::{Deserialize, Serialize};
@@ -59,11 +59,15 @@ pub struct EfficientNetLiteConfig {
     pub head_width: usize,
     /// Side of the square images it reads (260 for Lite2, 224 for Lite0).
     pub input_size: usize,
+    /// Width of a linear projection of the pooled features, where one was trained on top of the frozen
+    /// network (supervised contrastive learning on labelled pictures, in the trainer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<usize>,
 }
 
 impl EfficientNetLiteConfig {
     pub fn feature_dim(&self) -> usize {
-        self.head_width
+        self.projection.unwrap_or(self.head_width)
     }
 
     pub(super) fn validate(&self) -> Result<(), CheckpointError> {
@@ -96,6 +100,9 @@ impl EfficientNetLiteConfig {
             return Err(invalid(
                 "an EfficientNet-Lite needs blocks and an input size".into(),
             ));
+        }
+        if self.projection == Some(0) {
+            return Err(invalid("the projection has no width".into()));
         }
         Ok(())
     }
@@ -182,6 +189,8 @@ pub struct EfficientNetLite<B: Backend> {
     pub stem: ConvNorm<B>,
     pub blocks: Vec<MbConv<B>>,
     pub head: ConvNorm<B>,
+    /// A linear map of the pooled features (see [`EfficientNetLiteConfig::projection`]).
+    pub projection: Option<Linear<B>>,
     /// Side of the square images it reads (not a weight: it travels in the configuration).
     #[module(skip)]
     pub input_size: usize,
@@ -202,8 +211,24 @@ impl<B: Backend> EfficientNetLite<B> {
                 .map(|b| MbConv::init(b, device))
                 .collect(),
             head: ConvNorm::init([last, config.head_width], 1, 1, 1, device),
+            projection: config
+                .projection
+                .map(|width| LinearConfig::new(config.head_width, width).init(device)),
             input_size: config.input_size,
         })
+    }
+
+    /// The network without its projection, and the projection: the pooled features are worth caching apart,
+    /// since a retrained projection leaves them unchanged.
+    pub fn split_projection(self) -> (Self, Option<Linear<B>>) {
+        let projection = self.projection;
+        (
+            Self {
+                projection: None,
+                ..self
+            },
+            projection,
+        )
     }
 
     pub fn config(&self) -> EfficientNetLiteConfig {
@@ -214,6 +239,7 @@ impl<B: Backend> EfficientNetLite<B> {
             blocks: self.blocks.iter().map(|b| b.config.clone()).collect(),
             head_width: self.head.conv.weight.dims()[0],
             input_size: self.input_size,
+            projection: self.projection.as_ref().map(|p| p.weight.dims()[1]),
         }
     }
 
@@ -225,7 +251,11 @@ impl<B: Backend> EfficientNetLite<B> {
         }
         let x = relu6(self.head.forward(x));
         let [n, c, _, _] = x.dims();
-        adaptive_avg_pool2d(x, [1, 1]).reshape([n, c])
+        let pooled = adaptive_avg_pool2d(x, [1, 1]).reshape([n, c]);
+        match &self.projection {
+            Some(projection) => projection.forward(pooled),
+            None => pooled,
+        }
     }
 }
 

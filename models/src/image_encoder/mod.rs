@@ -6,6 +6,7 @@
 mod efficientnet_lite;
 mod resnet;
 
+use burn::nn::Linear;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,31 @@ impl<B: Backend> ImageEncoder<B> {
     /// Length of its feature rows.
     pub fn feature_dim(&self) -> usize {
         self.config().feature_dim()
+    }
+
+    /// The encoder without a trained projection of its features, and that projection where there is one.
+    pub fn split_projection(self) -> (Self, Option<Linear<B>>) {
+        match self {
+            Self::EfficientNetLite(encoder) => {
+                let (backbone, projection) = encoder.split_projection();
+                (Self::EfficientNetLite(backbone), projection)
+            }
+            resnet => (resnet, None),
+        }
+    }
+
+    /// This encoder with `projection` applied to its features. Only EfficientNet-Lite takes one.
+    pub fn with_projection(self, projection: Linear<B>) -> Result<Self, CheckpointError> {
+        match self {
+            Self::EfficientNetLite(encoder) => Ok(Self::EfficientNetLite(EfficientNetLite {
+                projection: Some(projection),
+                ..encoder
+            })),
+            Self::ResNet(_) => Err(CheckpointError::InvalidConfig {
+                network: NetworkKind::ImageEncoder.name(),
+                message: "only an EfficientNet-Lite image encoder takes a projection".into(),
+            }),
+        }
     }
 }
 

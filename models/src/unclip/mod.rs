@@ -1,6 +1,6 @@
-//! Stable unCLIP 2.1, the paper's diffusion variant: the parts that turn a 1024-d embedding into a picture.
-//! So far: the audio encoder with `fc2`, the schedulers that step the latents and the VAE decoder that turns
-//! them into pixels.
+//! Stable unCLIP 2.1, the paper's diffusion variant: the parts that turn a 1024-d embedding into a picture
+//! (the audio encoder with `fc2`, the UNet, the schedulers, the VAE decoder, the text encoder that conversion
+//! runs once), the pipeline that drives them, and the conversion of a diffusers folder into what serving needs.
 
 #[cfg(feature = "torch")]
 pub mod audio;

@@ -73,6 +73,10 @@ pub struct TrainArgs {
     /// pictures at its own input size, and the other networks take its feature width.
     #[arg(long, value_name = "FILE")]
     pub image_encoder: Option<PathBuf>,
+    /// With --image-encoder: train a linear projection of its features to WIDTH values by supervised
+    /// contrastive learning on the labelled training pictures, and condition everything on the projection.
+    #[arg(long, value_name = "WIDTH", requires = "image_encoder", value_parser = clap::value_parser!(u16).range(1..))]
+    pub image_projection: Option<u16>,
     /// Train Sound2Vision's audio encoder (with `fc2`, the paper's loss on unnormalised features) against
     /// these embeddings of the data set's pictures instead of the three stages: an N x D `.npy`, one row per
     /// picture in the order `s2v data pictures` lists them (a CLIP image encoder's, say).
@@ -124,6 +128,7 @@ impl TrainArgs {
         recipe.image_views = self.image_views.unwrap_or(recipe.image_views);
         recipe.image_objective = self.image_objective.unwrap_or(recipe.image_objective);
         recipe.image_label_pairs = self.image_label_pairs.unwrap_or(recipe.image_label_pairs);
+        recipe.image_projection = self.image_projection.map(usize::from);
         if let Some(steps) = self.discriminator_steps {
             recipe.gan_discriminator_steps = steps.into();
         }

@@ -13,6 +13,7 @@ pub mod data;
 mod diff_augment;
 mod ema;
 mod gan_stage;
+mod image_projection;
 mod image_stage;
 mod pairing;
 
@@ -99,6 +100,11 @@ pub struct Recipe {
     pub audio_steps: usize,
     pub audio_batch: usize,
     pub checkpoint_every: usize,
+    /// With a frozen pretrained image encoder: the width of a linear projection of its features trained by
+    /// supervised contrastive learning on the labelled training pictures ([`image_projection`]), which then
+    /// conditions everything else; none keeps the encoder's own features.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_projection: Option<usize>,
 }
 
 /// Adam's rate for the generator and its discriminator in the presets; also what recipes written before the
@@ -198,6 +204,7 @@ impl Recipe {
                     gan_generator_rate: GAN_RATE,
                     gan_discriminator_rate: GAN_RATE,
                     gan_discriminator_steps: 1,
+                    image_projection: None,
                     audio_steps: 120,
                     audio_batch: 32,
                     checkpoint_every: 50,
@@ -250,6 +257,7 @@ impl Recipe {
                     gan_generator_rate: 5.0 * GAN_RATE,
                     gan_discriminator_rate: 5.0 * GAN_RATE,
                     gan_discriminator_steps: 1,
+                    image_projection: None,
                     audio_steps: 40,
                     audio_batch: 6,
                     checkpoint_every: 8,
@@ -371,6 +379,12 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device) -> 
         .as_deref()
         .map(|path| s2v_serving::networks::load_network(Some(path), device))
         .transpose()?;
+    let frozen = match (frozen, options.recipe.image_projection) {
+        (Some(encoder), Some(width)) => Some(image_projection::attach::<B>(
+            encoder, width, &dataset, options, device,
+        )?),
+        (frozen, _) => frozen,
+    };
     let options = &match &frozen {
         Some(encoder) => TrainOptions {
             recipe: options.recipe.clone().conditioned_on(encoder.feature_dim()),

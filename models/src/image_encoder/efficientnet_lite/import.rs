@@ -72,6 +72,7 @@ fn config_from_shapes(sd: &TorchStateDict) -> Result<EfficientNetLiteConfig, Che
         input_size: input_size(blocks.len(), width),
         blocks,
         head_width: sd.shape("_conv_head.weight")?[0],
+        projection: None,
     })
 }
 
