@@ -3,8 +3,8 @@
 //
 //   node diffusion.mjs <server> <sound.wav> <screenshots dir>
 //
-// The page must offer the model's own controls (steps and guidance, no truncation), send them, show each
-// picture's previews while it denoises and then the pictures. Throws on the first thing that is not so.
+// The page must offer the model's own controls (steps and guidance, no truncation, no picture to mix in), send
+// them, show each picture's previews while it denoises and then the pictures. Throws on the first thing that is not so.
 
 import { chromium } from "playwright-core";
 import { mkdir } from "node:fs/promises";
@@ -54,6 +54,8 @@ try {
   check(request.steps === 3 && request.guidance === 10, `the request's controls: ${JSON.stringify(request)}`);
   check(request.truncation === undefined, `a truncation was sent: ${JSON.stringify(request)}`);
   check(request.latent.length === 6, `a latent of ${request.latent.length} values`);
+  check(await page.locator("#second-file").count() === 1, "the mixer is not shown");
+  check(await page.locator("#picture-file").count() === 0, "a picture can be mixed in, with no encoder for it");
   const previews = await page.evaluate(() => window.previewsSeen.size);
   check(previews >= 1, "no preview was shown");
   check(await page.locator("img[data-preview]").count() === 0, "previews stayed after the pictures came");

@@ -266,16 +266,19 @@ pub fn Mixer(engine: EngineHandle) -> impl IntoView {
                 <Show when=move || studio.second.with(Option::is_some)>
                     <Slider label="Its volume" id="second-volume" min=0.0 max=3.0 step=0.05 value=studio.second_volume/>
                 </Show>
-                <p>
-                    <label class="button" for="picture-file">"Mix in a picture"</label>
-                    <input id="picture-file" class="visually-hidden" type="file" accept="image/*" on:change=on_picture/>
-                    {move || studio.picture.get().map(|p| view! {
-                        " " {p.name} " "
-                        <button type="button" on:click=move |_| studio.picture.set(None)>"Remove"</button>
-                    })}
-                </p>
-                <Show when=move || studio.picture.with(Option::is_some)>
-                    <Slider label="Sound ← → picture" id="lambda" min=0.0 max=1.0 step=0.05 value=studio.lambda/>
+                // A diffusion model's latents live in CLIP's image space, for which this server has no encoder.
+                <Show when=move || studio.diffusion_controls().is_none()>
+                    <p>
+                        <label class="button" for="picture-file">"Mix in a picture"</label>
+                        <input id="picture-file" class="visually-hidden" type="file" accept="image/*" on:change=on_picture/>
+                        {move || studio.picture.get().map(|p| view! {
+                            " " {p.name} " "
+                            <button type="button" on:click=move |_| studio.picture.set(None)>"Remove"</button>
+                        })}
+                    </p>
+                    <Show when=move || studio.picture.with(Option::is_some)>
+                        <Slider label="Sound ← → picture" id="lambda" min=0.0 max=1.0 step=0.05 value=studio.lambda/>
+                    </Show>
                 </Show>
             </section>
         </Show>
