@@ -52,6 +52,9 @@ impl<'a, B: Backend> FrozenFeatures<'a, B> {
     /// Features of `encoder`, kept in `cache_dir` (read now where it already holds some). A cache file that
     /// cannot be read is said and replaced: it holds nothing that cannot be computed again.
     pub fn cached(encoder: &ImageEncoder<B>, cache_dir: &Path, device: &'a B::Device) -> Self {
+        // A network made by `init` may hold lazily initialised parameters, and a clone of one initialises anew
+        // (other weights): reading every parameter first makes the clone the same network.
+        weights_digest(encoder);
         let (encoder, projection) = encoder.clone().split_projection();
         let file = cache_dir.join(format!("{}.safetensors", weights_digest(&encoder)));
         let rows = match std::fs::read(&file) {
