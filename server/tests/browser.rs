@@ -87,6 +87,8 @@ fn the_page_works_on_webgpu_and_on_the_cpu() {
 
 #[test]
 fn the_page_offers_a_diffusion_models_controls_and_shows_its_previews() {
+    // Enough steps that previews arrive over a while: the tiny model denoises in milliseconds, and previews
+    // that come in the same network chunk as their picture are never drawn.
     let checkout = s2v_tests::checkout();
     let page = checkout.join("dist");
     assert!(
@@ -104,7 +106,7 @@ fn the_page_offers_a_diffusion_models_controls_and_shows_its_previews() {
             "--device",
             "flex",
             "--steps",
-            "3",
+            "60",
             "--preview-every",
             "1",
         ],

@@ -51,7 +51,7 @@ try {
   await page.locator("a[data-share]").waitFor({ timeout: 240_000 });
   check(sent.length >= 1, "the page sent no generation");
   const request = sent[sent.length - 1];
-  check(request.steps === 3 && request.guidance === 10, `the request's controls: ${JSON.stringify(request)}`);
+  check(request.steps === 60 && request.guidance === 10, `the request's controls: ${JSON.stringify(request)}`);
   check(request.truncation === undefined, `a truncation was sent: ${JSON.stringify(request)}`);
   check(request.latent.length === 6, `a latent of ${request.latent.length} values`);
   check(await page.locator("#second-file").count() === 1, "the mixer is not shown");
