@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use s2v_tests::service::{Process, get_json, get_text, read_events, start_nats};
+use s2v_tests::service::{Process, get_json, get_text, post_json, read_events, start_nats};
 use serde_json::{Value, json};
 
 mod support;
@@ -15,12 +15,7 @@ mod support;
 use support::{WIDTH, tiny_converted};
 
 async fn post(client: &reqwest::Client, base: &str, body: Value) -> reqwest::Response {
-    client
-        .post(format!("{base}/api/generate"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    post_json(client, base, "/api/generate", &body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,12 +43,7 @@ async fn events(response: reqwest::Response) -> Vec<(String, Value, Instant)> {
 }
 
 async fn generate(client: &reqwest::Client, base: &str, body: Value) -> reqwest::Response {
-    client
-        .post(format!("{base}/api/generate"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    s2v_tests::service::post_json(client, base, "/api/generate", &body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

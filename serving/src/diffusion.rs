@@ -34,6 +34,45 @@ pub const DEFAULT_CONTROLS: DiffusionControls = DiffusionControls {
     preview_every: 5,
 };
 
+/// The diffusion model's defaults on the command line, shared by `s2v-server` and `s2v worker` (each has an
+/// `--unclip DIR` flag these require).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiffusionArgs {
+    /// The diffusion model's denoising steps when a request sets none.
+    #[arg(long, default_value_t = DEFAULT_CONTROLS.steps, requires = "unclip")]
+    pub steps: usize,
+    /// The diffusion model's guidance when a request sets none.
+    #[arg(long, default_value_t = DEFAULT_CONTROLS.guidance, requires = "unclip")]
+    pub guidance: f32,
+    /// A preview of each picture after every this many steps (0: none).
+    #[arg(long, default_value_t = DEFAULT_CONTROLS.preview_every, requires = "unclip")]
+    pub preview_every: usize,
+}
+
+impl DiffusionArgs {
+    /// Starts a runtime for the converted folder `model` on `device`, with the model it records images under.
+    pub fn start(
+        &self,
+        model: &std::path::Path,
+        device: crate::device::DeviceKind,
+        config: RuntimeConfig,
+    ) -> anyhow::Result<(GeneratorRuntime, s2v_shared::wire::ModelInfo)> {
+        let job = StartDiffusionRuntime {
+            model: model.to_path_buf(),
+            config,
+            controls: DiffusionControls {
+                steps: self.steps,
+                guidance: self.guidance,
+                preview_every: self.preview_every,
+                ..DEFAULT_CONTROLS
+            },
+            scheduler: SchedulerKind::Pndm,
+        };
+        let runtime = crate::device::dispatch(device, job)?;
+        Ok((runtime, crate::networks::diffusion_model_info(model)?))
+    }
+}
+
 /// What the handle needs to know of the model.
 pub(crate) struct DiffusionShape {
     pub embedding_width: usize,

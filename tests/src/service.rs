@@ -162,6 +162,21 @@ async fn get(client: &reqwest::Client, base: &str, path: &str) -> reqwest::Respo
     client.get(format!("{base}{path}")).send().await.unwrap()
 }
 
+/// `POST base + path` with a JSON body.
+pub async fn post_json(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// `GET base + path`, its body as JSON.
 pub async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
     get(client, base, path).await.json().await.unwrap()

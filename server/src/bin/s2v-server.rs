@@ -10,7 +10,6 @@ use burn::prelude::Backend;
 use clap::Parser;
 use s2v_models::checkpoint::to_native_bytes;
 use s2v_models::unclip::convert::AUDIO_ENCODER;
-use s2v_models::unclip::schedulers::SchedulerKind;
 use s2v_models::{AudioEncoder, ImageEncoder, NetworkModule};
 use s2v_server::generators::Generators;
 use s2v_server::routes::Page;
@@ -18,11 +17,10 @@ use s2v_server::store::Store;
 use s2v_server::{AppState, EncoderWeights, Limits, router};
 use s2v_serving::broker::BrokerClient;
 use s2v_serving::device::{DeviceKind, OnBackend, dispatch};
-use s2v_serving::diffusion::{DEFAULT_CONTROLS, StartDiffusionRuntime};
+use s2v_serving::diffusion::DiffusionArgs;
 use s2v_serving::encoders::EncoderService;
-use s2v_serving::networks::{diffusion_model_info, generator_model_info, load_network};
+use s2v_serving::networks::{generator_model_info, load_network};
 use s2v_serving::runtime::{RuntimeConfig, StartRuntime};
-use s2v_shared::wire::DiffusionControls;
 
 #[derive(Parser)]
 #[command(
@@ -55,15 +53,8 @@ struct Args {
     /// audio encoder serves `POST /api/encode-audio` and the page.
     #[arg(long, conflicts_with_all = ["nats", "generator"])]
     unclip: Option<PathBuf>,
-    /// The diffusion model's denoising steps when a request sets none.
-    #[arg(long, default_value_t = DEFAULT_CONTROLS.steps, requires = "unclip")]
-    steps: usize,
-    /// The diffusion model's guidance when a request sets none.
-    #[arg(long, default_value_t = DEFAULT_CONTROLS.guidance, requires = "unclip")]
-    guidance: f32,
-    /// A preview of each picture after every this many steps (0: none).
-    #[arg(long, default_value_t = DEFAULT_CONTROLS.preview_every, requires = "unclip")]
-    preview_every: usize,
+    #[command(flatten)]
+    diffusion: DiffusionArgs,
     /// Audio encoder weights (`sound2scene.pth` or a converted checkpoint) for `POST /api/encode-audio`;
     /// the default model's when neither this nor --generator is given.
     #[arg(long)]
@@ -148,22 +139,7 @@ fn page_weights<B: Backend>(
 /// The generator runtime in this process: the diffusion model's when `--unclip` is given, else the GAN's.
 fn local_generators(args: &Args, config: RuntimeConfig) -> anyhow::Result<Generators> {
     if let Some(dir) = &args.unclip {
-        let model = diffusion_model_info(dir)?;
-        let controls = DiffusionControls {
-            steps: args.steps,
-            guidance: args.guidance,
-            preview_every: args.preview_every,
-            ..DEFAULT_CONTROLS
-        };
-        let runtime = dispatch(
-            args.device,
-            StartDiffusionRuntime {
-                model: dir.clone(),
-                config,
-                controls,
-                scheduler: SchedulerKind::Pndm,
-            },
-        )?;
+        let (runtime, model) = args.diffusion.start(dir, args.device, config)?;
         return Ok(Generators::Local { runtime, model });
     }
     let model = generator_model_info(args.generator.as_deref())?;

@@ -18,6 +18,7 @@ use rand::seq::index::sample;
 use s2v_models::ImageEncoder;
 use s2v_models::loss::supervised_contrastive;
 
+use super::pairing::picture_classes;
 use super::{Stage, TrainOptions, seed_stage, step_rng};
 use crate::dataset::Dataset;
 use crate::image_features::{CACHE_DIR, FrozenFeatures};
@@ -43,7 +44,8 @@ pub fn attach<B: AutodiffBackend>(
         .into_iter()
         .filter(|(_, item)| !item.label.is_empty())
         .collect();
-    let classes = label_classes(labelled.iter().map(|(_, item)| item.label.as_str()));
+    let items: Vec<_> = labelled.iter().map(|(_, item)| *item).collect();
+    let classes = picture_classes(&items);
     if classes.iter().max().is_none_or(|&most| most == 0) {
         bail!("an image projection needs labelled training pictures of at least two labels");
     }
@@ -61,20 +63,6 @@ pub fn attach<B: AutodiffBackend>(
         files.len()
     );
     Ok(encoder.with_projection(views.fold_centring(projection))?)
-}
-
-/// Each label's index, in order of first appearance.
-fn label_classes<'a>(labels: impl Iterator<Item = &'a str>) -> Vec<usize> {
-    let mut seen: Vec<&str> = Vec::new();
-    labels
-        .map(|label| match seen.iter().position(|l| *l == label) {
-            Some(index) => index,
-            None => {
-                seen.push(label);
-                seen.len() - 1
-            }
-        })
-        .collect()
 }
 
 /// The two views of every picture, centred on the plain views' mean (which the projection's bias then
@@ -174,12 +162,22 @@ fn train<B: AutodiffBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::neighbours::same_label_share;
     use burn::backend::{Autodiff, Flex};
     use rand::SeedableRng;
 
     #[test]
     fn labels_become_dense_classes_in_order_of_first_appearance() {
-        let classes = label_classes(["cow", "dog", "cow", "bell"].into_iter());
+        let item = |label: &str| crate::dataset::Item {
+            name: label.into(),
+            category: String::new(),
+            label: label.into(),
+            source: String::new(),
+            licence: String::new(),
+            split: crate::dataset::Split::Train,
+        };
+        let items = [item("cow"), item("dog"), item("cow"), item("bell")];
+        let classes = picture_classes(&items.iter().collect::<Vec<_>>());
         assert_eq!(classes, [0, 1, 0, 2]);
     }
 
@@ -222,33 +220,10 @@ mod tests {
         let device = Default::default();
         let projection = train::<Autodiff<Flex>>(&views, &classes, 4, 0, &device);
         let projection = views.fold_centring(projection);
+        // Each picture's nearest other picture, by cosine, as the evaluation measures it.
         let share = |features: Vec<Vec<f32>>| {
-            let unit: Vec<Vec<f32>> = features
-                .iter()
-                .map(|r| {
-                    let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
-                    r.iter().map(|v| v / n).collect()
-                })
-                .collect();
-            let hits = (0..unit.len())
-                .filter(|&i| {
-                    let nearest = (0..unit.len())
-                        .filter(|&j| j != i)
-                        .max_by(|&a, &b| {
-                            let dot = |k: usize| {
-                                unit[i]
-                                    .iter()
-                                    .zip(&unit[k])
-                                    .map(|(x, y)| x * y)
-                                    .sum::<f32>()
-                            };
-                            dot(a).total_cmp(&dot(b))
-                        })
-                        .unwrap();
-                    classes[nearest] == classes[i]
-                })
-                .count();
-            hits as f32 / unit.len() as f32
+            let unit = crate::eval::normalised(&features);
+            same_label_share(&unit, &classes, &unit, &classes, |q, k| q != k)
         };
         let raw = Tensor::<Flex, 2>::from_data(TensorData::new(rows.concat(), [40, 16]), &device);
         let projected: Vec<f32> = projection.forward(raw).into_data().to_vec().unwrap();

@@ -11,10 +11,9 @@ use s2v_models::unclip::pipeline::Sampling;
 use s2v_models::unclip::schedulers::SchedulerKind;
 use s2v_serving::broker::{WorkerOptions, serve_jobs};
 use s2v_serving::device::{DeviceKind, dispatch};
-use s2v_serving::diffusion::{DEFAULT_CONTROLS, StartDiffusionRuntime};
-use s2v_serving::networks::{diffusion_model_info, generator_model_info};
+use s2v_serving::diffusion::DiffusionArgs;
+use s2v_serving::networks::generator_model_info;
 use s2v_serving::runtime::{RuntimeConfig, StartRuntime};
-use s2v_shared::wire::DiffusionControls;
 use s2v_train::dataset::Dataset;
 use s2v_train::dataset::build::{BuildOptions, LABEL_COUNTS_CSV, build_default};
 use s2v_train::dataset::notice::data_notice;
@@ -284,15 +283,8 @@ struct WorkerArgs {
     /// Serve the diffusion variant instead: a folder made by `s2v convert-unclip`.
     #[arg(long, conflicts_with = "checkpoint")]
     unclip: Option<PathBuf>,
-    /// The diffusion model's denoising steps when a request sets none.
-    #[arg(long, default_value_t = DEFAULT_CONTROLS.steps, requires = "unclip")]
-    steps: usize,
-    /// The diffusion model's guidance when a request sets none.
-    #[arg(long, default_value_t = DEFAULT_CONTROLS.guidance, requires = "unclip")]
-    guidance: f32,
-    /// A preview of each picture after every this many steps (0: none).
-    #[arg(long, default_value_t = DEFAULT_CONTROLS.preview_every, requires = "unclip")]
-    preview_every: usize,
+    #[command(flatten)]
+    diffusion: DiffusionArgs,
     /// Its name in the workers' announcements; the host name and process id when left out.
     #[arg(long)]
     name: Option<String>,
@@ -523,21 +515,7 @@ fn serve_as_worker(device: DeviceKind, args: WorkerArgs) -> anyhow::Result<()> {
         batch_wait: Duration::from_millis(args.batch_wait_ms),
     };
     let (runtime, model) = match &args.unclip {
-        Some(dir) => {
-            let controls = DiffusionControls {
-                steps: args.steps,
-                guidance: args.guidance,
-                preview_every: args.preview_every,
-                ..DEFAULT_CONTROLS
-            };
-            let job = StartDiffusionRuntime {
-                model: dir.clone(),
-                config,
-                controls,
-                scheduler: SchedulerKind::Pndm,
-            };
-            (dispatch(device, job)?, diffusion_model_info(dir)?)
-        }
+        Some(dir) => args.diffusion.start(dir, device, config)?,
         None => {
             let job = StartRuntime {
                 checkpoint: args.checkpoint.clone(),
