@@ -4,14 +4,15 @@
 //!
 //! The convolution lowers tiles of output positions to a column matrix (im2col, rows ordered like PyTorch's
 //! weight `[c_out, c_in, kh, kw]`, so the weight is used as stored) and multiplies with `gemm`, which picks
-//! AVX-512, AVX2 or wasm SIMD at run time. Tiles run in parallel (one thread each, see [`super::threads`])
-//! when there are enough of them; a layer with few output positions and a large weight (the generator's first
-//! blocks) instead runs one tile at a time with `gemm`'s own threads.
+//! AVX-512, AVX2 or wasm SIMD at run time. Each thread takes an equal share of the output positions and runs
+//! its tiles one after the other (see [`Schedule`] and [`super::threads`]); a layer with too few positions
+//! for that (ResNet's last stage, the generator's first blocks) instead runs one tile at a time with `gemm`'s
+//! own threads.
 
 use std::cell::Cell;
 
 use super::Activation;
-use super::threads::{for_each_plane, parallel_tiles};
+use super::threads::{for_each_plane, gemm_on_all_threads, parallel_parts, threads};
 
 /// A 2-D convolution's sizes (groups 1, dilation 1, symmetric zero padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,15 +116,76 @@ fn row_runs(start: usize, end: usize, [out_h, out_w]: [usize; 2]) -> impl Iterat
     })
 }
 
-/// Output positions per tile: the column tile stays within a core's L2 cache (512 KiB), but tiles are not so
-/// narrow that `gemm`'s fixed costs dominate; a multiple of 64, the rows of `gemm`'s AVX-512 microkernel (so
-/// no tile ends in a partial one) and of its 16 lanes (so `gemm` multiplies the column tile where it lies
-/// instead of copying it into its own layout first).
+/// Output positions per tile at most: the column tile stays within a core's L2 cache (512 KiB), but tiles
+/// are not so narrow that `gemm`'s fixed costs dominate.
 fn tile_width(shape: &ConvShape) -> usize {
     const COLUMN_BUDGET: usize = 1 << 17;
     (COLUMN_BUDGET / shape.col_len().max(1))
         .clamp(64, 2048)
-        .next_multiple_of(64)
+        .next_multiple_of(ALIGNMENT)
+}
+
+/// Where parts and tiles start: a multiple of `gemm`'s 16 lanes, so that it multiplies a column tile where it
+/// lies instead of copying it into its own layout first.
+const ALIGNMENT: usize = 16;
+
+/// Fewest output positions a thread is given its own part for: below that, one part runs with `gemm`'s own
+/// threads, which share the weight between them instead of each thread reading all of it.
+const MIN_PART: usize = 64;
+
+/// How a convolution's output positions are shared out. Each thread takes one contiguous part of near-equal
+/// length, cut into near-equal tiles run one after the other: tiles of the budget's width handed out one at a
+/// time left one thread with a whole tile more than the other on most of ResNet's layers. With too few
+/// positions for that, there is one part and `gemm` threads each tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Schedule {
+    positions: usize,
+    parts: usize,
+    max_width: usize,
+}
+
+impl Schedule {
+    fn new(positions: usize, max_width: usize, threads: usize) -> Self {
+        let parts = if threads > 1 && positions >= threads * MIN_PART {
+            threads
+        } else {
+            1
+        };
+        Self {
+            positions,
+            parts,
+            max_width,
+        }
+    }
+
+    /// Whether each tile's `gemm` should use the threads itself.
+    fn threads_inside_gemm(&self) -> bool {
+        self.parts == 1
+    }
+
+    /// Part `part`'s output positions.
+    fn part(&self, part: usize) -> (usize, usize) {
+        let boundary = |p: usize| {
+            if p == self.parts {
+                self.positions
+            } else {
+                let exact = self.positions * p / self.parts;
+                (exact + ALIGNMENT / 2) / ALIGNMENT * ALIGNMENT
+            }
+        };
+        (boundary(part), boundary(part + 1))
+    }
+
+    /// The tiles of part `part`, in order.
+    fn tiles(&self, part: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (start, end) = self.part(part);
+        let len = end - start;
+        let count = len.div_ceil(self.max_width).max(1);
+        let width = len.div_ceil(count).next_multiple_of(ALIGNMENT);
+        (start..end)
+            .step_by(width.max(1))
+            .map(move |tile| (tile, (tile + width).min(end)))
+    }
 }
 
 /// Where a 1 x 1 convolution with stride 1 and no padding can read its column tile straight from the input
@@ -353,16 +415,19 @@ pub fn conv2d(
     out: &mut [f32],
 ) {
     let positions = shape.batch * out_size[0] * out_size[1];
-    let width = tile_width(shape);
-    let tiles = positions.div_ceil(width);
+    let schedule = Schedule::new(positions, tile_width(shape), threads());
     let out = OutPtr {
         ptr: out.as_mut_ptr(),
         len: out.len(),
         channels: shape.c_out,
         size: out_size,
     };
-    let run_tile = |tile: usize, parallelism: gemm::Parallelism| {
-        let range = (tile * width, ((tile + 1) * width).min(positions));
+    let parallelism = if schedule.threads_inside_gemm() {
+        gemm_on_all_threads()
+    } else {
+        gemm::Parallelism::None
+    };
+    let run_tile = |range: (usize, usize)| {
         // Taken out rather than borrowed: a thread waiting inside `gemm`'s own threads may start another
         // tile, which then finds the scratch empty and allocates its own.
         let (mut col, mut acc) = SCRATCH.take();
@@ -387,7 +452,9 @@ pub fn conv2d(
         unsafe { write_tile(&acc, range, epilogue, out) };
         SCRATCH.set((col, acc));
     };
-    parallel_tiles(tiles, run_tile);
+    parallel_parts(schedule.parts, |part| {
+        schedule.tiles(part).for_each(run_tile)
+    });
 }
 
 fn grow(buffer: &mut Vec<f32>, len: usize) {
@@ -517,4 +584,71 @@ pub fn max_pool2d(
 #[inline(always)]
 fn max_keeping_nan(m: f32, v: f32) -> f32 {
     if v > m || v.is_nan() { v } else { m }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::{ALIGNMENT, MIN_PART, Schedule};
+
+    /// Every tile of every part, in order.
+    fn all_tiles(schedule: &Schedule) -> Vec<(usize, usize)> {
+        (0..schedule.parts)
+            .flat_map(|part| schedule.tiles(part))
+            .collect()
+    }
+
+    #[test]
+    fn tiles_cover_every_position_once_and_fit_the_budget() {
+        for positions in [1, 49, 64, 127, 128, 196, 784, 3136, 12544, 16384 + 5] {
+            for max_width in [64, 128, 256, 896, 2048] {
+                for threads in [1, 2, 3, 8] {
+                    let schedule = Schedule::new(positions, max_width, threads);
+                    let tiles = all_tiles(&schedule);
+                    let mut next = 0;
+                    for &(start, end) in &tiles {
+                        assert_eq!(start, next, "{schedule:?}: a gap or overlap at {start}");
+                        assert!(
+                            end > start && end - start <= max_width,
+                            "{schedule:?}: tile {start}..{end}"
+                        );
+                        next = end;
+                    }
+                    assert_eq!(next, positions, "{schedule:?}: positions left over");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_thread_gets_an_equal_share_aligned_to_the_lanes() {
+        // ResNet-50's layers at batch 1: 784 positions in tiles of 128 used to go 4 tiles to one thread and 3
+        // (the last nearly empty) to the other.
+        for (positions, threads) in [(784, 2), (196, 2), (3136, 2), (12544, 3), (1000, 4)] {
+            let schedule = Schedule::new(positions, 128, threads);
+            assert_eq!(schedule.parts, threads);
+            assert!(!schedule.threads_inside_gemm());
+            for part in 0..threads {
+                let (start, end) = schedule.part(part);
+                let share = positions as f64 / threads as f64;
+                assert!(
+                    ((end - start) as f64 - share).abs() <= ALIGNMENT as f64,
+                    "{schedule:?}: part {part}"
+                );
+                assert_eq!(
+                    start % ALIGNMENT,
+                    0,
+                    "{schedule:?}: part {part} starts mid-vector"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn few_positions_run_as_one_part_with_gemm_threads() {
+        let schedule = Schedule::new(2 * MIN_PART - 1, 2048, 2);
+        assert_eq!(schedule.parts, 1);
+        assert!(schedule.threads_inside_gemm());
+        // One thread never asks gemm for threads it does not have.
+        assert_eq!(Schedule::new(100_000, 2048, 1).parts, 1);
+    }
 }

@@ -6,17 +6,19 @@
 mod pool {
     use rayon::prelude::*;
 
-    /// Runs `run_tile` on each of `tiles` tiles: in parallel, one thread each, when there are enough tiles
-    /// to keep every thread busy; otherwise one after the other, each with `gemm`'s own threads.
-    pub fn parallel_tiles(tiles: usize, run_tile: impl Fn(usize, gemm::Parallelism) + Sync) {
-        let threads = rayon::current_num_threads();
-        if tiles >= 2 * threads {
-            (0..tiles)
-                .into_par_iter()
-                .for_each(|tile| run_tile(tile, gemm::Parallelism::None));
-        } else {
-            (0..tiles).for_each(|tile| run_tile(tile, gemm::Parallelism::Rayon(threads)));
-        }
+    /// How many threads the work is shared among.
+    pub fn threads() -> usize {
+        rayon::current_num_threads()
+    }
+
+    /// `gemm` on every thread.
+    pub fn gemm_on_all_threads() -> gemm::Parallelism {
+        gemm::Parallelism::Rayon(threads())
+    }
+
+    /// Runs `run_part` on each of `parts` parts, in parallel.
+    pub fn parallel_parts(parts: usize, run_part: impl Fn(usize) + Sync + Send) {
+        (0..parts).into_par_iter().for_each(run_part);
     }
 
     /// Runs `run` on each `plane`-long chunk of `out` with its index, in parallel.
@@ -31,9 +33,19 @@ mod pool {
 
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 mod pool {
-    /// Runs `run_tile` on each of `tiles` tiles, one after the other.
-    pub fn parallel_tiles(tiles: usize, run_tile: impl Fn(usize, gemm::Parallelism)) {
-        (0..tiles).for_each(|tile| run_tile(tile, gemm::Parallelism::None));
+    /// One thread: the page was not built with threads.
+    pub fn threads() -> usize {
+        1
+    }
+
+    /// `gemm` on this thread, the only one.
+    pub fn gemm_on_all_threads() -> gemm::Parallelism {
+        gemm::Parallelism::None
+    }
+
+    /// Runs `run_part` on each of `parts` parts, one after the other.
+    pub fn parallel_parts(parts: usize, run_part: impl Fn(usize)) {
+        (0..parts).for_each(run_part);
     }
 
     /// Runs `run` on each `plane`-long chunk of `out` with its index.
@@ -42,4 +54,4 @@ mod pool {
     }
 }
 
-pub use pool::{for_each_plane, parallel_tiles};
+pub use pool::{for_each_plane, gemm_on_all_threads, parallel_parts, threads};
