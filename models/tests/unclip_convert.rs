@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use burn::prelude::*;
 use s2v_models::checkpoint::save_native;
-use s2v_models::unclip::convert::{convert_unclip, read_manifest};
+use s2v_models::unclip::convert::{
+    ConvertedUnclip, FORMAT, MANIFEST, convert_unclip, folder_digest,
+};
 use s2v_models::unclip::pipeline::{PipelineDirs, Sampling, UnclipPipeline};
 use s2v_models::unclip::schedulers::SchedulerKind;
 use s2v_models::{AudioEncoder, AudioEncoderConfig, CheckpointError, NetworkModule};
@@ -71,7 +73,7 @@ fn a_converted_model_keeps_what_serving_needs_and_draws_as_the_original() {
         &Default::default(),
     )
     .unwrap();
-    assert_eq!(read_manifest(&out).unwrap(), manifest);
+    assert_eq!(ConvertedUnclip::open(&out).unwrap().manifest, manifest);
     assert_eq!(
         (
             manifest.embedding_width,
@@ -114,7 +116,10 @@ fn a_converted_model_keeps_what_serving_needs_and_draws_as_the_original() {
     assert!(diff < 1e-5, "{diff}");
 
     // Loaded back, it draws what the f32 original draws with the same states, up to f16's rounding.
-    let converted = UnclipPipeline::<Flex>::load_converted(&out, &Default::default()).unwrap();
+    let converted = ConvertedUnclip::open(&out)
+        .unwrap()
+        .load::<Flex>(&Default::default())
+        .unwrap();
     let (unet, vae, scheduler, normalizer, noising) = (
         diffusers.join("unet"),
         diffusers.join("vae"),
@@ -165,4 +170,36 @@ fn what_cannot_be_converted_is_refused_by_name() {
     std::fs::remove_dir_all(diffusers.join("text_encoder")).unwrap();
     let error = convert(&audio_encoder(dir.path(), 6, true), "c").unwrap_err();
     assert!(error.to_string().contains("text_encoder"), "{error}");
+}
+
+#[test]
+fn the_manifest_names_the_folders_digest_and_an_older_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let diffusers = tiny_unclip_folder(dir.path());
+    let out = dir.path().join("converted");
+    let encoder = audio_encoder(dir.path(), 6, true);
+    let manifest = convert_unclip::<Flex>(&diffusers, &encoder, &out, &Default::default()).unwrap();
+    assert_eq!(manifest.format, FORMAT);
+    assert_eq!(manifest.content_digest, folder_digest(&out).unwrap());
+    assert_eq!(manifest.content_digest.len(), 64);
+
+    // Any change to a file changes the digest.
+    let scheduler = out.join("scheduler/scheduler_config.json");
+    let mut text = std::fs::read_to_string(&scheduler).unwrap();
+    text.push(' ');
+    std::fs::write(&scheduler, text).unwrap();
+    assert_ne!(folder_digest(&out).unwrap(), manifest.content_digest);
+
+    // A manifest of the first format (no digest) asks for the model to be converted again.
+    let path = out.join(MANIFEST);
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    old["format"] = 1.into();
+    old.as_object_mut().unwrap().remove("content_digest");
+    std::fs::write(&path, old.to_string()).unwrap();
+    let error = ConvertedUnclip::open(&out).unwrap_err().to_string();
+    assert!(
+        error.contains("format 1") && error.contains("convert the model again"),
+        "{error}"
+    );
 }

@@ -4,14 +4,13 @@
 //! each picture's predicted clean image goes back as a small preview; the finished image follows.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
 use burn::prelude::*;
-use s2v_models::unclip::convert::read_manifest;
+use s2v_models::unclip::convert::ConvertedUnclip;
 use s2v_models::unclip::pipeline::{Denoising, Sampling, UnclipPipeline};
 use s2v_models::unclip::schedulers::{Scheduler, SchedulerKind};
 use s2v_shared::wire::DiffusionControls;
@@ -57,8 +56,10 @@ impl DiffusionArgs {
         device: crate::device::DeviceKind,
         config: RuntimeConfig,
     ) -> anyhow::Result<(GeneratorRuntime, s2v_shared::wire::ModelInfo)> {
+        let model = ConvertedUnclip::open(model)?;
+        let info = crate::networks::diffusion_model_info(&model);
         let job = StartDiffusionRuntime {
-            model: model.to_path_buf(),
+            model,
             config,
             controls: DiffusionControls {
                 steps: self.steps,
@@ -69,7 +70,7 @@ impl DiffusionArgs {
             scheduler: SchedulerKind::Pndm,
         };
         let runtime = crate::device::dispatch(device, job)?;
-        Ok((runtime, crate::networks::diffusion_model_info(model)?))
+        Ok((runtime, info))
     }
 }
 
@@ -83,7 +84,7 @@ pub(crate) struct DiffusionShape {
 
 /// Loads a converted Stable unCLIP folder (`s2v convert-unclip`) on the chosen device and starts a runtime.
 pub struct StartDiffusionRuntime {
-    pub model: PathBuf,
+    pub model: ConvertedUnclip,
     pub config: RuntimeConfig,
     pub controls: DiffusionControls,
     pub scheduler: SchedulerKind,
@@ -94,9 +95,13 @@ impl crate::device::OnBackend for StartDiffusionRuntime {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<GeneratorRuntime> {
         use anyhow::Context;
-        let manifest = read_manifest(&self.model)?;
-        let pipeline = UnclipPipeline::<B>::load_converted(&self.model, &device)
-            .with_context(|| format!("cannot load the diffusion model {}", self.model.display()))?;
+        let manifest = &self.model.manifest;
+        let pipeline = self.model.load::<B>(&device).with_context(|| {
+            format!(
+                "cannot load the diffusion model {}",
+                self.model.dir.display()
+            )
+        })?;
         let shape = DiffusionShape {
             embedding_width: manifest.embedding_width,
             latent_shape: [

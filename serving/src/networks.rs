@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use burn::prelude::*;
+use s2v_models::unclip::convert::ConvertedUnclip;
 use s2v_models::{FromTorch, load_checkpoint};
 use s2v_shared::wire::ModelInfo;
 use sha2::{Digest, Sha256};
@@ -46,41 +47,13 @@ pub fn generator_model_info(checkpoint: Option<&Path>) -> anyhow::Result<ModelIn
     })
 }
 
-/// The model a converted diffusion folder's images are recorded under: the folder's name, and the start of
-/// the SHA-256 of every file in it (by relative path, in order) as the version.
-pub fn diffusion_model_info(dir: &Path) -> anyhow::Result<ModelInfo> {
-    let mut files = Vec::new();
-    collect_files(dir, dir, &mut files)?;
-    files.sort();
-    let mut digest = Sha256::new();
-    for relative in &files {
-        let path = dir.join(relative);
-        let mut file = std::fs::File::open(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        digest.update(relative.to_string_lossy().as_bytes());
-        std::io::copy(&mut file, &mut digest)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+/// What a converted diffusion model's images are recorded under: its folder's name, and the first 12 hex
+/// digits of the digest its conversion wrote.
+pub fn diffusion_model_info(model: &ConvertedUnclip) -> ModelInfo {
+    ModelInfo {
+        id: model.name().to_string(),
+        version: model.manifest.content_digest.chars().take(12).collect(),
     }
-    Ok(ModelInfo {
-        id: dir
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or("diffusion")
-            .to_string(),
-        version: hex::encode(&digest.finalize()[..6]),
-    })
-}
-
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect_files(root, &path, out)?;
-        } else if let Ok(relative) = path.strip_prefix(root) {
-            out.push(relative.to_path_buf());
-        }
-    }
-    Ok(())
 }
 
 /// A network's output rows for `rows` inputs of `input_shape`, each made by `input_row` only when its batch of

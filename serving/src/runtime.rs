@@ -15,7 +15,7 @@ use burn::prelude::*;
 use s2v_models::generator::sample_noise;
 use s2v_models::unclip::pipeline::seeded_noise;
 use s2v_models::{Generator, NetworkModule};
-use s2v_shared::wire::{GenerationRequest, ModelKind};
+use s2v_shared::wire::{DiffusionControls, GenerationRequest, ModelKind};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{GenerationError, InvalidRequest, SubmitError};
@@ -109,15 +109,64 @@ pub(crate) struct Job {
     pub(crate) reply: UnboundedSender<ImageResult>,
 }
 
-/// What the noise of a request is drawn for.
-#[derive(Debug, Clone, Copy)]
-enum NoiseShape {
-    Gan { dim_z: usize },
-    Diffusion { latent_shape: [usize; 3] },
-}
-
 /// Whether a diffusion model's scheduler can take a number of steps.
 pub(crate) type StepsCheck = Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync>;
+
+/// The kind of network a runtime serves, with what drawing a request's noise and checking its steps need.
+#[derive(Clone)]
+enum Served {
+    Gan {
+        dim_z: usize,
+    },
+    Diffusion {
+        controls: DiffusionControls,
+        latent_shape: [usize; 3],
+        steps_check: StepsCheck,
+    },
+}
+
+impl Served {
+    fn kind(&self) -> ModelKind {
+        match self {
+            Self::Gan { .. } => ModelKind::Gan,
+            Self::Diffusion { controls, .. } => ModelKind::Diffusion(*controls),
+        }
+    }
+
+    /// Whether the scheduler takes the request's number of steps (the checks common to every front end are
+    /// [`check_request`]'s).
+    fn check_steps(&self, request: &GenerationRequest) -> Result<(), InvalidRequest> {
+        match (self, request.steps) {
+            (Self::Diffusion { steps_check, .. }, Some(steps)) => {
+                steps_check(steps).map_err(InvalidRequest::Steps)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The request's noise, drawn from its seed: `count x dim_z` values for a GAN; for a diffusion model every
+    /// image's starting latents, then every image's embedding noise (`feature_dim` each).
+    fn draw_noise(
+        &self,
+        request: &GenerationRequest,
+        feature_dim: usize,
+    ) -> Result<Vec<f32>, InvalidRequest> {
+        match *self {
+            Self::Gan { dim_z } => Ok(sample_noise(
+                request.seed,
+                request.count,
+                dim_z,
+                request.truncation,
+            )?),
+            Self::Diffusion { latent_shape, .. } => {
+                let (mut latents, image_noise) =
+                    seeded_noise(request.seed, request.count, latent_shape, feature_dim);
+                latents.extend(image_noise);
+                Ok(latents)
+            }
+        }
+    }
+}
 
 /// A handle to the runtime thread; cheap to clone.
 #[derive(Clone)]
@@ -126,9 +175,7 @@ pub struct GeneratorRuntime {
     stats: Arc<RuntimeStats>,
     feature_dim: usize,
     resolution: usize,
-    kind: ModelKind,
-    noise: NoiseShape,
-    steps_check: Option<StepsCheck>,
+    served: Served,
 }
 
 impl GeneratorRuntime {
@@ -146,11 +193,9 @@ impl GeneratorRuntime {
             stats: stats.clone(),
             feature_dim: model_config.feature_dim,
             resolution: model_config.resolution(),
-            kind: ModelKind::Gan,
-            noise: NoiseShape::Gan {
+            served: Served::Gan {
                 dim_z: model_config.dim_z(),
             },
-            steps_check: None,
         };
         std::thread::Builder::new()
             .name("s2v-generator".into())
@@ -172,18 +217,18 @@ impl GeneratorRuntime {
             stats: stats.clone(),
             feature_dim: shape.embedding_width,
             resolution: shape.resolution,
-            kind: ModelKind::Diffusion(shape.controls),
-            noise: NoiseShape::Diffusion {
+            served: Served::Diffusion {
+                controls: shape.controls,
                 latent_shape: shape.latent_shape,
+                steps_check,
             },
-            steps_check: Some(steps_check),
         };
         (runtime, receiver, stats)
     }
 
     /// The network's kind and the controls a request may set.
     pub fn kind(&self) -> ModelKind {
-        self.kind
+        self.served.kind()
     }
 
     pub fn stats(&self) -> &RuntimeStats {
@@ -205,22 +250,9 @@ impl GeneratorRuntime {
         request: GenerationRequest,
         reply: UnboundedSender<ImageResult>,
     ) -> Result<(), SubmitError> {
-        check_request(&request, self.feature_dim, &self.kind)?;
-        if let (Some(check), Some(steps)) = (&self.steps_check, request.steps) {
-            check(steps).map_err(InvalidRequest::Steps)?;
-        }
-        let noise = match self.noise {
-            NoiseShape::Gan { dim_z } => {
-                sample_noise(request.seed, request.count, dim_z, request.truncation)
-                    .map_err(InvalidRequest::from)?
-            }
-            NoiseShape::Diffusion { latent_shape } => {
-                let (mut latents, image_noise) =
-                    seeded_noise(request.seed, request.count, latent_shape, self.feature_dim);
-                latents.extend(image_noise);
-                latents
-            }
-        };
+        check_request(&request, self.feature_dim, &self.served.kind())?;
+        self.served.check_steps(&request)?;
+        let noise = self.served.draw_noise(&request, self.feature_dim)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.sender.try_send(Job {
             request,

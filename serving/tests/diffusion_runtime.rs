@@ -8,8 +8,8 @@ use std::time::Duration;
 use burn::backend::Flex;
 use burn::prelude::*;
 use s2v_models::checkpoint::save_native;
-use s2v_models::unclip::convert::{convert_unclip, read_manifest};
-use s2v_models::unclip::pipeline::{Sampling, UnclipPipeline, seeded_noise};
+use s2v_models::unclip::convert::{ConvertedUnclip, convert_unclip};
+use s2v_models::unclip::pipeline::{Sampling, seeded_noise};
 use s2v_models::unclip::schedulers::SchedulerKind;
 use s2v_models::{AudioEncoder, AudioEncoderConfig, NetworkModule};
 use s2v_serving::device::OnBackend;
@@ -59,7 +59,7 @@ const CONTROLS: DiffusionControls = DiffusionControls {
 
 fn runtime(model: &Path) -> GeneratorRuntime {
     StartDiffusionRuntime {
-        model: model.to_path_buf(),
+        model: ConvertedUnclip::open(model).unwrap(),
         config: RuntimeConfig {
             queue_capacity: 8,
             max_batch: 4,
@@ -111,8 +111,9 @@ fn drain(
 /// The pictures `UnclipPipeline::generate` draws for `count` copies of `latent` from `seed`, as 8-bit RGB.
 fn drawn_directly(model: &Path, latent: &[f32], seed: u64, count: usize) -> Vec<Vec<u8>> {
     let device = Default::default();
-    let pipeline = UnclipPipeline::<Flex>::load_converted(model, &device).unwrap();
-    let manifest = read_manifest(model).unwrap();
+    let converted = ConvertedUnclip::open(model).unwrap();
+    let pipeline = converted.load::<Flex>(&device).unwrap();
+    let manifest = &converted.manifest;
     let (c, side) = (manifest.latent_channels, manifest.sample_size);
     let (latents, image_noise) = seeded_noise(seed, count, [c, side, side], WIDTH);
     let embeddings: Vec<f32> = (0..count).flat_map(|_| latent.iter().copied()).collect();

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{ModuleVisitor, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
 use s2v_models::ImageEncoder;
@@ -36,11 +36,10 @@ const FEATURES_TENSOR: &str = "features";
 const KEYS_METADATA: &str = "keys";
 
 /// An image encoder with the features it has already given, by picture. The cache holds the encoder's features
-/// before any trained projection ([`ImageEncoder::split_projection`]), which is applied as they are read: a
+/// before any trained projection ([`ImageEncoder::backbone_forward`]), which is applied as they are read: a
 /// retrained projection encodes no picture again.
 pub struct FrozenFeatures<'a, B: Backend> {
-    encoder: ImageEncoder<B>,
-    projection: Option<Linear<B>>,
+    encoder: &'a ImageEncoder<B>,
     device: &'a B::Device,
     file: PathBuf,
     rows: HashMap<String, Vec<f32>>,
@@ -51,14 +50,10 @@ pub struct FrozenFeatures<'a, B: Backend> {
 impl<'a, B: Backend> FrozenFeatures<'a, B> {
     /// Features of `encoder`, kept in `cache_dir` (read now where it already holds some). A cache file that
     /// cannot be read is said and replaced: it holds nothing that cannot be computed again.
-    pub fn cached(encoder: &ImageEncoder<B>, cache_dir: &Path, device: &'a B::Device) -> Self {
-        // A network made by `init` may hold lazily initialised parameters, and a clone of one initialises anew
-        // (other weights): reading every parameter first makes the clone the same network.
-        weights_digest(encoder);
-        let (encoder, projection) = encoder.clone().split_projection();
-        let file = cache_dir.join(format!("{}.safetensors", weights_digest(&encoder)));
+    pub fn cached(encoder: &'a ImageEncoder<B>, cache_dir: &Path, device: &'a B::Device) -> Self {
+        let file = cache_dir.join(format!("{}.safetensors", weights_digest(encoder)));
         let rows = match std::fs::read(&file) {
-            Ok(bytes) => read_rows(&bytes, encoder.feature_dim()).unwrap_or_else(|e| {
+            Ok(bytes) => read_rows(&bytes, encoder.backbone_feature_dim()).unwrap_or_else(|e| {
                 eprintln!(
                     "image features: the cache {} is unreadable ({e:#}); computing them again",
                     file.display()
@@ -69,7 +64,6 @@ impl<'a, B: Backend> FrozenFeatures<'a, B> {
         };
         Self {
             encoder,
-            projection,
             device,
             file,
             rows,
@@ -110,14 +104,14 @@ impl<'a, B: Backend> FrozenFeatures<'a, B> {
             self.save();
         }
         let rows: Vec<Vec<f32>> = keys.iter().map(|key| self.rows[key].clone()).collect();
-        match &self.projection {
+        match self.encoder.projection() {
             Some(projection) => self.project(projection, rows),
             None => Ok(rows),
         }
     }
 
     fn project(&self, projection: &Linear<B>, rows: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
-        let (count, width) = (rows.len(), self.encoder.feature_dim());
+        let (count, width) = (rows.len(), self.encoder.backbone_feature_dim());
         if count == 0 {
             return Ok(rows);
         }
@@ -142,14 +136,14 @@ impl<'a, B: Backend> FrozenFeatures<'a, B> {
             BATCH,
             self.device,
             |i| encoder_input(pictures[i], size, mirrored),
-            |x| self.encoder.forward(x),
+            |x| self.encoder.backbone_forward(x),
         )
     }
 
     /// Writes every row to the cache file, whole, through a temporary file so that a reader never sees half
     /// of one. A failure is reported and costs only the recomputation next time.
     fn save(&self) {
-        if let Err(e) = write_rows(&self.file, &self.rows, self.encoder.feature_dim()) {
+        if let Err(e) = write_rows(&self.file, &self.rows, self.encoder.backbone_feature_dim()) {
             eprintln!(
                 "image features: not kept in {} ({e:#}); they will be computed again",
                 self.file.display()
@@ -180,8 +174,9 @@ fn picture_key(path: &Path, mirrored: bool) -> Result<String> {
     })
 }
 
-/// The digest of an encoder's input size and every weight and buffer, in module order: equal for the same
-/// network however it was loaded, different after any change to it.
+/// The digest of an encoder's input size and every weight and buffer but a trained projection's, in module
+/// order: equal for the same network however it was loaded, different after any change to what the cached
+/// features depend on.
 pub fn weights_digest<B: Backend>(encoder: &ImageEncoder<B>) -> String {
     struct Hashing(Sha256);
     impl<B: Backend> ModuleVisitor<B> for Hashing {
@@ -198,7 +193,7 @@ pub fn weights_digest<B: Backend>(encoder: &ImageEncoder<B>) -> String {
     hashing
         .0
         .update((encoder.input_size() as u64).to_le_bytes());
-    encoder.visit(&mut hashing);
+    encoder.visit_backbone(&mut hashing);
     hex(&hashing.0.finalize()[..16])
 }
 

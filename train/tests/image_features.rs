@@ -6,9 +6,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
-use burn::prelude::Backend;
+use burn::nn::LinearConfig;
+use burn::prelude::*;
+use s2v_models::checkpoint::TorchStateDict;
 use s2v_models::image_encoder::{ImageEncoderConfig, ResNetImageEncoderConfig};
-use s2v_models::{ImageEncoder, NetworkModule};
+use s2v_models::{FromTorch, ImageEncoder, NetworkModule};
 use s2v_train::image_features::{FrozenFeatures, weights_digest};
 
 type B = Flex;
@@ -142,4 +144,59 @@ fn a_missing_picture_is_named() {
         format!("{error:#}").contains("no-such-picture.png"),
         "{error:#}"
     );
+}
+
+/// The tiny EfficientNet-Lite of the parity fixtures (40-d pooled features) with a 4-d projection drawn from
+/// `seed`, or without one.
+fn lite(projection_seed: Option<u64>) -> ImageEncoder<B> {
+    let device = Default::default();
+    let path = s2v_tests::checkout().join("tests/data/efficientnet_lite/efficientnet_lite.pth");
+    let backbone = ImageEncoder::from_torch(TorchStateDict::read(&path).unwrap(), &device).unwrap();
+    match projection_seed {
+        None => backbone,
+        Some(seed) => {
+            B::seed(&device, seed);
+            let projection = LinearConfig::new(40, 4).init(&device);
+            backbone.with_projection(projection).unwrap()
+        }
+    }
+}
+
+fn rows_tensor(rows: &[Vec<f32>]) -> Tensor<B, 2> {
+    let shape = [rows.len(), rows[0].len()];
+    Tensor::from_data(TensorData::new(rows.concat(), shape), &Default::default())
+}
+
+#[test]
+fn the_cache_holds_features_before_the_projection_which_is_applied_as_they_are_read() {
+    let (dir, device) = (tempfile::tempdir().unwrap(), Default::default());
+    let files = pictures(dir.path());
+    let cache = dir.path().join("cache");
+
+    let one = lite(Some(1));
+    let mut first = FrozenFeatures::cached(&one, &cache, &device);
+    let projected = first.of(&files, false).unwrap();
+    assert_eq!(first.encoded(), 3);
+    assert!(projected.iter().all(|row| row.len() == 4));
+
+    // The backbone alone, and the backbone under another projection, find every picture in that cache.
+    let backbone = lite(None);
+    let mut plain = FrozenFeatures::cached(&backbone, &cache, &device);
+    let pooled = plain.of(&files, false).unwrap();
+    assert_eq!(plain.encoded(), 0);
+    assert!(pooled.iter().all(|row| row.len() == 40));
+    let other = lite(Some(2));
+    let mut reprojected = FrozenFeatures::cached(&other, &cache, &device);
+    let other_rows = reprojected.of(&files, false).unwrap();
+    assert_eq!(reprojected.encoded(), 0);
+    assert_ne!(other_rows, projected);
+
+    // Each encoder's rows are its own projection of the cached features.
+    for (encoder, rows) in [(&one, &projected), (&other, &other_rows)] {
+        let expected = encoder.projection().unwrap().forward(rows_tensor(&pooled));
+        rows_tensor(rows).into_data().assert_approx_eq::<f32>(
+            &expected.into_data(),
+            burn::tensor::Tolerance::rel_abs(1e-5, 1e-6),
+        );
+    }
 }

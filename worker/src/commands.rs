@@ -264,6 +264,35 @@ fn generate_batch<B: Backend>(
         .map_err(|e| anyhow::anyhow!("reading the generator's output: {e:?}"))
 }
 
+/// Where the values of an image array lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelRange {
+    /// [-1, 1], as a generator draws.
+    Signed,
+    /// [0, 1], as the diffusion pipeline's VAE gives them.
+    Unit,
+}
+
+/// Writes `N x 3 x H x W` images as one `.npy` array (values as they are) where `out` ends in `.npy`, else as
+/// PNG files in the folder `out`.
+pub fn write_images(images: &Array, range: PixelRange, out: &Path) -> anyhow::Result<()> {
+    if out.extension().is_some_and(|e| e == "npy") {
+        return images.write(out);
+    }
+    let written = match range {
+        PixelRange::Signed => write_pngs(images, out)?,
+        PixelRange::Unit => write_pngs(
+            &Array {
+                shape: images.shape.clone(),
+                data: images.data.iter().map(|v| v * 2.0 - 1.0).collect(),
+            },
+            out,
+        )?,
+    };
+    eprintln!("wrote {} images to {}", written.len(), out.display());
+    Ok(())
+}
+
 /// Writes generator output as PNG files `000.png`, `001.png`, ... mapping [-1, 1] to [0, 255].
 pub fn write_pngs(images: &Array, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -1,11 +1,11 @@
 //! `s2v convert-unclip` and `s2v unclip`: the diffusion variant from the command line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
-use s2v_models::unclip::convert::{AUDIO_ENCODER, UnclipManifest, convert_unclip, read_manifest};
+use s2v_models::unclip::convert::{AUDIO_ENCODER, ConvertedUnclip, UnclipManifest, convert_unclip};
 use s2v_models::unclip::pipeline::{Sampling, UnclipPipeline, seeded_noise};
 use s2v_serving::device::OnBackend;
 
@@ -62,11 +62,12 @@ impl OnBackend for Unclip {
     type Output = Array;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Array> {
-        let manifest = read_manifest(&self.model)?;
-        let side = self.latent_side(&manifest)?;
-        let embeddings = self.embeddings::<B>(&manifest, &device)?;
+        let model = ConvertedUnclip::open(&self.model)?;
+        let manifest = &model.manifest;
+        let side = self.latent_side(manifest)?;
+        let embeddings = self.embeddings::<B>(manifest, &device)?;
         let n = embeddings.rows();
-        let pipeline = UnclipPipeline::<B>::load_converted(&self.model, &device)?;
+        let pipeline = model.load::<B>(&device)?;
         let latent_shape = [n, manifest.latent_channels, side, side];
         let (latents, image_noise) = self.noise(latent_shape, manifest.embedding_width)?;
         let tensor2 = |a: &Array| {
@@ -75,7 +76,7 @@ impl OnBackend for Unclip {
         let latents =
             Tensor::<B, 4>::from_data(TensorData::new(latents.data, latent_shape), &device);
         if self.on_cpu && manifest.unet_parameters > self.cpu_parameter_limit && !self.force {
-            bail!(self.cpu_estimate(&pipeline, &manifest, latent_shape, &device)?);
+            bail!(self.cpu_estimate(&pipeline, manifest, latent_shape, &device)?);
         }
         let started = Instant::now();
         let pixels = pipeline.generate(
@@ -206,19 +207,4 @@ impl Unclip {
              {minutes:.0} minutes. Use a GPU (--device cuda), or pass --force to run it here anyway."
         ))
     }
-}
-
-/// Writes pictures in [0, 1] as PNG files in `dir`, or as one `.npy` array.
-pub fn write_pictures(pictures: &Array, out: &Path) -> anyhow::Result<()> {
-    if out.extension().is_some_and(|e| e == "npy") {
-        return pictures.write(out);
-    }
-    // The PNG writer takes [-1, 1], as the generator draws.
-    let signed = Array {
-        shape: pictures.shape.clone(),
-        data: pictures.data.iter().map(|v| v * 2.0 - 1.0).collect(),
-    };
-    let written = crate::commands::write_pngs(&signed, out)?;
-    eprintln!("wrote {} pictures to {}", written.len(), out.display());
-    Ok(())
 }

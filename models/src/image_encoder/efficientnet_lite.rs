@@ -7,6 +7,7 @@
 //! It reads images normalised as every encoder here does (ImageNet mean and standard deviation) and turns them
 //! into what the TPU repository trained on, `(v - 127) / 128` for 8-bit values, itself.
 
+use burn::module::ModuleVisitor;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -243,19 +244,32 @@ impl<B: Backend> EfficientNetLite<B> {
         }
     }
 
-    /// ImageNet-normalised images `[N, 3, H, W]` to pooled features `[N, head_width]`.
+    /// ImageNet-normalised images `[N, 3, H, W]` to its features `[N, feature_dim]`: pooled, then projected
+    /// where it has a projection.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let pooled = self.pooled(images);
+        match &self.projection {
+            Some(projection) => projection.forward(pooled),
+            None => pooled,
+        }
+    }
+
+    /// The pooled features `[N, head_width]`, before any projection.
+    pub fn pooled(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = relu6(self.stem.forward(tpu_normalised(images)));
         for block in &self.blocks {
             x = block.forward(x);
         }
         let x = relu6(self.head.forward(x));
         let [n, c, _, _] = x.dims();
-        let pooled = adaptive_avg_pool2d(x, [1, 1]).reshape([n, c]);
-        match &self.projection {
-            Some(projection) => projection.forward(pooled),
-            None => pooled,
-        }
+        adaptive_avg_pool2d(x, [1, 1]).reshape([n, c])
+    }
+
+    /// Visits every parameter but the projection's, in the order a visit of the whole network takes.
+    pub fn visit_backbone<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
+        self.stem.visit(visitor);
+        self.blocks.visit(visitor);
+        self.head.visit(visitor);
     }
 }
 

@@ -6,6 +6,7 @@
 mod efficientnet_lite;
 mod resnet;
 
+use burn::module::ModuleVisitor;
 use burn::nn::Linear;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,38 @@ impl<B: Backend> ImageEncoder<B> {
     /// Length of its feature rows.
     pub fn feature_dim(&self) -> usize {
         self.config().feature_dim()
+    }
+
+    /// Features before any trained projection: `[N, backbone_feature_dim]`.
+    pub fn backbone_forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        match self {
+            Self::ResNet(encoder) => encoder.forward(images),
+            Self::EfficientNetLite(encoder) => encoder.pooled(images),
+        }
+    }
+
+    /// Length of the feature rows before any projection.
+    pub fn backbone_feature_dim(&self) -> usize {
+        match self.config() {
+            ImageEncoderConfig::EfficientNetLite(config) => config.head_width,
+            config => config.feature_dim(),
+        }
+    }
+
+    /// The trained projection of its features, where there is one.
+    pub fn projection(&self) -> Option<&Linear<B>> {
+        match self {
+            Self::EfficientNetLite(encoder) => encoder.projection.as_ref(),
+            Self::ResNet(_) => None,
+        }
+    }
+
+    /// Visits every parameter but a projection's, in the order a visit of the whole network takes.
+    pub fn visit_backbone<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
+        match self {
+            Self::ResNet(encoder) => encoder.visit(visitor),
+            Self::EfficientNetLite(encoder) => encoder.visit_backbone(visitor),
+        }
     }
 
     /// The encoder without a trained projection of its features, and that projection where there is one.

@@ -4,12 +4,15 @@
 //! tokenizer and no text encoder), and the audio encoder in the project's format.
 //!
 //! Every network is loaded before it is written, so a folder that is not Stable unCLIP's fails with the
-//! tensor at fault named, and nothing is half-written: each file lands by rename.
+//! tensor at fault named, and nothing is half-written: each file lands by rename. The manifest, written last,
+//! carries the SHA-256 of everything else, so a server names the model's version without reading gigabytes at
+//! start-up.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::audio::load_sound2vision_encoder;
 use super::pipeline::{PipelineDirs, PipelineError, UnclipPipeline};
@@ -26,6 +29,9 @@ const TEXT_STATES: &str = "text_states.safetensors";
 pub const AUDIO_ENCODER: &str = "audio_encoder.safetensors";
 const WEIGHTS: &str = "diffusion_pytorch_model";
 
+/// The manifest's layout; a folder converted by an `s2v` that wrote another is converted again.
+pub const FORMAT: u32 = 2;
+
 /// What a converted model is: the sizes a caller needs before loading it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnclipManifest {
@@ -39,6 +45,9 @@ pub struct UnclipManifest {
     pub vae_scale: usize,
     /// Parameters of the UNet, for estimating its cost.
     pub unet_parameters: usize,
+    /// SHA-256 (hex) of every other file of the folder, by relative path in sorted order: see
+    /// [`folder_digest`].
+    pub content_digest: String,
 }
 
 fn io(path: &Path, e: &dyn std::fmt::Display) -> CheckpointError {
@@ -110,12 +119,13 @@ pub fn convert_unclip<B: Backend>(
 
     save_native(&encoder, &out.join(AUDIO_ENCODER), true)?;
     let manifest = UnclipManifest {
-        format: 1,
+        format: FORMAT,
         embedding_width,
         latent_channels: unet_config.in_channels,
         sample_size: unet_config.sample_size,
         vae_scale: 1 << (vae_config.block_out_channels.len() - 1),
         unet_parameters,
+        content_digest: folder_digest(out)?,
     };
     let json = serde_json::to_string_pretty(&manifest).map_err(|e| io(out, &e))?;
     let path = out.join(MANIFEST);
@@ -164,20 +174,81 @@ fn save_text_states<B: Backend>(states: Tensor<B, 3>, path: &Path) -> Result<(),
     std::fs::rename(&partial, path).map_err(|e| io(path, &e))
 }
 
-/// Reads a converted folder's manifest.
-pub fn read_manifest(dir: &Path) -> Result<UnclipManifest, CheckpointError> {
-    let path = dir.join(MANIFEST);
-    let text = read_text(&path)?;
-    serde_json::from_str(&text).map_err(|e| CheckpointError::InvalidConfig {
-        network: "converted unCLIP model",
-        message: format!("{}: {e}", path.display()),
-    })
+/// The SHA-256 of the files under `dir` but its manifest: each file's path relative to `dir`, then its bytes,
+/// in the order of the sorted paths.
+pub fn folder_digest(dir: &Path) -> Result<String, CheckpointError> {
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    files.retain(|relative| relative.as_path() != Path::new(MANIFEST));
+    files.sort();
+    let mut digest = Sha256::new();
+    for relative in &files {
+        let path = dir.join(relative);
+        let mut file = std::fs::File::open(&path).map_err(|e| io(&path, &e))?;
+        digest.update(relative.to_string_lossy().as_bytes());
+        std::io::copy(&mut file, &mut digest).map_err(|e| io(&path, &e))?;
+    }
+    Ok(hex::encode(digest.finalize()))
 }
 
-impl<B: Backend> UnclipPipeline<B> {
-    /// A folder `convert_unclip` wrote.
-    pub fn load_converted(dir: &Path, device: &B::Device) -> Result<Self, PipelineError> {
-        read_manifest(dir)?;
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CheckpointError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, &e))? {
+        let path = entry.map_err(|e| io(dir, &e))?.path();
+        if path.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            out.push(relative.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// A folder `convert_unclip` wrote, its manifest read (once) and checked.
+#[derive(Debug, Clone)]
+pub struct ConvertedUnclip {
+    pub dir: PathBuf,
+    pub manifest: UnclipManifest,
+}
+
+impl ConvertedUnclip {
+    /// Reads `dir`'s manifest; a folder without one, or converted by an `s2v` that wrote another format, is
+    /// refused by name.
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        let path = dir.join(MANIFEST);
+        let text = read_text(&path)?;
+        let invalid = |message: String| CheckpointError::InvalidConfig {
+            network: "converted unCLIP model",
+            message: format!("{}: {message}", path.display()),
+        };
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        let Format { format } = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if format != FORMAT {
+            return Err(invalid(format!(
+                "format {format}, written by another version of `s2v convert-unclip` (this one reads \
+                 {FORMAT}): convert the model again"
+            )));
+        }
+        let manifest = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
+    }
+
+    /// The model's name: its folder's.
+    pub fn name(&self) -> &str {
+        self.dir
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("diffusion")
+    }
+
+    /// The pipeline, on `device`.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<UnclipPipeline<B>, PipelineError> {
+        let dir = &self.dir;
         let mut states = read_safetensors(&dir.join(TEXT_STATES))?.for_network("text states", "");
         let shape = states.shape("text_states")?;
         let [1, tokens, width] = shape[..] else {
@@ -201,6 +272,6 @@ impl<B: Backend> UnclipPipeline<B> {
             image_noising_scheduler: &noising,
             fp16: false,
         };
-        Self::load(&dirs, states, device)
+        UnclipPipeline::load(&dirs, states, device)
     }
 }

@@ -23,10 +23,9 @@ use s2v_worker::arrays::Array;
 use s2v_worker::bench::{Bench, BenchTarget};
 use s2v_worker::commands::{
     self, Convert, DEFAULT_BATCH, EncodeAudio, EncodeImage, Generate, ImageInput, NoiseSource,
+    PixelRange,
 };
-use s2v_worker::unclip::{
-    CPU_PARAMETER_LIMIT, ConvertUnclip, EmbeddingSource, Unclip, write_pictures,
-};
+use s2v_worker::unclip::{CPU_PARAMETER_LIMIT, ConvertUnclip, EmbeddingSource, Unclip};
 
 #[derive(Parser)]
 #[command(
@@ -371,7 +370,7 @@ fn unclip(device: DeviceKind, args: UnclipArgs) -> anyhow::Result<()> {
         cpu_parameter_limit: args.cpu_parameter_limit,
         force: args.force,
     };
-    write_pictures(&dispatch(device, job)?, &args.out)
+    commands::write_images(&dispatch(device, job)?, PixelRange::Unit, &args.out)
 }
 
 fn bench(device: DeviceKind, args: BenchArgs) -> anyhow::Result<()> {
@@ -438,13 +437,7 @@ fn generate(device: DeviceKind, args: GenerateArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
     };
     let images: Array = dispatch(device, job)?;
-    if args.out.extension().is_some_and(|e| e == "npy") {
-        images.write(&args.out)
-    } else {
-        let written = commands::write_pngs(&images, &args.out)?;
-        eprintln!("wrote {} images to {}", written.len(), args.out.display());
-        Ok(())
-    }
+    commands::write_images(&images, PixelRange::Signed, &args.out)
 }
 
 fn train(device: DeviceKind, args: TrainArgs) -> anyhow::Result<()> {
