@@ -18,6 +18,31 @@ async fn post(client: &reqwest::Client, base: &str, body: Value) -> reqwest::Res
     post_json(client, base, "/api/generate", &body).await
 }
 
+/// A latent the tiny model takes.
+fn latent() -> Vec<f32> {
+    (0..WIDTH).map(|i| i as f32 / 3.0 - 0.7).collect()
+}
+
+/// Two pictures of [`latent`] from seed 5: the stream's events (name, data), after a 200.
+async fn generate_two(client: &reqwest::Client, base: &str) -> Vec<(String, Value)> {
+    let response = post(
+        client,
+        base,
+        json!({"latent": latent(), "count": 2, "seed": 5}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    read_events(response, |_, _| ())
+        .await
+        .into_iter()
+        .map(|(name, data, _)| (name, data))
+        .collect()
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(name, _)| name.as_str()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_diffusion_model_streams_previews_then_pictures() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,26 +68,17 @@ async fn the_diffusion_model_streams_previews_then_pictures() {
         "the model's own audio encoder is offered to pages: {served}"
     );
 
-    let latent: Vec<f32> = (0..WIDTH).map(|i| i as f32 / 3.0 - 0.7).collect();
-    let response = post(
-        &client,
-        &base,
-        json!({"latent": latent, "count": 2, "seed": 5}),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let events = read_events(response, |_, _| ()).await;
-    let names: Vec<&str> = events.iter().map(|(name, _, _)| name.as_str()).collect();
+    let events = generate_two(&client, &base).await;
     // PNDM's 3 steps are 4 UNet calls: a preview of each picture after each of the first three.
     assert_eq!(
-        names,
+        names(&events),
         [
             "preview", "preview", "preview", "preview", "preview", "preview", "image", "image",
             "done"
         ],
         "{events:?}"
     );
-    for (_, preview, _) in &events[..6] {
+    for (_, preview) in &events[..6] {
         assert_eq!(preview["steps"], 4);
         let jpeg = preview["jpeg"].as_str().unwrap();
         assert!(jpeg.starts_with("data:image/jpeg;base64,"), "{jpeg}");
@@ -86,6 +102,7 @@ async fn the_diffusion_model_streams_previews_then_pictures() {
     assert_eq!(&png[1..4], b"PNG");
 
     // Controls of its own are taken; a GAN's are refused by name.
+    let latent = latent();
     let own = post(
         &client,
         &base,
@@ -158,19 +175,10 @@ async fn a_diffusion_worker_behind_the_broker_streams_previews_too() {
     assert_eq!(served["kind"]["kind"], "diffusion", "{served}");
     assert_eq!(served["kind"]["preview_every"], 2);
 
-    let latent: Vec<f32> = (0..WIDTH).map(|i| i as f32 / 3.0 - 0.7).collect();
-    let response = post(
-        &client,
-        &base,
-        json!({"latent": latent, "count": 2, "seed": 5}),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let events = read_events(response, |_, _| ()).await;
-    let names: Vec<&str> = events.iter().map(|(name, _, _)| name.as_str()).collect();
+    let events = generate_two(&client, &base).await;
     // 4 UNet calls, a preview after the second of each picture.
     assert_eq!(
-        names,
+        names(&events),
         ["preview", "preview", "image", "image", "done"],
         "{events:?}"
     );

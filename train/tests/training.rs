@@ -17,6 +17,23 @@ use s2v_train::trainer::{
 type B = Autodiff<Flex>;
 
 /// Every tensor of two safetensors files is bit-identical (the files' metadata may be ordered differently).
+/// A run of `recipe` on `data` into `out`, from seed 7, to the end in one call, with nothing else set.
+fn run_options(data: &Path, out: &Path, recipe: Recipe) -> TrainOptions {
+    TrainOptions {
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        recipe,
+        seed: 7,
+        max_steps_per_call: None,
+        deadline: None,
+        stage_seconds: None,
+        only: None,
+        image_encoder: None,
+        fresh_discriminator: false,
+        target_embeddings: None,
+    }
+}
+
 fn assert_same_tensors(a: &Path, b: &Path) {
     let (bytes_a, bytes_b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
     let (ta, tb) = (
@@ -91,17 +108,8 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
     let recipe = Recipe::preset(Preset::Tiny);
     let device = Default::default();
     let options = |out: &Path, max_steps: Option<usize>| TrainOptions {
-        data: data.clone(),
-        out: out.to_path_buf(),
-        recipe: recipe.clone(),
-        seed: 7,
         max_steps_per_call: max_steps,
-        deadline: None,
-        stage_seconds: None,
-        only: None,
-        image_encoder: None,
-        fresh_discriminator: false,
-        target_embeddings: None,
+        ..run_options(&data, out, recipe.clone())
     };
 
     // Interrupted after 5 steps, then every 15, in the middle of every stage and off its checkpoint interval.
@@ -324,17 +332,8 @@ fn a_frozen_pretrained_encoder_sets_the_conditioning_width() {
     [recipe.gan_steps, recipe.audio_steps] = [2, 2];
     let out = dir.path().join("pretrained");
     let options = TrainOptions {
-        data,
-        out: out.clone(),
-        recipe,
-        seed: 7,
-        max_steps_per_call: None,
-        deadline: None,
-        stage_seconds: None,
-        only: None,
         image_encoder: Some(fixture),
-        fresh_discriminator: false,
-        target_embeddings: None,
+        ..run_options(&data, &out, recipe)
     };
     assert!(train::<B>(&options, &device).unwrap());
     let g: Generator<Flex> = load_checkpoint(&out.join(GENERATOR_FILE), &device).unwrap();
@@ -368,17 +367,8 @@ fn a_projection_of_a_frozen_encoder_is_trained_on_the_labels() {
     recipe.image_projection = Some(4);
     let out = dir.path().join("projected");
     let options = TrainOptions {
-        data: data.clone(),
-        out: out.clone(),
-        recipe,
-        seed: 7,
-        max_steps_per_call: None,
-        deadline: None,
-        stage_seconds: None,
-        only: None,
         image_encoder: Some(fixture.clone()),
-        fresh_discriminator: false,
-        target_embeddings: None,
+        ..run_options(&data, &out, recipe)
     };
     assert!(train::<B>(&options, &device).unwrap());
     let encoder: ImageEncoder<Flex> =
@@ -426,17 +416,9 @@ fn sound2visions_encoder_trains_against_given_embeddings_of_the_pictures() {
     let mut recipe = Recipe::preset(Preset::Tiny);
     recipe.audio_steps = 3;
     let options = |embeddings: std::path::PathBuf, out: &str| TrainOptions {
-        data: data.clone(),
-        out: dir.path().join(out),
-        recipe: recipe.clone(),
         seed: 1,
-        max_steps_per_call: None,
-        deadline: None,
-        stage_seconds: None,
-        only: None,
-        image_encoder: None,
-        fresh_discriminator: false,
         target_embeddings: Some(embeddings),
+        ..run_options(&data, &dir.path().join(out), recipe.clone())
     };
     let device = Default::default();
     assert!(train::<B>(&options(write("e.npy", listed), "run"), &device).unwrap());
