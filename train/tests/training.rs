@@ -114,7 +114,9 @@ fn three_stages_train_checkpoint_and_resume_where_they_stopped() {
 
     // Interrupted after 5 steps, then every 15, in the middle of every stage and off its checkpoint interval.
     let resumed = dir.path().join("resumed");
+    assert!(!StageProgress::any_saved(&resumed));
     assert!(!train::<B>(&options(&resumed, Some(5)), &device).unwrap());
+    assert!(StageProgress::any_saved(&resumed));
     let partial = progress(&resumed, Stage::ImageEncoder);
     assert_eq!(partial.step, 5);
     // A call whose time is already up stops before its first step and leaves the checkpoint as it was.

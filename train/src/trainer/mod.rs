@@ -327,6 +327,14 @@ pub struct StageProgress {
 }
 
 impl StageProgress {
+    /// Whether any stage of the run in `out` has saved its progress: whether a stopped run has a checkpoint
+    /// to go on from.
+    pub fn any_saved(out: &Path) -> bool {
+        [Stage::ImageEncoder, Stage::Generator, Stage::AudioEncoder]
+            .into_iter()
+            .any(|stage| matches!(Self::read(out, stage), Ok(Some(_))))
+    }
+
     pub fn read(out: &Path, stage: Stage) -> Result<Option<Self>> {
         let path = stage_dir(out, stage).join("progress.json");
         if !path.exists() {

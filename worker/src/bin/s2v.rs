@@ -18,7 +18,7 @@ use s2v_train::dataset::Dataset;
 use s2v_train::dataset::build::{BuildOptions, LABEL_COUNTS_CSV, build_default};
 use s2v_train::dataset::notice::data_notice;
 use s2v_train::eval::{EvalJob, EvalOptions};
-use s2v_train::trainer::{TrainArgs, TrainJob};
+use s2v_train::trainer::{StageProgress, TrainArgs, TrainJob};
 use s2v_worker::arrays::Array;
 use s2v_worker::bench::{Bench, BenchTarget};
 use s2v_worker::commands::{
@@ -448,9 +448,15 @@ fn train(device: DeviceKind, args: TrainArgs) -> anyhow::Result<()> {
             Some(stage) => eprintln!("{} is trained: {}", stage.name(), out.display()),
             None => eprintln!("all three networks are trained: {}", out.display()),
         }
-    } else {
+    } else if StageProgress::any_saved(&out) {
         eprintln!(
             "stopped with a checkpoint in {}; run again to go on",
+            out.display()
+        );
+    } else {
+        // The time ran out while preparing (encoding pictures, say): nothing to resume but what is cached.
+        eprintln!(
+            "stopped before the first checkpoint in {}; run again to start (pictures encoded so far are cached)",
             out.display()
         );
     }
