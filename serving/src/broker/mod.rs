@@ -56,42 +56,67 @@ pub(crate) const STEPS_HEADER: &str = "S2V-Steps";
 /// JetStream is ready, and the two are often started together.
 const JETSTREAM_START_WAIT: Duration = Duration::from_secs(10);
 
-/// Creates the job stream, or updates its capacity, retrying while JetStream starts. Any other error (a stream
-/// of that name with a configuration that cannot be changed, say) fails at once.
+/// Creates the job stream, or updates its capacity, retrying while JetStream starts and when another process
+/// created the stream between this one's look and its create. Any other error (a stream of that name with a
+/// configuration that cannot be changed, say) fails at once.
 pub(crate) async fn job_stream(
     js: &jetstream::Context,
     capacity: Option<usize>,
 ) -> anyhow::Result<stream::Stream> {
     let started = Instant::now();
     loop {
-        match try_job_stream(js, capacity).await {
+        let error = match try_job_stream(js, capacity).await {
             Ok(stream) => return Ok(stream),
-            Err(e) if jetstream_not_ready(&e) && started.elapsed() < JETSTREAM_START_WAIT => {
-                tracing::info!("JetStream not ready yet ({e:#}); retrying");
+            Err(e) => e,
+        };
+        if started.elapsed() >= JETSTREAM_START_WAIT {
+            return Err(error);
+        }
+        match creation_error(&error) {
+            Some(CreationError::NotReady) => {
+                tracing::info!("JetStream not ready yet ({error:#}); retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) => return Err(e),
+            // A front end and a worker started together: both found no stream and both created one, with
+            // different capacities. Looking again finds the other's, which the front end then updates.
+            Some(CreationError::CreatedMeanwhile) => {
+                tracing::info!("the job stream was created meanwhile; opening it");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None => return Err(error),
         }
     }
 }
 
-/// Whether creating the stream failed because JetStream is not (yet) answering, rather than refusing it.
-fn jetstream_not_ready(error: &anyhow::Error) -> bool {
+/// Why creating the stream failed, where trying again can succeed.
+#[derive(Debug, PartialEq, Eq)]
+enum CreationError {
+    /// JetStream is not (yet) answering.
+    NotReady,
+    /// Another process created the stream after this one looked for it.
+    CreatedMeanwhile,
+}
+
+fn creation_error(error: &anyhow::Error) -> Option<CreationError> {
     use async_nats::jetstream::ErrorCode;
     use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
-    let Some(error) = error.downcast_ref::<async_nats::jetstream::context::CreateStreamError>()
-    else {
-        return false;
-    };
+    let error = error.downcast_ref::<async_nats::jetstream::context::CreateStreamError>()?;
     match error.kind() {
-        Kind::JetStreamUnavailable | Kind::TimedOut => true,
-        Kind::JetStream(api) => [
-            ErrorCode::JETSTREAM_NOT_ENABLED,
-            ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
-            ErrorCode::CLUSTER_NOT_AVAILABLE,
-        ]
-        .contains(&api.error_code()),
-        _ => false,
+        Kind::JetStreamUnavailable | Kind::TimedOut => Some(CreationError::NotReady),
+        Kind::JetStream(api) if api.error_code() == ErrorCode::STREAM_NAME_EXIST => {
+            Some(CreationError::CreatedMeanwhile)
+        }
+        Kind::JetStream(api)
+            if [
+                ErrorCode::JETSTREAM_NOT_ENABLED,
+                ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
+                ErrorCode::CLUSTER_NOT_AVAILABLE,
+            ]
+            .contains(&api.error_code()) =>
+        {
+            Some(CreationError::NotReady)
+        }
+        _ => None,
     }
 }
 
@@ -136,7 +161,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_an_unanswering_jetstream_is_waited_for() {
+    fn an_unanswering_jetstream_and_a_lost_creation_race_are_tried_again() {
         use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind as Kind};
         let api = |err_code: u64| {
             let error: async_nats::jetstream::Error = serde_json::from_value(
@@ -146,22 +171,35 @@ mod tests {
             Kind::JetStream(error)
         };
         let judged = |kind: Kind| {
-            jetstream_not_ready(
+            creation_error(
                 &anyhow::Error::new(CreateStreamError::new(kind))
                     .context("cannot create the job stream"),
             )
         };
-        assert!(judged(Kind::JetStreamUnavailable));
-        assert!(judged(Kind::TimedOut));
-        assert!(judged(api(10039)), "JetStream not enabled for the account");
-        assert!(judged(api(10008)), "JetStream temporarily unavailable");
-        assert!(
-            !judged(api(10058)),
-            "a stream of that name with another configuration"
+        use CreationError::{CreatedMeanwhile, NotReady};
+        assert_eq!(judged(Kind::JetStreamUnavailable), Some(NotReady));
+        assert_eq!(judged(Kind::TimedOut), Some(NotReady));
+        assert_eq!(
+            judged(api(10039)),
+            Some(NotReady),
+            "JetStream not enabled for the account"
         );
-        assert!(!judged(Kind::InvalidStreamName));
-        assert!(!jetstream_not_ready(&anyhow::anyhow!(
-            "cannot open the job stream"
-        )));
+        assert_eq!(
+            judged(api(10008)),
+            Some(NotReady),
+            "JetStream temporarily unavailable"
+        );
+        // "Stream name already in use with a different configuration": the create after another process's.
+        assert_eq!(judged(api(10058)), Some(CreatedMeanwhile));
+        assert_eq!(
+            judged(api(10052)),
+            None,
+            "a configuration that cannot change"
+        );
+        assert_eq!(judged(Kind::InvalidStreamName), None);
+        assert_eq!(
+            creation_error(&anyhow::anyhow!("cannot open the job stream")),
+            None
+        );
     }
 }
