@@ -6,3 +6,4 @@ pub mod arrays;
 pub mod bench;
 pub mod commands;
 pub mod unclip;
+pub mod weights;

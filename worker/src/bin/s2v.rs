@@ -26,6 +26,8 @@ use s2v_worker::commands::{
     PixelRange,
 };
 use s2v_worker::unclip::{CPU_PARAMETER_LIMIT, ConvertUnclip, EmbeddingSource, Unclip};
+use s2v_worker::weights::catalog::Catalog;
+use s2v_worker::weights::{FetchOptions, fetch};
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +76,37 @@ enum Command {
     /// Converts a diffusers Stable unCLIP folder and Sound2Vision's audio encoder (`sound2vision_env.pth`)
     /// into the folder `unclip` reads: f16 weights, the empty prompt's text states, no text encoder.
     ConvertUnclip(ConvertUnclipArgs),
+    /// The authors' published weights.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+}
+
+#[derive(Subcommand)]
+enum WeightsCommand {
+    /// Downloads a bundle of published weights (resuming what an earlier run left), checks each file against
+    /// the catalog's SHA-256 and converts it into the files `s2v` and the server read.
+    Fetch(FetchArgs),
+    /// Lists the catalog's bundles.
+    List {
+        /// A catalog of your own (the built-in one is `worker/weights.toml`).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// sound2scene, swav, icgan, sound2vision or unclip (see `s2v weights list`).
+    bundle: String,
+    /// The folder all bundles go to (files the bundle needs from another are read there).
+    #[arg(long)]
+    out: PathBuf,
+    /// A catalog of your own: other addresses (a mirror) or digests (the built-in one is `worker/weights.toml`).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Keep files whose SHA-256 the catalog does not pin (each one's digest is printed).
+    #[arg(long)]
+    trust_unpinned: bool,
 }
 
 #[derive(Args)]
@@ -325,6 +358,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(args) => convert(device, args),
         Command::Bench(args) => bench(device, args),
         Command::Unclip(args) => unclip(device, args),
+        Command::Weights(WeightsCommand::Fetch(args)) => fetch_weights(device, args),
+        Command::Weights(WeightsCommand::List { catalog }) => {
+            for bundle in read_catalog(catalog.as_deref())?.bundles {
+                println!("{:<14} {}", bundle.name, bundle.about);
+                println!("{:<14} published at {}", "", bundle.published);
+            }
+            Ok(())
+        }
         Command::ConvertUnclip(args) => {
             let job = ConvertUnclip {
                 diffusers: args.diffusers,
@@ -542,6 +583,25 @@ fn convert(device: DeviceKind, args: ConvertArgs) -> anyhow::Result<()> {
     };
     let kind = dispatch(device, job)?;
     eprintln!("wrote the {kind} to {}", args.out.display());
+    Ok(())
+}
+
+fn read_catalog(path: Option<&std::path::Path>) -> anyhow::Result<Catalog> {
+    Ok(match path {
+        Some(path) => Catalog::read(path)?,
+        None => Catalog::built_in(),
+    })
+}
+
+fn fetch_weights(device: DeviceKind, args: FetchArgs) -> anyhow::Result<()> {
+    let options = FetchOptions {
+        catalog: read_catalog(args.catalog.as_deref())?,
+        out: args.out.clone(),
+        trust_unpinned: args.trust_unpinned,
+        device,
+    };
+    let fetched = fetch(&args.bundle, &options)?;
+    eprintln!("fetched {} into {}", fetched.join(", "), args.out.display());
     Ok(())
 }
 
