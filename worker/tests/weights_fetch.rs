@@ -31,6 +31,10 @@ enum Answer {
     /// Promises the whole file, sends this many bytes, then drops the connection.
     CutAfter(usize),
     WebPage,
+    /// Ignores `Range` and sends the whole file with 200, as a server without ranges does.
+    NoRanges,
+    /// Answers a `Range` with 206 but from the first byte.
+    WrongRange,
 }
 
 #[derive(Default)]
@@ -107,9 +111,11 @@ async fn answer(
         let page = "<html><body>Too many users have viewed or downloaded this file recently.</body></html>";
         return ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response();
     }
+    let range = range.filter(|_| answer != Answer::NoRanges);
     let start: usize = range
         .as_deref()
         .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+        .filter(|_| answer != Answer::WrongRange)
         .unwrap_or(0);
     let total = bytes.len();
     if start >= total && range.is_some() {
@@ -489,4 +495,25 @@ fn a_web_page_a_missing_file_and_an_unpinned_file_are_each_named() {
         std::fs::read(dir.path().join("c.pth")).unwrap(),
         stand_in(3000)
     );
+}
+
+#[test]
+fn a_partial_file_the_server_will_not_continue_is_fetched_again_from_the_start() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = stand_in(50_000);
+    // The server sends the whole file at once, or its first byte under a 206 and then again on a plain request.
+    for (answer, requests) in [(Answer::NoRanges, 1), (Answer::WrongRange, 2)] {
+        let url = server.put("w.pth", bytes.clone(), answer);
+        let dest = dir.path().join("w.pth");
+        let _ = std::fs::remove_file(&dest);
+        std::fs::write(partial_path(&dest), b"bytes of another file").unwrap();
+        let before = server.requests().len();
+        let catalog = one_download(&url, "w.pth", Some(&sha256_hex(&bytes)));
+        fetch("x", &options(&catalog, dir.path(), false)).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+        let asked = &server.requests()[before..];
+        assert_eq!(asked.len(), requests);
+        assert_eq!(asked[0].1.as_deref(), Some("bytes=21-"));
+    }
 }

@@ -152,6 +152,12 @@ impl Downloader {
         })?;
         let start = match response.status() {
             StatusCode::PARTIAL_CONTENT if range_start(&response) == Some(have) => have,
+            // Another range than the one asked for: start again from the first byte.
+            StatusCode::PARTIAL_CONTENT if have > 0 => {
+                drop(response);
+                std::fs::remove_file(partial).map_err(|source| io(partial, source))?;
+                return self.fetch_partial(url, dest, partial);
+            }
             // Asked for bytes past the end: an earlier run got the whole file and stopped at its check.
             StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => return hash_file(partial),
             status if status.is_success() && status != StatusCode::PARTIAL_CONTENT => 0,
