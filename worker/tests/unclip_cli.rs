@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use burn::backend::Flex;
-use s2v_models::checkpoint::save_native;
-use s2v_models::{AudioEncoder, AudioEncoderConfig, NetworkModule};
 use s2v_tests::{checkout, fixture, read_values, tiny_unclip_folder};
+use support::{TINY_WIDTH, save_tiny_sound2vision_encoder};
+
+mod support;
 
 fn s2v(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_s2v"))
@@ -56,17 +56,8 @@ fn data(part: &str) -> PathBuf {
 /// with the tiny model's 6-d embedding.
 fn tiny_model(root: &Path) -> (PathBuf, PathBuf) {
     let diffusers = tiny_unclip_folder(root);
-    let config = AudioEncoderConfig {
-        in_channels: 1,
-        stem_width: 4,
-        stage_widths: vec![4, 4, 4, 4],
-        blocks_per_stage: vec![1, 1, 1, 1],
-        embedding_dim: 6,
-        fc2: true,
-    };
-    let encoder = AudioEncoder::<Flex>::init(&config, &Default::default()).unwrap();
     let encoder_path = root.join("sound2vision.safetensors");
-    save_native(&encoder, &encoder_path, false).unwrap();
+    save_tiny_sound2vision_encoder(&encoder_path);
     (diffusers, encoder_path)
 }
 
@@ -84,7 +75,10 @@ fn a_converted_tiny_model_draws_from_embeddings_and_sounds() {
         "--out",
         s(&model),
     ]);
-    assert!(said.contains("6-d embeddings"), "{said}");
+    assert!(
+        said.contains(&format!("{TINY_WIDTH}-d embeddings")),
+        "{said}"
+    );
 
     let embedding = data("pipeline/embedding.npy");
     let run = |out: &Path, extra: &[&str]| {
@@ -182,7 +176,7 @@ fn inputs_that_do_not_fit_are_refused_with_a_reason() {
     fails_with(
         &base,
         &["--embedding", s(&wrong)],
-        "the embeddings must be N x 6",
+        &format!("the embeddings must be N x {TINY_WIDTH}"),
     );
     let embedding = data("pipeline/embedding.npy");
     fails_with(

@@ -23,6 +23,9 @@ use s2v_worker::weights::catalog::Catalog;
 use s2v_worker::weights::download::{DownloadError, partial_path};
 use s2v_worker::weights::{FetchOptions, fetch};
 use sha2::Digest;
+use support::{TINY_WIDTH, save_tiny_sound2vision_encoder};
+
+mod support;
 
 /// How the stand-in server answers for one file.
 #[derive(Clone, Copy, PartialEq)]
@@ -253,18 +256,8 @@ fn the_unclip_bundle_fetches_what_it_needs_converts_it_and_the_model_draws() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let diffusers = tiny_unclip_folder(dir.path());
-    let encoder_config = s2v_models::AudioEncoderConfig {
-        in_channels: 1,
-        stem_width: 4,
-        stage_widths: vec![4, 4, 4, 4],
-        blocks_per_stage: vec![1, 1, 1, 1],
-        embedding_dim: 6,
-        fc2: true,
-    };
-    let encoder =
-        s2v_models::AudioEncoder::<Flex>::init(&encoder_config, &Default::default()).unwrap();
     let encoder_file = dir.path().join("env.safetensors");
-    save_native(&encoder, &encoder_file, false).unwrap();
+    save_tiny_sound2vision_encoder(&encoder_file);
 
     let mut steps = Vec::new();
     for path in files_under(&diffusers) {
@@ -331,7 +324,7 @@ fn the_unclip_bundle_fetches_what_it_needs_converts_it_and_the_model_draws() {
 
     let pictures = dir.path().join("pictures.npy");
     let embedding = dir.path().join("e.npy");
-    ndarray_npy::write_npy(&embedding, &ndarray::Array2::<f32>::ones((1, 6))).unwrap();
+    ndarray_npy::write_npy(&embedding, &ndarray::Array2::<f32>::ones((1, TINY_WIDTH))).unwrap();
     let drawn = s2v(&[
         "unclip",
         "--model",
