@@ -384,6 +384,27 @@ fn a_wrong_digest_is_refused_and_leaves_no_file() {
     );
     assert!(!dir.path().join("w.pth").exists());
     assert!(!partial_path(&dir.path().join("w.pth")).exists());
+
+    // A file already at the name with another digest is named and left alone.
+    std::fs::write(dir.path().join("w.pth"), b"put here by hand").unwrap();
+    let error = fetch(
+        "x",
+        &options(
+            &one_download(&url, "w.pth", Some(&pinned)),
+            dir.path(),
+            false,
+        ),
+    )
+    .unwrap_err();
+    assert!(matches!(
+        download_error(&error),
+        DownloadError::ExistingMismatch { .. }
+    ));
+    assert!(format!("{error:#}").contains("remove it to download it again"));
+    assert_eq!(
+        std::fs::read(dir.path().join("w.pth")).unwrap(),
+        b"put here by hand"
+    );
 }
 
 #[test]

@@ -55,6 +55,14 @@ pub enum DownloadError {
         actual: Sha256,
     },
     #[error(
+        "{file} is already there but has SHA-256 {actual}, not the {expected} the catalog pins: remove it to download it again"
+    )]
+    ExistingMismatch {
+        file: PathBuf,
+        expected: Sha256,
+        actual: Sha256,
+    },
+    #[error(
         "the catalog pins no SHA-256 for {file}; the download's is {actual}. It is kept in {partial}: check it, then run again with --trust-unpinned (or record the digest in the catalog)"
     )]
     Unpinned {
@@ -194,7 +202,8 @@ fn check_existing(dest: &Path, pin: Option<Sha256>) -> Result<(), DownloadError>
     if actual == expected {
         Ok(())
     } else {
-        Err(DownloadError::Mismatch {
+        // Not removed: it may be a file someone put there on purpose.
+        Err(DownloadError::ExistingMismatch {
             file: dest.to_path_buf(),
             expected,
             actual,
