@@ -364,15 +364,12 @@ fn a_wrong_digest_is_refused_and_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let url = server.put("w.pth", stand_in(5000), Answer::File);
     let pinned = sha256_hex(b"the file as it was published");
-    let error = fetch(
-        "x",
-        &options(
-            &one_download(&url, "w.pth", Some(&pinned)),
-            dir.path(),
-            false,
-        ),
-    )
-    .unwrap_err();
+    let pinned_catalog = options(
+        &one_download(&url, "w.pth", Some(&pinned)),
+        dir.path(),
+        false,
+    );
+    let error = fetch("x", &pinned_catalog).unwrap_err();
     assert!(matches!(
         download_error(&error),
         DownloadError::Mismatch { .. }
@@ -387,15 +384,7 @@ fn a_wrong_digest_is_refused_and_leaves_no_file() {
 
     // A file already at the name with another digest is named and left alone.
     std::fs::write(dir.path().join("w.pth"), b"put here by hand").unwrap();
-    let error = fetch(
-        "x",
-        &options(
-            &one_download(&url, "w.pth", Some(&pinned)),
-            dir.path(),
-            false,
-        ),
-    )
-    .unwrap_err();
+    let error = fetch("x", &pinned_catalog).unwrap_err();
     assert!(matches!(
         download_error(&error),
         DownloadError::ExistingMismatch { .. }

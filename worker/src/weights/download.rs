@@ -89,7 +89,7 @@ pub enum Downloaded {
 pub struct Downloader {
     client: Client,
     /// Keep files whose digest the catalog does not pin.
-    pub trust_unpinned: bool,
+    trust_unpinned: bool,
 }
 
 impl Downloader {
@@ -182,8 +182,7 @@ impl Downloader {
             });
         }
         let total = response.content_length().map(|rest| start + rest);
-        let (mut file, hasher) = open_partial(partial, start)?;
-        receive(response, &mut file, hasher, dest, partial, start, total)
+        receive(response, dest, partial, start, total)
     }
 }
 
@@ -230,16 +229,16 @@ fn open_partial(partial: &Path, start: u64) -> Result<(File, sha2::Sha256), Down
     Ok((file, hasher))
 }
 
-/// Copies the body into the file, hashing it; a cut keeps what arrived, a full disk removes it.
+/// Copies the body into the partial file from `start` on, hashing the whole; a cut keeps what arrived, a full
+/// disk removes it.
 fn receive(
     mut response: Response,
-    file: &mut File,
-    mut hasher: sha2::Sha256,
     dest: &Path,
     partial: &Path,
     start: u64,
     total: Option<u64>,
 ) -> Result<Sha256, DownloadError> {
+    let (mut file, mut hasher) = open_partial(partial, start)?;
     let progress = indicatif::ProgressBar::new(total.unwrap_or(0)).with_position(start);
     let mut received = start;
     let mut buffer = vec![0u8; 1 << 16];
