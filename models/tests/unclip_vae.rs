@@ -3,7 +3,9 @@
 //! and the named errors of a folder that is not one.
 
 use burn::backend::Flex;
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
+use burn::tensor::DType;
 use s2v_models::CheckpointError;
 use s2v_models::unclip::vae_decoder::{VaeConfig, VaeDecoder};
 use s2v_tests::{checkout, max_relative_error, read_values};
@@ -38,6 +40,58 @@ fn the_decoder_matches_diffusers() {
 fn the_fp16_weights_decode_as_diffusers_decodes_with_them() {
     let expected = read_values(&fixture().join("decoded_fp16_weights.npy"));
     let error = max_relative_error(&decode(true), &expected);
+    assert!(error < RELATIVE_TOLERANCE, "relative error {error}");
+}
+
+/// Every float parameter cast to the given precision, as a backend that holds its weights in it has them.
+struct Cast(DType);
+
+impl<B: Backend> ModuleMapper<B> for Cast {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.map(|tensor| tensor.cast(self.0))
+    }
+}
+
+/// The precisions of a module's float parameters.
+#[derive(Default)]
+struct Precisions(Vec<DType>);
+
+impl<B: Backend> ModuleVisitor<B> for Precisions {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push(param.val().dtype());
+    }
+}
+
+fn precisions(decoder: &VaeDecoder<Flex>) -> Vec<DType> {
+    let mut visitor = Precisions::default();
+    decoder.visit(&mut visitor);
+    visitor.0
+}
+
+#[test]
+fn a_decoder_held_in_f16_decodes_in_f32_once_brought_to_single_precision() {
+    let device = Default::default();
+    let (decoder, config) =
+        VaeDecoder::<Flex>::from_diffusers_dir(&fixture(), true, &device).unwrap();
+    assert!(
+        config.force_upcast,
+        "diffusers' default, which the fixture keeps"
+    );
+    let half = decoder.map(&mut Cast(DType::F16));
+    let weights = precisions(&half);
+    assert!(weights.len() > 10 && weights.iter().all(|d| *d == DType::F16));
+
+    let single = half.in_single_precision();
+    assert!(precisions(&single).iter().all(|d| *d == DType::F32));
+    let latents = Tensor::<Flex, 4>::from_data(
+        TensorData::new(read_values(&fixture().join("latents.npy")), [2, 4, 6, 6]),
+        &device,
+    );
+    let pixels = single.forward(latents);
+    assert_eq!(pixels.dtype(), DType::F32);
+    // The fp16 weights, widened without loss, in f32 arithmetic: what diffusers decodes with them.
+    let expected = read_values(&fixture().join("decoded_fp16_weights.npy"));
+    let error = max_relative_error(&pixels.into_data().to_vec().unwrap(), &expected);
     assert!(error < RELATIVE_TOLERANCE, "relative error {error}");
 }
 

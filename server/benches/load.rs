@@ -1,13 +1,14 @@
 //! Time to first image and images per second against concurrency, through the real `s2v-server` on loopback.
 //! Not a test: run it with
 //!
-//!     cargo bench -p s2v-server --bench load [-- full | -- default | -- broker]
+//!     cargo bench -p s2v-server --bench load [-- full | -- default | -- broker | -- diffusion]
 //!
 //! By default it serves the reference fixture generator (G_ch=8, 128 px); `full` serves IC-GAN's published
 //! size (G_ch=96, random weights, the same arithmetic as the real ones); `default` the embedded default
 //! model (64 px, 512-d latents), as `s2v-server` serves it with no weights given; `broker` the fixture
 //! generator in one `s2v worker` process behind `nats-server` (build it first: `cargo build --release --bin
-//! s2v`).
+//! s2v`); `diffusion` the tiny converted Stable unCLIP of the tests (16 px, 20 PNDM steps, a preview every
+//! 5), which measures the runtime around the networks: continuous batching of UNet calls, previews, streaming.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,10 +19,20 @@ use s2v_models::{Generator, GeneratorConfig, NetworkModule};
 use s2v_tests::service::{Process, get_text, latent, start_nats, start_server};
 use serde_json::json;
 
+#[allow(dead_code)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 const REQUESTS_PER_CLIENT: usize = 2;
 
-/// One request of one image: (time to the first image event, time to done).
-async fn one(client: &reqwest::Client, base: &str, seed: u32, dim: usize) -> (Duration, Duration) {
+/// When one request's events arrived, from sending it.
+struct Timing {
+    first_preview: Option<Duration>,
+    first_image: Duration,
+}
+
+/// One request of one image.
+async fn one(client: &reqwest::Client, base: &str, seed: u32, dim: usize) -> Timing {
     let started = Instant::now();
     let response = client
         .post(format!("{base}/api/generate"))
@@ -32,23 +43,35 @@ async fn one(client: &reqwest::Client, base: &str, seed: u32, dim: usize) -> (Du
     assert_eq!(response.status(), 200);
     let mut stream = response.bytes_stream();
     let mut text = String::new();
-    let mut first = None;
+    let (mut first_preview, mut first_image) = (None, None);
     while let Some(chunk) = stream.next().await {
         text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        if first.is_none() && text.contains("event: image") {
-            first = Some(started.elapsed());
+        if first_preview.is_none() && text.contains("event: preview") {
+            first_preview = Some(started.elapsed());
+        }
+        if first_image.is_none() && text.contains("event: image") {
+            first_image = Some(started.elapsed());
         }
     }
     assert!(text.contains("event: done"), "{text}");
-    (first.expect("an image event"), started.elapsed())
+    Timing {
+        first_preview,
+        first_image: first_image.expect("an image event"),
+    }
+}
+
+fn median(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1000.0
 }
 
 #[tokio::main]
 async fn main() {
     let mode = std::env::args()
         .skip(1)
-        .find(|a| a == "full" || a == "default" || a == "broker");
+        .find(|a| ["full", "default", "broker", "diffusion"].contains(&a.as_str()));
     let broker = mode.as_deref() == Some("broker");
+    let diffusion = mode.as_deref() == Some("diffusion");
     let dir = tempfile::tempdir().unwrap();
     let (checkpoint, dim, what) = match mode.as_deref() {
         Some("full") => {
@@ -63,6 +86,11 @@ async fn main() {
             Some(s2v_tests::fixture("generator.pth")),
             2048,
             "G_ch=8, 128 px (reference fixture) in one `s2v worker` behind NATS JetStream",
+        ),
+        Some("diffusion") => (
+            Some(support::tiny_converted(dir.path())),
+            support::WIDTH,
+            "the tests' tiny Stable unCLIP (16 px), 20 PNDM steps, a preview every 5",
         ),
         Some(_) => (None, 512, "the embedded default model (G_ch=8, 64 px)"),
         None => (
@@ -102,6 +130,9 @@ async fn main() {
                 .spawn()
                 .unwrap(),
         ));
+    } else if diffusion {
+        command.arg("--unclip").arg(checkpoint.as_ref().unwrap());
+        command.args(["--steps", "20", "--preview-every", "5"]);
     } else if let Some(checkpoint) = &checkpoint {
         command.arg("--generator").arg(checkpoint);
     }
@@ -119,11 +150,18 @@ async fn main() {
     }
     one(&client, &base, 0, dim).await; // warm-up
 
-    println!("generator: {what}");
-    println!(
-        "| concurrent clients | requests | median time to first image (ms) | images per second | mean batch |"
-    );
-    println!("| ---: | ---: | ---: | ---: | ---: |");
+    println!("model: {what}");
+    if diffusion {
+        println!(
+            "| concurrent clients | requests | median time to first preview (ms) | median time to first image (ms) | images per second | mean batch |"
+        );
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    } else {
+        println!(
+            "| concurrent clients | requests | median time to first image (ms) | images per second | mean batch |"
+        );
+        println!("| ---: | ---: | ---: | ---: | ---: |");
+    }
     let mut batches_before = batch_totals(&client, &base).await;
     for clients in [1usize, 2, 4, 8] {
         let started = Instant::now();
@@ -138,14 +176,12 @@ async fn main() {
                 times
             }
         });
-        let mut firsts: Vec<Duration> = futures_util::future::join_all(runs)
+        let timings: Vec<Timing> = futures_util::future::join_all(runs)
             .await
             .into_iter()
             .flatten()
-            .map(|(f, _)| f)
             .collect();
         let elapsed = started.elapsed();
-        firsts.sort();
         let images = clients * REQUESTS_PER_CLIENT;
         if broker {
             // Workers report their batch counts once a second.
@@ -157,9 +193,17 @@ async fn main() {
             batches_after.1 - batches_before.1,
         );
         batches_before = batches_after;
+        let previews = if diffusion {
+            let previews = timings
+                .iter()
+                .map(|t| t.first_preview.expect("a preview event"));
+            format!(" {:.0} |", median(previews.collect()))
+        } else {
+            String::new()
+        };
         println!(
-            "| {clients} | {images} | {:.0} | {:.2} | {:.2} |",
-            firsts[firsts.len() / 2].as_secs_f64() * 1000.0,
+            "| {clients} | {images} |{previews} {:.0} | {:.2} | {:.2} |",
+            median(timings.iter().map(|t| t.first_image).collect()),
             images as f64 / elapsed.as_secs_f64(),
             made as f64 / passes.max(1) as f64
         );

@@ -6,6 +6,7 @@ use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
@@ -66,6 +67,17 @@ pub fn read_layer_norm<B: Backend>(
     Ok(norm)
 }
 
+/// The precision attention computes its scores in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScorePrecision {
+    /// The tensors' own.
+    Native,
+    /// f32 where the tensors are half precision, the result cast back: Stable Diffusion 2's query-key
+    /// products overflow f16 (diffusers' `upcast_attention`, which its UNet configuration sets, and the
+    /// upcast softmax of its VAE's attention).
+    Upcast,
+}
+
 /// Softmax attention of `queries` `[batch, tokens, width]` over `keys` and `values` `[batch, other, width]`,
 /// split into `heads` heads of `width / heads`, scaled by `1 / sqrt(head width)`, each query attending to
 /// itself and the keys before it where `causal`: burn's attention operation, which a backend may fuse.
@@ -75,28 +87,37 @@ pub fn multi_head_attention<B: Backend>(
     values: Tensor<B, 3>,
     heads: usize,
     causal: bool,
+    precision: ScorePrecision,
 ) -> Tensor<B, 3> {
     let [batch, tokens, width] = queries.dims();
+    let dtype = queries.dtype();
+    let upcast = precision == ScorePrecision::Upcast && matches!(dtype, DType::F16 | DType::BF16);
     let split = |t: Tensor<B, 3>| {
         let length = t.dims()[1];
-        t.reshape([batch, length, heads, width / heads])
-            .swap_dims(1, 2)
+        let t = t
+            .reshape([batch, length, heads, width / heads])
+            .swap_dims(1, 2);
+        if upcast { t.cast(DType::F32) } else { t }
     };
     let options = AttentionModuleOptions {
         scale: None,
         softcap: None,
         is_causal: causal,
     };
-    attention(
+    let attended = attention(
         split(queries),
         split(keys),
         split(values),
         None,
         None,
         options,
-    )
-    .swap_dims(1, 2)
-    .reshape([batch, tokens, width])
+    );
+    let attended = if upcast {
+        attended.cast(dtype)
+    } else {
+        attended
+    };
+    attended.swap_dims(1, 2).reshape([batch, tokens, width])
 }
 
 /// A 3 x 3 convolution with padding 1 and a bias, diffusers' usual.
@@ -274,6 +295,7 @@ impl<B: Backend> SpatialAttention<B> {
             self.to_v.forward(tokens),
             self.heads,
             false,
+            ScorePrecision::Upcast,
         );
         let out = self
             .to_out
@@ -334,5 +356,72 @@ impl<B: Backend> Downsample<B> {
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         self.conv.forward(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{DType, Tensor, TensorData};
+
+    use super::{ScorePrecision, multi_head_attention};
+
+    // burn's attention built from its parts (matmul, softmax), as a backend without a fused kernel of its
+    // own runs it: in the tensors' precision.
+    type Composed = Autodiff<Flex>;
+
+    /// Queries and keys whose products pass 63 x 40 x 40 = 100,800, beyond f16's largest 65,504 (the scaled
+    /// scores, about 12,600, would fit); the keys' last entries set them 0.625 apart once scaled, and the
+    /// values tell the keys apart. Every number is exact in f16, so both precisions see the same inputs.
+    fn overflowing(dtype: DType) -> [Tensor<Composed, 3>; 3] {
+        let device = Default::default();
+        let width = 64;
+        let tensor = |rows: Vec<f32>, tokens: usize| {
+            Tensor::<Composed, 3>::from_data(
+                TensorData::new(rows, [1, tokens, width]),
+                (&device, dtype),
+            )
+        };
+        let queries = tensor(vec![40.0; 2 * width], 2);
+        let keys = (0..3)
+            .flat_map(|k| {
+                let mut key = vec![40.0; width];
+                key[width - 1] = 0.125 * k as f32;
+                key
+            })
+            .collect();
+        let values = (0..3).flat_map(|k| vec![k as f32; width]).collect();
+        [queries, tensor(keys, 3), tensor(values, 3)]
+    }
+
+    fn attend(dtype: DType, precision: ScorePrecision) -> Vec<f32> {
+        let [queries, keys, values] = overflowing(dtype);
+        let out = multi_head_attention(queries, keys, values, 1, false, precision);
+        assert_eq!(out.dtype(), dtype, "the result keeps the inputs' precision");
+        out.cast(DType::F32).into_data().to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn upcast_scores_survive_products_that_overflow_half_precision() {
+        let reference = attend(DType::F32, ScorePrecision::Native);
+        assert!(reference.iter().all(|v| v.is_finite()));
+        // Without the upcast the products overflow, and the softmax of infinities is not a number.
+        let native = attend(DType::F16, ScorePrecision::Native);
+        assert!(native.iter().any(|v| !v.is_finite()), "{native:?}");
+        let upcast = attend(DType::F16, ScorePrecision::Upcast);
+        for (got, want) in upcast.iter().zip(&reference) {
+            assert!(
+                (got - want).abs() <= 2e-3 * want.abs().max(1.0),
+                "{got} against {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn upcasting_leaves_single_precision_as_it_is() {
+        assert_eq!(
+            attend(DType::F32, ScorePrecision::Upcast),
+            attend(DType::F32, ScorePrecision::Native)
+        );
     }
 }

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use super::schedulers::{
     NoiseConfig, Prediction, Scheduler, SchedulerError, SchedulerKind, read_config,
@@ -62,6 +63,8 @@ pub struct UnclipPipeline<B: Backend> {
     unet: Unet<B>,
     vae: VaeDecoder<B>,
     vae_scaling: f64,
+    /// Whether the VAE decodes in f32 whatever the latents' precision (its weights are f32 then).
+    vae_upcast: bool,
     normalizer: ImageNormalizer<B>,
     /// alpha_bar of the image-noising scheduler, at each of its timesteps.
     noising_alphas: Vec<f64>,
@@ -146,6 +149,11 @@ impl<B: Backend> UnclipPipeline<B> {
     ) -> Result<Self, PipelineError> {
         let (unet, unet_config) = Unet::from_diffusers_dir(dirs.unet, dirs.fp16, device)?;
         let (vae, vae_config) = VaeDecoder::from_diffusers_dir(dirs.vae, dirs.fp16, device)?;
+        let vae = if vae_config.force_upcast {
+            vae.in_single_precision()
+        } else {
+            vae
+        };
         let scheduler_config = read_text(&dirs.scheduler.join("scheduler_config.json"))?;
         let training: NoiseConfig = read_config(&scheduler_config)?;
         let noising: NoiseConfig = read_config(&read_text(
@@ -179,6 +187,7 @@ impl<B: Backend> UnclipPipeline<B> {
             unet,
             vae,
             vae_scaling: vae_config.scaling_factor,
+            vae_upcast: vae_config.force_upcast,
             normalizer,
             noising_alphas: noising.alphas_cumprod()?,
             scheduler_config,
@@ -356,10 +365,20 @@ impl<B: Backend> UnclipPipeline<B> {
         })
     }
 
-    /// Pixels in [0, 1] from latents on the diffusion's scale.
+    /// Pixels in [0, 1] from latents on the diffusion's scale, in the latents' precision.
     pub fn decode(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
+        let dtype = latents.dtype();
+        let latents = if self.vae_upcast {
+            latents.cast(DType::F32)
+        } else {
+            latents
+        };
         let pixels = self.vae.forward(latents.div_scalar(self.vae_scaling));
-        pixels.div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0)
+        pixels
+            .div_scalar(2.0)
+            .add_scalar(0.5)
+            .clamp(0.0, 1.0)
+            .cast(dtype)
     }
 
     /// The class input: the embedding normalised, noised to `level` by the image-noising scheduler,

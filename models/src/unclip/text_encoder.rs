@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
 use serde::Deserialize;
 
-use super::blocks::{multi_head_attention, read_layer_norm};
+use super::blocks::{ScorePrecision, multi_head_attention, read_layer_norm};
 use super::weights::{read_safetensors, read_text, weights_file};
 use crate::checkpoint::torch_layers::read_linear;
 use crate::checkpoint::{CheckpointError, TorchStateDict};
@@ -205,6 +205,7 @@ impl<B: Backend> TextEncoder<B> {
             layer.v_proj.forward(x),
             self.heads,
             true,
+            ScorePrecision::Native,
         );
         layer.out_proj.forward(attended)
     }

@@ -7,7 +7,7 @@ use burn::nn::{GroupNorm, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
-use super::blocks::{multi_head_attention, read_group_norm, read_layer_norm};
+use super::blocks::{ScorePrecision, multi_head_attention, read_group_norm, read_layer_norm};
 use crate::checkpoint::torch_layers::{read_conv2d, read_linear};
 use crate::checkpoint::{CheckpointError, TorchStateDict};
 
@@ -25,6 +25,8 @@ pub struct TransformerShape {
     pub context_width: usize,
     /// Linear projections in and out (Stable Diffusion 2's), else 1 x 1 convolutions.
     pub linear_projection: bool,
+    /// Attention scores in f32 under half precision (the configuration's `upcast_attention`).
+    pub upcast_attention: bool,
 }
 
 /// diffusers' `Attention` between tokens: queries from `x`, keys and values from `context` (or `x`), heads of
@@ -36,6 +38,7 @@ struct Attention<B: Backend> {
     to_v: Linear<B>,
     to_out: Linear<B>,
     heads: usize,
+    upcast: bool,
 }
 
 impl<B: Backend> Attention<B> {
@@ -43,7 +46,7 @@ impl<B: Backend> Attention<B> {
         sd: &mut TorchStateDict,
         prefix: &str,
         [width, context_width]: [usize; 2],
-        heads: usize,
+        shape: &TransformerShape,
         device: &B::Device,
     ) -> Result<Self, CheckpointError> {
         let mut linear = |name: &str, input: usize, bias: bool| {
@@ -60,7 +63,8 @@ impl<B: Backend> Attention<B> {
             to_k: linear("to_k", context_width, false)?,
             to_v: linear("to_v", context_width, false)?,
             to_out: linear("to_out.0", width, true)?,
-            heads,
+            heads: shape.heads,
+            upcast: shape.upcast_attention,
         })
     }
 
@@ -72,6 +76,11 @@ impl<B: Backend> Attention<B> {
             self.to_v.forward(context),
             self.heads,
             false,
+            if self.upcast {
+                ScorePrecision::Upcast
+            } else {
+                ScorePrecision::Native
+            },
         );
         self.to_out.forward(attended)
     }
@@ -144,7 +153,7 @@ impl<B: Backend> TransformerBlock<B> {
                 sd,
                 &format!("{prefix}.attn1"),
                 [width, width],
-                shape.heads,
+                shape,
                 device,
             )?,
             norm2: read_layer_norm(
@@ -158,7 +167,7 @@ impl<B: Backend> TransformerBlock<B> {
                 sd,
                 &format!("{prefix}.attn2"),
                 [width, shape.context_width],
-                shape.heads,
+                shape,
                 device,
             )?,
             norm3: read_layer_norm(

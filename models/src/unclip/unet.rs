@@ -56,6 +56,8 @@ pub struct UnetConfig {
     pub attention_head_dim: PerBlock,
     pub num_attention_heads: Option<PerBlock>,
     pub use_linear_projection: bool,
+    /// Attention scores in f32 under half precision (Stable Diffusion 2.1 and its unCLIP set it).
+    pub upcast_attention: bool,
     pub class_embed_type: Option<String>,
     pub projection_class_embeddings_input_dim: Option<usize>,
     pub flip_sin_to_cos: bool,
@@ -104,6 +106,7 @@ impl Default for UnetConfig {
             attention_head_dim: PerBlock::One(8),
             num_attention_heads: None,
             use_linear_projection: false,
+            upcast_attention: false,
             class_embed_type: None,
             projection_class_embeddings_input_dim: None,
             flip_sin_to_cos: true,
@@ -132,6 +135,7 @@ impl UnetConfig {
             attention_head_dim: PerBlock::Each(vec![5, 10, 20, 20]),
             cross_attention_dim: 1024,
             use_linear_projection: true,
+            upcast_attention: true,
             class_embed_type: Some("projection".into()),
             projection_class_embeddings_input_dim: Some(2048),
             ..Self::default()
@@ -370,6 +374,7 @@ impl Reader<'_> {
             groups: self.config.norm_num_groups,
             context_width: self.config.cross_attention_dim,
             linear_projection: self.config.use_linear_projection,
+            upcast_attention: self.config.upcast_attention,
         };
         Transformer2d::read(self.sd, prefix, shape, device)
     }

@@ -3,9 +3,11 @@
 
 use std::path::Path;
 
+use burn::module::{ModuleMapper, Param};
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::silu;
 use serde::Deserialize;
 
@@ -34,6 +36,9 @@ pub struct VaeConfig {
     pub scaling_factor: f64,
     pub mid_block_add_attention: bool,
     pub use_post_quant_conv: bool,
+    /// Decode in f32 under half precision, as diffusers does unless told otherwise: the decoder's
+    /// activations can pass f16's range.
+    pub force_upcast: bool,
 }
 
 impl Default for VaeConfig {
@@ -49,6 +54,7 @@ impl Default for VaeConfig {
             scaling_factor: 0.18215,
             mid_block_add_attention: true,
             use_post_quant_conv: true,
+            force_upcast: true,
         }
     }
 }
@@ -234,6 +240,11 @@ impl<B: Backend> VaeDecoder<B> {
 
     /// Pixels in about [-1, 1] from latents on the VAE's own scale (the pipeline divides the diffusion's latents
     /// by `scaling_factor` first).
+    /// The decoder with every weight in f32, whatever precision it was read in.
+    pub fn in_single_precision(self) -> Self {
+        self.map(&mut SinglePrecision)
+    }
+
     pub fn forward(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut x = match &self.post_quant_conv {
             Some(conv) => conv.forward(latents),
@@ -254,5 +265,14 @@ impl<B: Backend> VaeDecoder<B> {
             }
         }
         self.conv_out.forward(silu(self.norm_out.forward(x)))
+    }
+}
+
+/// Casts every float parameter to f32.
+struct SinglePrecision;
+
+impl<B: Backend> ModuleMapper<B> for SinglePrecision {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.map(|tensor| tensor.cast(DType::F32))
     }
 }
