@@ -19,6 +19,7 @@ use burn::module::{ModuleVisitor, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
 use s2v_models::ImageEncoder;
+use s2v_models::checkpoint::write_whole;
 use s2v_models::preprocess::{normalise_unit_pixels, unit_pixels};
 use s2v_serving::networks::encode_rows;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -243,8 +244,6 @@ fn write_rows(file: &Path, rows: &HashMap<String, Vec<f32>>, dim: usize) -> Resu
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let partial = file.with_extension("partial");
-    std::fs::write(&partial, serialised)?;
-    std::fs::rename(&partial, file)?;
+    write_whole(file, |partial| std::fs::write(partial, serialised))?;
     Ok(())
 }

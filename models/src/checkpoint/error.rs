@@ -5,6 +5,8 @@ use thiserror::Error;
 pub enum CheckpointError {
     #[error("cannot read checkpoint {path}: {message}")]
     Io { path: String, message: String },
+    #[error("cannot write {path}: {message}")]
+    Write { path: String, message: String },
     #[error(
         "not a checkpoint: expected a PyTorch file (torch.save) or a sound2vision .safetensors file"
     )]

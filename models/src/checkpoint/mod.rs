@@ -9,6 +9,8 @@ mod torch;
 pub mod torch_layers;
 #[cfg(feature = "train")]
 mod torch_names;
+#[cfg(feature = "std")]
+mod whole_file;
 
 pub use burn_store::TensorSnapshot;
 pub use error::CheckpointError;
@@ -21,6 +23,8 @@ pub use torch::{
 };
 #[cfg(feature = "train")]
 pub use torch_names::{TorchNamed, TorchNames};
+#[cfg(feature = "std")]
+pub use whole_file::{partial_path, write_whole};
 
 /// How a checkpoint file is stored, told from its first bytes (never from its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -94,13 +94,7 @@ pub fn save_native<B: Backend, N: NetworkModule<B>>(
     half: bool,
 ) -> Result<(), CheckpointError> {
     let bytes = to_native_bytes(module, half)?;
-    let io = |e: std::io::Error| CheckpointError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    super::write_whole(path, |partial| std::fs::write(partial, bytes))
 }
 
 /// Loads a network from native checkpoint bytes (also what the browser calls, with the downloaded file).

@@ -20,7 +20,7 @@ use super::text_encoder::{TextEncoder, empty_prompt_ids};
 use super::unet::Unet;
 use super::vae_decoder::VaeDecoder;
 use super::weights::{read_safetensors, read_text, weights_file, write_f16_safetensors};
-use crate::checkpoint::{CheckpointError, save_native};
+use crate::checkpoint::{CheckpointError, save_native, write_whole};
 use crate::{AudioEncoder, NetworkModule};
 
 /// The converted folder's description of itself.
@@ -61,9 +61,7 @@ fn copy(from: &Path, to: &Path) -> Result<(), CheckpointError> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(|e| io(parent, &e))?;
     }
-    let partial = to.with_extension("partial");
-    std::fs::copy(from, &partial).map_err(|e| io(from, &e))?;
-    std::fs::rename(&partial, to).map_err(|e| io(to, &e))
+    write_whole(to, |partial| std::fs::copy(from, partial).map(drop))
 }
 
 /// Converts `diffusers` (a Stable unCLIP model folder) with the audio encoder at `audio_encoder` into `out`.
@@ -168,10 +166,9 @@ fn save_text_states<B: Backend>(states: Tensor<B, 3>, path: &Path) -> Result<(),
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
         .map_err(|e| io(path, &e))?;
-    let partial = path.with_extension("partial");
-    safetensors::serialize_to_file([("text_states", view)], None, &partial)
-        .map_err(|e| io(&partial, &e))?;
-    std::fs::rename(&partial, path).map_err(|e| io(path, &e))
+    write_whole(path, |partial| {
+        safetensors::serialize_to_file([("text_states", view)], None, partial)
+    })
 }
 
 /// The SHA-256 of the files under `dir` but its manifest: each file's path relative to `dir`, then its bytes,

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn_store::TensorSnapshot;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::checkpoint::{CheckpointError, TorchStateDict};
+use crate::checkpoint::{CheckpointError, TorchStateDict, write_whole};
 
 /// A text file (a component's `config.json`), with its path in the error.
 pub fn read_text(path: &Path) -> Result<String, CheckpointError> {
@@ -60,17 +60,13 @@ pub fn safetensors_from_bytes(bytes: &[u8]) -> Result<TorchStateDict, String> {
     Ok(TorchStateDict::from_tensors(tensors))
 }
 
-/// Rewrites the tensors of `source` that `keep` names as f16 in `target` (atomically: a `.partial` file
-/// renamed when complete), refusing a value that f16 cannot hold. Returns how many tensors were written.
+/// Rewrites the tensors of `source` that `keep` names as f16 in `target` (written whole), refusing a value
+/// that f16 cannot hold. Returns how many tensors were written.
 pub fn write_f16_safetensors(
     source: &Path,
     keep: impl Fn(&str) -> bool,
     target: &Path,
 ) -> Result<usize, CheckpointError> {
-    let io = |path: &Path, e: &dyn std::fmt::Display| CheckpointError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
     let bytes = map_file(source)?;
     let parse = |message: String| CheckpointError::Safetensors {
         path: source.display().to_string(),
@@ -111,9 +107,9 @@ pub fn write_f16_safetensors(
                 .map_err(|e| parse(format!("{name}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let partial = target.with_extension("partial");
-    safetensors::serialize_to_file(views, None, &partial).map_err(|e| io(&partial, &e))?;
-    std::fs::rename(&partial, target).map_err(|e| io(target, &e))?;
+    write_whole(target, |partial| {
+        safetensors::serialize_to_file(views, None, partial)
+    })?;
     Ok(converted.len())
 }
 

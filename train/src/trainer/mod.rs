@@ -32,7 +32,7 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use s2v_models::checkpoint::save_native;
+use s2v_models::checkpoint::{save_native, write_whole};
 use s2v_models::discriminator::DiscriminatorConfig;
 use s2v_models::{
     AudioEncoderConfig, GeneratorConfig, ImageEncoder, ImageEncoderConfig, ResNetImageEncoderConfig,
@@ -349,9 +349,10 @@ impl StageProgress {
     fn write(&self, out: &Path, stage: Stage) -> Result<()> {
         let dir = stage_dir(out, stage);
         std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join("progress.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
-        std::fs::rename(tmp, dir.join("progress.json"))?;
+        let json = serde_json::to_string_pretty(self)?;
+        write_whole(&dir.join("progress.json"), |partial| {
+            std::fs::write(partial, json)
+        })?;
         Ok(())
     }
 }

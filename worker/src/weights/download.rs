@@ -11,6 +11,9 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use sha2::Digest;
 
+/// A download streams into its `partial_path` and takes its name only when whole and checked.
+pub use s2v_models::checkpoint::partial_path;
+
 use super::catalog::Sha256;
 
 /// How long a connection may stay silent (connecting, or between two reads of the body).
@@ -184,13 +187,6 @@ impl Downloader {
         let total = response.content_length().map(|rest| start + rest);
         receive(response, dest, partial, start, total)
     }
-}
-
-/// The file being downloaded to `dest`, beside it: a name no reader takes for the finished file.
-pub fn partial_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    dest.with_file_name(name)
 }
 
 fn check_existing(dest: &Path, pin: Option<Sha256>) -> Result<(), DownloadError> {

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use flate2::read::GzDecoder;
 
 use super::catalog::FileName;
-use super::download::partial_path;
+use s2v_models::checkpoint::write_whole;
 
 /// Writes each of `members` (matched by file name, in whatever folder of the archive) into `dir`.
 pub fn unpack_members(archive: &Path, members: &[FileName], dir: &Path) -> anyhow::Result<()> {
@@ -32,13 +32,10 @@ pub fn unpack_members(archive: &Path, members: &[FileName], dir: &Path) -> anyho
             continue;
         };
         let dest = dir.join(wanted.remove(at));
-        let partial = partial_path(&dest);
-        let mut out = File::create(&partial)
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        std::io::copy(&mut entry, &mut out)
-            .with_context(|| format!("cannot unpack {} into {}", name, partial.display()))?;
-        std::fs::rename(&partial, &dest)
-            .with_context(|| format!("cannot write {}", dest.display()))?;
+        write_whole(&dest, |partial| {
+            std::io::copy(&mut entry, &mut File::create(partial)?).map(drop)
+        })
+        .with_context(|| format!("cannot unpack {name}"))?;
         if wanted.is_empty() {
             return Ok(());
         }
