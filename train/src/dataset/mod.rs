@@ -14,6 +14,7 @@ pub mod packaged;
 pub mod pictures;
 pub mod qt_resources;
 pub mod soundfont;
+pub mod upstream_licences;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! (0 A.D.), OpenSFX sound catalogues (OpenTTD) and Qt resource archives (GCompris), each with its label and
 //! its licence.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::Path;
 
@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use super::copyright::Copyright;
 use super::labels::{ARCHIVE_ENTRY, LabelTable, SearchRoot};
 use super::qt_resources::read_resources;
+use super::upstream_licences::upstream_licences;
 
 /// What a file holds, for the builder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,10 +298,12 @@ fn split_description(description: &str) -> (String, String) {
     }
 }
 
-/// A package's licences: per file from its machine-readable `copyright`, or the package's one licence.
+/// A package's licences: per file from its upstream's own list where it has one, else from its
+/// machine-readable `copyright`, else the package's one licence.
 struct PackageLicences {
     package_wide: String,
     per_file: Option<Copyright>,
+    upstream: HashMap<String, String>,
 }
 
 impl PackageLicences {
@@ -310,11 +313,15 @@ impl PackageLicences {
         Self {
             package_wide: super::build::package_licence(root, package),
             per_file: Copyright::parse(&text),
+            upstream: upstream_licences(root, package),
         }
     }
 
     fn of(&self, path: &str) -> String {
         let installed = path.replace(ARCHIVE_ENTRY, "/");
+        if let Some(licence) = self.upstream.get(&installed) {
+            return licence.clone();
+        }
         self.per_file
             .as_ref()
             .and_then(|copyright| copyright.licence_of(&installed))
@@ -376,5 +383,38 @@ mod tests {
         assert!(read_sound_catalogue(&bytes[..10]).is_err());
         assert!(read_sound_catalogue(b"").is_err());
         assert!(read_sound_catalogue(&[0xff; 16]).is_err());
+    }
+
+    #[test]
+    fn an_upstream_list_of_licences_decides_over_the_packages_blanket_one() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "usr/share/doc/widelands-data/copyright",
+            "Files: *\nCopyright: Widelands Development Team\nLicense: GPL-2+\n",
+        );
+        write(
+            "usr/share/games/widelands/data/sound/wl-sound-docu.csv",
+            "File Name,Format,Location,Usage,Author,License\n\
+             sawing_00.ogg,22050,sound/atlanteans/saw,,dobroide,CC-3\n",
+        );
+        let licences = PackageLicences::read(root.path(), "widelands-data");
+        let data = "usr/share/games/widelands/data/sound";
+        assert_eq!(
+            licences.of(&format!("{data}/atlanteans/saw/sawing_00.ogg")),
+            "CC-BY-3.0 (dobroide)"
+        );
+        // A file the list does not name keeps Debian's statement.
+        assert_eq!(
+            licences.of(&format!("{data}/animals/frog.ogg")),
+            "GPL-2+ (Widelands Development Team)"
+        );
+        // Other packages have no such list.
+        let other = PackageLicences::read(root.path(), "wesnoth-1.16-data");
+        assert!(other.upstream.is_empty());
     }
 }
