@@ -15,6 +15,7 @@ use s2v_models::checkpoint::save_native;
 use s2v_models::{AudioEncoder, Generator, ImageEncoder, ImageEncoderConfig, NetworkModule};
 use s2v_train::dataset::build::{BuildOptions, build_default};
 use s2v_train::dataset::{Dataset, Split};
+use s2v_train::eval::neighbours::SoundNeighbours;
 use s2v_train::eval::{EvalOptions, evaluate};
 use s2v_train::image_features::CACHE_DIR;
 use s2v_train::trainer::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE, Preset, Recipe};
@@ -150,6 +151,29 @@ fn evaluation_judges_every_held_out_sound() {
             "{neighbours:?}"
         );
     }
+    // Sound by sound: each held-out sound once, with the neighbours the two sound shares count.
+    let mut names: Vec<&str> = neighbours.sounds.iter().map(|s| s.name.as_str()).collect();
+    let mut expected: Vec<&str> = held_out.iter().map(|i| i.name.as_str()).collect();
+    names.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    for sound in &neighbours.sounds {
+        let item = held_out.iter().find(|i| i.name == sound.name).unwrap();
+        assert_eq!(sound.class, item.label, "{sound:?}");
+        assert!(sound.nearest_sound.is_some() && sound.nearest_picture.is_some());
+    }
+    let hits = |pick: fn(&SoundNeighbours) -> Option<&String>| {
+        let sounds = &neighbours.sounds;
+        sounds.iter().filter(|s| pick(s) == Some(&s.class)).count() as f64 / sounds.len() as f64
+    };
+    assert_eq!(
+        hits(|s| s.nearest_sound.as_ref()),
+        neighbours.held_out_sounds
+    );
+    assert_eq!(
+        hits(|s| s.nearest_picture.as_ref()),
+        neighbours.held_out_sounds_to_pictures
+    );
     let gains: Vec<f64> = report.volume.iter().map(|v| v.0).collect();
     assert_eq!(gains, [0.1, 0.3, 1.0, 3.0]);
     let mixable = (0..held_out.len())

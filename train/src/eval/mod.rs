@@ -33,7 +33,9 @@ use crate::trainer::data::{PictureBank, SoundBank};
 use crate::trainer::{AUDIO_ENCODER_FILE, GENERATOR_FILE, IMAGE_ENCODER_FILE};
 use classifier::{Classifier, classify, rank_of};
 use labelling::Labelling;
-use neighbours::{ClassifiedPictures, Neighbours, nearest, picture_neighbours, same_label_share};
+use neighbours::{
+    ClassifiedPictures, Neighbours, SoundNeighbours, nearest, nearest_labels, picture_neighbours,
+};
 use plots::Cell;
 use s2v_serving::networks::{encode_rows, load_network};
 
@@ -740,24 +742,30 @@ fn feature_neighbours<B: Backend>(judging: &Judging<B>, n: &NeighbourInputs) -> 
     let training_audio = normalised(&judging.audio_features(&bank.waveforms)?);
     let training_sound_classes: Vec<&str> =
         training_sounds.iter().map(|(_, _, class)| *class).collect();
-    let sound_classes = class_names(&n.held_out.sound_classes);
+    let queries = &n.features.test_audio_unit;
+    let nearest_sounds = nearest_labels(queries, &training_audio, &training_sound_classes);
+    let nearest_pictures = nearest_labels(queries, &key_features, &key_classes);
+    let sounds: Vec<SoundNeighbours> = n
+        .held_out
+        .sounds
+        .iter()
+        .zip(class_names(&n.held_out.sound_classes))
+        .zip(nearest_sounds.into_iter().zip(nearest_pictures))
+        .map(|((item, class), (sound, picture))| SoundNeighbours {
+            name: item.name.clone(),
+            class: class.to_string(),
+            nearest_sound: sound.map(str::to_string),
+            nearest_picture: picture.map(str::to_string),
+        })
+        .collect();
     Ok(Neighbours {
         pictures,
-        held_out_sounds: same_label_share(
-            &n.features.test_audio_unit,
-            &sound_classes,
-            &training_audio,
-            &training_sound_classes,
-            |_, _| true,
-        ),
-        held_out_sounds_to_pictures: same_label_share(
-            &n.features.test_audio_unit,
-            &sound_classes,
-            &key_features,
-            &key_classes,
-            |_, _| true,
-        ),
-        held_out_count: n.held_out.sounds.len(),
+        held_out_sounds: SoundNeighbours::share(&sounds, |s| s.nearest_sound.as_ref()),
+        held_out_sounds_to_pictures: SoundNeighbours::share(&sounds, |s| {
+            s.nearest_picture.as_ref()
+        }),
+        held_out_count: sounds.len(),
+        sounds,
     })
 }
 

@@ -21,6 +21,30 @@ pub struct Neighbours {
     pub held_out_sounds_to_pictures: f64,
     /// Held-out sounds with a class.
     pub held_out_count: usize,
+    /// The two sound shares sound by sound, so that two models can be compared on the same sounds.
+    pub sounds: Vec<SoundNeighbours>,
+}
+
+/// One held-out sound's class and the classes of its nearest neighbours.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoundNeighbours {
+    pub name: String,
+    pub class: String,
+    /// Its nearest training sound's, by `f_A`.
+    pub nearest_sound: Option<String>,
+    /// Its nearest labelled training picture's, `f_A` against `f_V`.
+    pub nearest_picture: Option<String>,
+}
+
+impl SoundNeighbours {
+    /// The share of `sounds` whose neighbour, as `neighbour` picks it, has their class.
+    pub fn share(sounds: &[Self], neighbour: impl Fn(&Self) -> Option<&String>) -> f64 {
+        let hits = sounds
+            .iter()
+            .filter(|s| neighbour(s) == Some(&s.class))
+            .count();
+        hits as f64 / sounds.len().max(1) as f64
+    }
 }
 
 /// The image encoder's part: how often a picture's nearest picture shows the same class.
@@ -111,6 +135,18 @@ pub fn nearest(query: &[f32], keys: &[Vec<f32>], allowed: impl Fn(usize) -> bool
         .map(|k| (k, super::dot(query, &keys[k])))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(k, _)| k)
+}
+
+/// The label of each query's nearest key (rows L2-normalised); none where there are no keys.
+pub fn nearest_labels<L: Clone>(
+    queries: &[Vec<f32>],
+    keys: &[Vec<f32>],
+    labels: &[L],
+) -> Vec<Option<L>> {
+    queries
+        .iter()
+        .map(|query| nearest(query, keys, |_| true).map(|k| labels[k].clone()))
+        .collect()
 }
 
 /// The share of `queries` whose nearest key (of those `allowed` admits for that query) has the query's label.
