@@ -54,6 +54,19 @@ impl AudioEncoderConfig {
         }
     }
 
+    /// Sound2Vision's layout (`fc2` on) `embedding_dim` wide, at four channels a stage and one block each: a
+    /// few thousand parameters, for tests and fixtures that need its shape rather than its weights.
+    pub fn narrow_sound2vision(embedding_dim: usize) -> Self {
+        Self {
+            in_channels: 1,
+            stem_width: 4,
+            stage_widths: vec![4; 4],
+            blocks_per_stage: vec![1; 4],
+            embedding_dim,
+            fc2: true,
+        }
+    }
+
     fn validate(&self) -> Result<(), CheckpointError> {
         let invalid = |message: &str| {
             Err(CheckpointError::InvalidConfig {

@@ -22,12 +22,8 @@ fn data(part: &str) -> PathBuf {
 /// A Sound2Vision-shaped audio encoder (with `fc2`) whose embedding is `width` wide.
 fn audio_encoder(root: &Path, width: usize, fc2: bool) -> PathBuf {
     let config = AudioEncoderConfig {
-        in_channels: 1,
-        stem_width: 4,
-        stage_widths: vec![4, 4, 4, 4],
-        blocks_per_stage: vec![1, 1, 1, 1],
-        embedding_dim: width,
         fc2,
+        ..AudioEncoderConfig::narrow_sound2vision(width)
     };
     let encoder = AudioEncoder::<Flex>::init(&config, &Default::default()).unwrap();
     let path = root.join(format!("encoder-{width}-{fc2}.safetensors"));

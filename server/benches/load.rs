@@ -19,7 +19,6 @@ use s2v_models::{Generator, GeneratorConfig, NetworkModule};
 use s2v_tests::service::{Process, get_text, latent, start_nats, start_server};
 use serde_json::json;
 
-#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

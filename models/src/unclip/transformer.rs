@@ -25,8 +25,9 @@ pub struct TransformerShape {
     pub context_width: usize,
     /// Linear projections in and out (Stable Diffusion 2's), else 1 x 1 convolutions.
     pub linear_projection: bool,
-    /// Attention scores in f32 under half precision (the configuration's `upcast_attention`).
-    pub upcast_attention: bool,
+    /// The attention scores' precision (f32 under half precision where the configuration sets
+    /// `upcast_attention`).
+    pub scores: ScorePrecision,
 }
 
 /// diffusers' `Attention` between tokens: queries from `x`, keys and values from `context` (or `x`), heads of
@@ -38,7 +39,8 @@ struct Attention<B: Backend> {
     to_v: Linear<B>,
     to_out: Linear<B>,
     heads: usize,
-    upcast: bool,
+    #[module(skip)]
+    scores: ScorePrecision,
 }
 
 impl<B: Backend> Attention<B> {
@@ -64,7 +66,7 @@ impl<B: Backend> Attention<B> {
             to_v: linear("to_v", context_width, false)?,
             to_out: linear("to_out.0", width, true)?,
             heads: shape.heads,
-            upcast: shape.upcast_attention,
+            scores: shape.scores,
         })
     }
 
@@ -76,11 +78,7 @@ impl<B: Backend> Attention<B> {
             self.to_v.forward(context),
             self.heads,
             false,
-            if self.upcast {
-                ScorePrecision::Upcast
-            } else {
-                ScorePrecision::Native
-            },
+            self.scores,
         );
         self.to_out.forward(attended)
     }

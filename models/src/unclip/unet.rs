@@ -11,7 +11,7 @@ use burn::tensor::activation::silu;
 use serde::Deserialize;
 
 use super::blocks::{
-    Downsample, ResnetBlock, ResnetShape, Upsample, read_conv3x3, read_group_norm,
+    Downsample, ResnetBlock, ResnetShape, ScorePrecision, Upsample, read_conv3x3, read_group_norm,
 };
 use super::transformer::{Transformer2d, TransformerShape};
 use super::weights::{read_safetensors, read_text, weights_file};
@@ -374,7 +374,11 @@ impl Reader<'_> {
             groups: self.config.norm_num_groups,
             context_width: self.config.cross_attention_dim,
             linear_projection: self.config.use_linear_projection,
-            upcast_attention: self.config.upcast_attention,
+            scores: if self.config.upcast_attention {
+                ScorePrecision::Upcast
+            } else {
+                ScorePrecision::Native
+            },
         };
         Transformer2d::read(self.sd, prefix, shape, device)
     }

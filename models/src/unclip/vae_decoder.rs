@@ -238,13 +238,13 @@ impl<B: Backend> VaeDecoder<B> {
         })
     }
 
-    /// Pixels in about [-1, 1] from latents on the VAE's own scale (the pipeline divides the diffusion's latents
-    /// by `scaling_factor` first).
     /// The decoder with every weight in f32, whatever precision it was read in.
     pub fn in_single_precision(self) -> Self {
         self.map(&mut SinglePrecision)
     }
 
+    /// Pixels in about [-1, 1] from latents on the VAE's own scale (the pipeline divides the diffusion's latents
+    /// by `scaling_factor` first).
     pub fn forward(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut x = match &self.post_quant_conv {
             Some(conv) => conv.forward(latents),

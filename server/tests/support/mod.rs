@@ -12,14 +12,7 @@ pub const WIDTH: usize = 6;
 
 /// The tiny networks converted as `s2v convert-unclip` does, with a 6-d audio encoder.
 pub fn tiny_converted(root: &Path) -> PathBuf {
-    let config = AudioEncoderConfig {
-        in_channels: 1,
-        stem_width: 4,
-        stage_widths: vec![4, 4, 4, 4],
-        blocks_per_stage: vec![1, 1, 1, 1],
-        embedding_dim: WIDTH,
-        fc2: true,
-    };
+    let config = AudioEncoderConfig::narrow_sound2vision(WIDTH);
     let encoder = AudioEncoder::<Flex>::init(&config, &Default::default()).unwrap();
     let encoder_path = root.join("sound2vision.safetensors");
     save_native(&encoder, &encoder_path, false).unwrap();

@@ -11,14 +11,7 @@ pub const TINY_WIDTH: usize = 6;
 
 /// Writes to `path` a Sound2Vision-shaped audio encoder (with `fc2`) of the tiny model's embedding width.
 pub fn save_tiny_sound2vision_encoder(path: &Path) {
-    let config = AudioEncoderConfig {
-        in_channels: 1,
-        stem_width: 4,
-        stage_widths: vec![4, 4, 4, 4],
-        blocks_per_stage: vec![1, 1, 1, 1],
-        embedding_dim: TINY_WIDTH,
-        fc2: true,
-    };
+    let config = AudioEncoderConfig::narrow_sound2vision(TINY_WIDTH);
     let encoder = AudioEncoder::<Flex>::init(&config, &Default::default()).unwrap();
     save_native(&encoder, path, false).unwrap();
 }
